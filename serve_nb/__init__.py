@@ -1,0 +1,66 @@
+"""serve_nb: from a notebook cell to a scalable endpoint.
+
+Ray Serve's model (deployments, replicas, applications, handles) on Ray core, usable with
+``import serve_nb as serve``. Ray is imported lazily: importing serve_nb costs little.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve_nb import exceptions
+from serve_nb.api import (
+    delete,
+    get_app_handle,
+    get_deployment_handle,
+    run,
+    shutdown,
+    start,
+    status,
+)
+from serve_nb.config import AutoscalingConfig, HTTPOptions
+from serve_nb.deployment import Application, Deployment, deployment
+from serve_nb.runtime.context import ReplicaContext, get_replica_context
+from serve_nb.types import ApplicationStatus, DeploymentStatus, ServeStatus
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DeploymentHandle": "serve_nb.runtime.handle",
+    "DeploymentResponse": "serve_nb.runtime.handle",
+    "DeploymentResponseGenerator": "serve_nb.runtime.handle",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'serve_nb' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "Application",
+    "ApplicationStatus",
+    "AutoscalingConfig",
+    "Deployment",
+    "DeploymentHandle",
+    "DeploymentResponse",
+    "DeploymentResponseGenerator",
+    "DeploymentStatus",
+    "HTTPOptions",
+    "ReplicaContext",
+    "ServeStatus",
+    "delete",
+    "deployment",
+    "exceptions",
+    "get_app_handle",
+    "get_deployment_handle",
+    "get_replica_context",
+    "run",
+    "shutdown",
+    "start",
+    "status",
+]

@@ -1,0 +1,209 @@
+"""The public facade: ``serve.run``, ``serve.delete``, ``serve.status`` ... Thin: validate, build, call.
+
+Everything here works from a notebook cell (whose event loop is running): waits happen on
+threads, never with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Any, Callable
+
+from serve_nb.config import HTTPOptions, validate_route_prefix
+from serve_nb.core.graph import AppGraph, build_graph
+from serve_nb.core.snapshots import STATUS_KEY
+from serve_nb.core.versions import args_version, code_version, replica_version
+from serve_nb.deployment import Application
+from serve_nb.exceptions import DeployError, RayServeException
+from serve_nb.types import ApplicationStatus, ServeStatus
+
+_DEFAULT_PREFIX: Any = object()
+
+
+def _runtime() -> Any:
+    from serve_nb.runtime import client
+
+    return client
+
+
+def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) -> None:
+    """Connect to the running serve_nb controller, or start one (and Ray, if needed)."""
+    options = HTTPOptions.from_user(http_options)
+    _runtime().get_client(create=True, http_options=options)
+
+
+def _build_specs(graph: AppGraph) -> list[Any]:
+    from serve_nb.runtime.messages import DeploymentSpec
+    from serve_nb.runtime.serialization import dumps
+
+    specs = []
+    for node in graph.nodes.values():
+        dep = node.deployment
+        try:
+            def_blob = dumps(dep.func_or_class)
+        except Exception as exc:
+            raise TypeError(f"Deployment '{node.name}' cannot be serialized to send to its replicas: {exc}") from exc
+        try:
+            args_blob = dumps((node.args, node.kwargs))
+        except Exception as exc:
+            raise TypeError(
+                f"The arguments bound to deployment '{node.name}' cannot be serialized: {exc}. "
+                "Pass picklable values (or create the object inside the constructor)."
+            ) from exc
+        version = replica_version(
+            code_version(dep.func_or_class, dumps),
+            args_version(node.args, node.kwargs, dumps),
+            dep.config.ray_actor_options,
+            dep.config.version,
+        )
+        specs.append(DeploymentSpec(node.name, def_blob, args_blob, dep.config, version, dep.is_class))
+    return specs
+
+
+def run(
+    target: Application,
+    blocking: bool = False,
+    name: str = "default",
+    route_prefix: str | None = _DEFAULT_PREFIX,
+    _blocking: bool = True,
+    **_ignored: Any,
+) -> Any:
+    """Deploy (or update in place) application ``name`` and return a handle to its ingress.
+
+    With ``_blocking`` (the default) returns once every replica is up, raising DeployError with
+    the user's traceback if the app fails. ``blocking=True`` then keeps serving until Ctrl-C,
+    as Ray Serve's does.
+    """
+    from serve_nb.runtime.handle import DeploymentHandle
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Application name must be a non-empty string, got {name!r}.")
+    prefix = validate_route_prefix("/" if route_prefix is _DEFAULT_PREFIX else route_prefix)
+    graph = build_graph(target, name, lambda dep, app: DeploymentHandle(dep, app))
+    specs = _build_specs(graph)
+    client = _runtime().get_client(create=True)
+    import ray
+
+    error = ray.get(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs))
+    if error:
+        raise ValueError(error)
+    handle = DeploymentHandle(graph.ingress, name)
+    if _blocking:
+        status = _wait_for_status(
+            lambda s: name in s.applications
+            and s.applications[name].status in (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOY_FAILED)
+        )
+        app = status.applications[name]
+        if app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
+    if blocking:
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return handle
+
+
+def _wait_for_status(predicate: Callable[[ServeStatus], bool], timeout_s: float | None = None) -> ServeStatus:
+    """Block until the controller's published status satisfies ``predicate`` (pushed by long-poll)."""
+    client = _runtime().current_client()
+    if client is None:
+        raise RayServeException("serve_nb is not running.")
+    done: concurrent.futures.Future[ServeStatus] = concurrent.futures.Future()
+
+    def on_status(status: ServeStatus | None) -> None:
+        if status is not None and not done.done() and predicate(status):
+            done.set_result(status)
+
+    sub = client.longpoll.subscribe(STATUS_KEY, on_status)
+    try:
+        return done.result(timeout_s)
+    finally:
+        sub.cancel()
+
+
+def delete(name: str, _blocking: bool = True) -> None:
+    """Delete application ``name``: its route goes at once, its replicas drain and stop."""
+    client = _runtime().get_client(create=False)
+    if client is None:
+        return
+    import ray
+
+    ray.get(client.controller.delete_apps.remote([name]))
+    if _blocking:
+        _wait_for_status(lambda s: name not in s.applications)
+
+
+def status() -> ServeStatus:
+    """Every application's status. Starts nothing: without a controller, an empty status."""
+    client = _runtime().get_client(create=False)
+    if client is None:
+        return ServeStatus()
+    import ray
+
+    return ray.get(client.controller.get_status.remote())
+
+
+def shutdown() -> None:
+    """Delete every application and stop the controller; serve.run starts afresh afterwards."""
+    rt = _runtime()
+    import ray
+
+    if not ray.is_initialized():
+        return
+    controller = rt.get_controller(create=False)
+    rt.forget_client()  # stop this process's long-poll before the controller goes away
+    if controller is not None:
+        try:
+            ray.get(controller.shutdown.remote())
+        finally:
+            ray.kill(controller, no_restart=True)
+            _wait_until_gone()
+
+
+def _wait_until_gone(timeout_s: float = 10.0) -> None:
+    from serve_nb.runtime.controller import CONTROLLER_NAME, NAMESPACE
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.02)
+
+
+def get_app_handle(name: str) -> Any:
+    """A handle to the ingress of running application ``name``."""
+    from serve_nb.runtime.handle import DeploymentHandle
+
+    app = status().applications.get(name)
+    if app is None:
+        raise RayServeException(f"Application '{name}' does not exist. Running applications: {_app_names()}.")
+    return DeploymentHandle(app.ingress, name)
+
+
+def get_deployment_handle(deployment_name: str, app_name: str | None = None) -> Any:
+    """A handle to any deployment; ``app_name`` defaults to the caller's own app inside a replica."""
+    from serve_nb.runtime.context import _context
+    from serve_nb.runtime.handle import DeploymentHandle
+
+    if app_name is None:
+        app_name = _context.app_name if _context is not None else "default"
+    app = status().applications.get(app_name)
+    if app is None:
+        raise RayServeException(f"Application '{app_name}' does not exist. Running applications: {_app_names()}.")
+    if deployment_name not in app.deployments:
+        raise RayServeException(
+            f"Application '{app_name}' has no deployment '{deployment_name}'. "
+            f"Its deployments: {', '.join(sorted(app.deployments)) or '(none)'}."
+        )
+    return DeploymentHandle(deployment_name, app_name)
+
+
+def _app_names() -> str:
+    names = sorted(status().applications)
+    return ", ".join(names) if names else "(none)"

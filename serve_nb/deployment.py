@@ -1,0 +1,154 @@
+"""``@serve.deployment``, ``Deployment`` and ``Application``: what users declare, before anything runs.
+
+Pure data with validation; nothing here touches Ray.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, TypeVar, overload
+
+from serve_nb.config import DeploymentConfig, check_option_names
+
+T = TypeVar("T")
+
+_UNSET: Any = object()
+
+
+class Application:
+    """A deployment bound to its constructor arguments: the unit ``serve.run`` deploys.
+
+    Arguments may contain other Applications (anywhere in lists, tuples and dicts);
+    inside the replica those arrive as ``DeploymentHandle``s.
+    """
+
+    def __init__(self, deployment: "Deployment", args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._deployment = deployment
+        self._args = args
+        self._kwargs = kwargs
+
+    @property
+    def deployment(self) -> "Deployment":
+        return self._deployment
+
+    def __repr__(self) -> str:
+        return f"Application(deployment={self._deployment.name!r})"
+
+
+class Deployment:
+    """A class or function plus its serving options. ``bind()`` it to get an Application."""
+
+    def __init__(self, func_or_class: Callable[..., Any], options: dict[str, Any]) -> None:
+        check_option_names(options)
+        name = options.get("name") or getattr(func_or_class, "__name__", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Deployment name must be a non-empty string, got {name!r}.")
+        if "#" in name or "/" in name:
+            raise ValueError(f"Deployment name may not contain '#' or '/', got {name!r}.")
+        self._func_or_class = func_or_class
+        self._options = {**options, "name": name}
+        self._config = DeploymentConfig.from_options(self._options)
+        self._check_user_config()
+
+    def _check_user_config(self) -> None:
+        if self._config.user_config is None:
+            return
+        if not inspect.isclass(self._func_or_class):
+            raise ValueError(
+                f"Deployment '{self.name}' is a function; user_config needs a class with a "
+                "reconfigure(self, config) method."
+            )
+        if not callable(getattr(self._func_or_class, "reconfigure", None)):
+            raise ValueError(
+                f"user_config was given for deployment '{self.name}', but class "
+                f"{self._func_or_class.__name__} has no reconfigure(self, config) method to receive it."
+            )
+
+    # Read-only views, named as in Ray Serve.
+    @property
+    def name(self) -> str:
+        return self._options["name"]
+
+    @property
+    def func_or_class(self) -> Callable[..., Any]:
+        return self._func_or_class
+
+    @property
+    def config(self) -> DeploymentConfig:
+        return self._config
+
+    @property
+    def num_replicas(self) -> int | None:
+        return self._config.num_replicas
+
+    @property
+    def user_config(self) -> Any:
+        return self._config.user_config
+
+    @property
+    def max_ongoing_requests(self) -> int:
+        return self._config.max_ongoing_requests
+
+    @property
+    def max_queued_requests(self) -> int:
+        return self._config.max_queued_requests
+
+    @property
+    def ray_actor_options(self) -> dict[str, Any]:
+        return dict(self._config.ray_actor_options)
+
+    @property
+    def version(self) -> str | None:
+        return self._config.version
+
+    @property
+    def is_class(self) -> bool:
+        return inspect.isclass(self._func_or_class)
+
+    def options(self, **options: Any) -> "Deployment":
+        """A copy with some options replaced; unspecified options keep their values."""
+        check_option_names(options)
+        merged = {**self._options, **options}
+        if "num_replicas" in options and "autoscaling_config" not in options and options["num_replicas"] != "auto":
+            merged.pop("autoscaling_config", None)
+        if "autoscaling_config" in options and "num_replicas" not in options and self._options.get("num_replicas") != "auto":
+            merged.pop("num_replicas", None)
+        if "name" not in options:
+            merged["name"] = self.name
+        return Deployment(self._func_or_class, merged)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Application:
+        return Application(self, args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"Deployment '{self.name}' cannot be called or constructed directly. "
+            f"Use {self.name}.bind(...) and serve.run(...), then call it through the returned handle."
+        )
+
+    def __repr__(self) -> str:
+        return f"Deployment(name={self.name!r})"
+
+
+@overload
+def deployment(_func_or_class: Callable[..., Any]) -> Deployment: ...
+
+
+@overload
+def deployment(_func_or_class: None = None, **options: Any) -> Callable[[Callable[..., Any]], Deployment]: ...
+
+
+def deployment(_func_or_class: Any = None, **options: Any) -> Any:
+    """Turn a class or function into a Deployment; usable bare (``@serve.deployment``) or with options."""
+    check_option_names(options)
+
+    def wrap(target: Any) -> Deployment:
+        if isinstance(target, Deployment):
+            return target.options(**options)
+        if not (inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target) or callable(target)):
+            raise TypeError(f"@serve.deployment must decorate a class or a function, got {type(target).__name__}.")
+        return Deployment(target, dict(options))
+
+    if _func_or_class is not None:
+        return wrap(_func_or_class)
+    return wrap

@@ -1,0 +1,67 @@
+"""Exceptions users of serve_nb can catch (names match Ray Serve's)."""
+
+from __future__ import annotations
+
+
+class ServeException(Exception):
+    """Base class of every error serve_nb raises on its own behalf."""
+
+
+#: Ray Serve's name for the same base class, so ``except RayServeException`` ports as is.
+RayServeException = ServeException
+
+
+class BackPressureError(ServeException):
+    """A caller's queue for a deployment is full (``max_queued_requests``); retry later."""
+
+    def __init__(self, deployment: str, num_queued: int, max_queued: int) -> None:
+        self.deployment = deployment
+        self.num_queued = num_queued
+        self.max_queued = max_queued
+        super().__init__(
+            f"Request dropped due to backpressure: {num_queued} requests are already queued "
+            f"for deployment '{deployment}' (max_queued_requests={max_queued}). "
+            "Retry later, add replicas, or raise max_queued_requests."
+        )
+
+    def __reduce__(self):  # keep the structured fields across processes
+        return (type(self), (self.deployment, self.num_queued, self.max_queued))
+
+
+class DeploymentUnavailableError(ServeException):
+    """The deployment cannot take requests: it failed to deploy, was deleted, or Serve is down."""
+
+
+class RequestCancelledError(ServeException):
+    """The request was cancelled before it finished."""
+
+
+class ReplicaUnavailableError(ServeException):
+    """The replica serving a request died or became unreachable while handling it."""
+
+
+class DeployError(ServeException):
+    """``serve.run`` could not bring an application up; the message carries the user's traceback."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the replica-side traceback text as the ``__cause__`` of a re-raised user error."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+__all__ = [
+    "ServeException",
+    "RayServeException",
+    "BackPressureError",
+    "DeploymentUnavailableError",
+    "RequestCancelledError",
+    "ReplicaUnavailableError",
+    "DeployError",
+    "RemoteTraceback",
+]

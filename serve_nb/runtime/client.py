@@ -1,0 +1,194 @@
+"""The caller's side of serve_nb in one process: Ray connection, controller handle, long-poll, routers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import Any, AsyncIterator
+
+import ray
+
+from serve_nb.config import HTTPOptions
+from serve_nb.core.snapshots import replicas_key
+from serve_nb.runtime.controller import CONTROLLER_NAME, NAMESPACE, ServeController
+from serve_nb.runtime.loop import BackgroundLoop, get_loop
+from serve_nb.runtime.longpoll import LongPollClient
+from serve_nb.runtime.messages import ClusterInfo
+from serve_nb.runtime.router import Router
+from serve_nb.types import DeploymentID
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_client: "ServeClient | None" = None
+
+
+def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
+    """Connect to Ray if this process is not yet connected: RAY_ADDRESS / ``address``, else a local Ray."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "log_to_driver": False,  # replica output goes to Ray's log files, not into notebook cells
+        "logging_level": logging.WARNING,
+        "include_dashboard": False,
+    }
+    kwargs.update(init_kwargs)
+    if address is not None:
+        kwargs["address"] = address
+    # Ray prints set-up chatter (auth token notices, "Started a local Ray instance") at INFO/WARNING;
+    # keep it out of cells. Real errors still raise.
+    ray_logger = logging.getLogger("ray")
+    previous = ray_logger.level
+    ray_logger.setLevel(logging.ERROR)
+    try:
+        ray.init(**kwargs)
+    finally:
+        ray_logger.setLevel(previous)
+
+
+def _head_node_strategy() -> Any:
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for node in ray.nodes():
+            if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+                return NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+    except Exception:
+        pass
+    return None
+
+
+def get_controller(create: bool, http_options: HTTPOptions | None = None) -> Any | None:
+    try:
+        return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        if not create:
+            return None
+    options: dict[str, Any] = {
+        "name": CONTROLLER_NAME,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "num_cpus": 0,
+        "max_concurrency": 10_000,
+        "get_if_exists": True,
+    }
+    strategy = _head_node_strategy()
+    if strategy is not None:
+        options["scheduling_strategy"] = strategy
+    return ray.remote(ServeController).options(**options).remote(http_options)
+
+
+class ServeClient:
+    """One per process. All routers and the long-poll live on the process's background loop."""
+
+    def __init__(self, controller: Any, info: ClusterInfo) -> None:
+        self.controller = controller
+        self.info = info
+        self.bg: BackgroundLoop = get_loop()
+        self.longpoll = LongPollClient(self.bg.loop, lambda: self.controller)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self._routers: dict[DeploymentID, Router] = {}
+        self.closed = False
+
+    def router(self, dep: DeploymentID) -> Router:
+        """The router for ``dep`` (call on the background loop)."""
+        router = self._routers.get(dep)
+        if router is None:
+            router = Router(
+                dep, self.info.token, local_node_id=self.node_id,
+                on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
+            )
+            self._routers[dep] = router
+            self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)
+        return router
+
+    def _report_unreachable(self, dep: DeploymentID, replica_id: str) -> None:
+        try:
+            self.controller.report_unreachable.remote(dep.app, dep.name, replica_id)
+        except Exception:
+            pass
+
+    async def call(self, dep: DeploymentID, method: str, args: tuple, kwargs: dict, meta: dict) -> Any:
+        if args or kwargs:
+            args, kwargs = await _resolve_responses(args, kwargs)
+        return await self.router(dep).call(method, args, kwargs, meta)
+
+    async def stream(self, dep: DeploymentID, method: str, args: tuple, kwargs: dict, meta: dict) -> AsyncIterator[Any]:
+        if args or kwargs:
+            args, kwargs = await _resolve_responses(args, kwargs)
+        async for item in self.router(dep).stream(method, args, kwargs, meta):
+            yield item
+
+    def close(self) -> None:
+        self.closed = True
+        self.longpoll.close()
+
+        def _close_routers() -> None:
+            for router in self._routers.values():
+                router.close()
+            self._routers.clear()
+
+        self.bg.call_soon(_close_routers)
+
+
+async def _resolve_responses(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Top-level DeploymentResponse arguments become their values (the caller never blocks on them)."""
+    from serve_nb.runtime.handle import DeploymentResponse
+
+    if not any(isinstance(a, DeploymentResponse) for a in args) and not any(
+        isinstance(v, DeploymentResponse) for v in kwargs.values()
+    ):
+        return args, kwargs
+    args = tuple([await a if isinstance(a, DeploymentResponse) else a for a in args])
+    kwargs = {k: (await v if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def get_client(create: bool = False, http_options: HTTPOptions | None = None, timeout_s: float = 60.0) -> ServeClient | None:
+    """This process's client; connects (and with ``create`` starts the controller) on first use."""
+    global _client
+    client = _client
+    if client is not None and not client.closed:
+        return client
+    with _lock:
+        if _client is not None and not _client.closed:
+            return _client
+        if create:
+            ensure_ray(os.environ.get("RAY_ADDRESS") or None)
+        elif not ray.is_initialized():
+            return None
+        controller = get_controller(create, http_options)
+        if controller is None:
+            return None
+        info = ray.get(controller.ready.remote(), timeout=timeout_s)
+        _client = ServeClient(controller, info)
+        return _client
+
+
+def current_client() -> ServeClient | None:
+    return _client if _client is not None and not _client.closed else None
+
+
+def forget_client() -> None:
+    global _client
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client = None
+
+
+def run_sync(coro: Any, timeout_s: float | None = None) -> Any:
+    """Run a coroutine on the background loop from synchronous code (works inside notebook cells)."""
+    return get_loop().run(coro, timeout_s)
+
+
+def in_any_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False

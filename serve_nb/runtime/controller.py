@@ -1,0 +1,570 @@
+"""The controller actor: owns desired state, reconciles replicas toward it, hosts the long-poll.
+
+It runs as one detached, restartable, named actor in the ``serve_nb`` namespace. Every change
+of desired state is checkpointed to the GCS key-value store; a restarted controller reloads it
+and adopts the replicas that are still running, by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.experimental import internal_kv
+
+from serve_nb.config import HTTPOptions
+from serve_nb.core import reconcile
+from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, replicas_key
+from serve_nb.core.status import DeploymentFacts, application_status, deployment_status, replica_state_counts
+from serve_nb.runtime.longpoll import LongPollHost
+from serve_nb.runtime.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaInit
+from serve_nb.runtime.replica import ReplicaActor
+from serve_nb.runtime.serialization import dumps, loads
+from serve_nb.types import (
+    ApplicationStatus,
+    ApplicationStatusInfo,
+    DeploymentID,
+    DeploymentStatus,
+    DeploymentStatusInfo,
+    ReplicaInfo,
+    ReplicaSet,
+    ReplicaState,
+    ServeStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "serve_nb"
+CONTROLLER_NAME = "serve_nb_controller"
+REPLICA_PREFIX = "SERVE_NB_REPLICA::"
+CHECKPOINT_KEY = b"serve_nb:checkpoint"
+MAX_CONSTRUCTOR_ATTEMPTS = 3
+HEALTH_FAILURES_BEFORE_REPLACE = 3
+RECONCILE_PERIOD_S = 1.0
+
+
+def replica_actor_name(dep: DeploymentID, replica_id: str) -> str:
+    return f"{REPLICA_PREFIX}{dep.app}#{dep.name}#{replica_id}"
+
+
+@dataclass
+class ReplicaRecord:
+    replica_id: str
+    actor: Any
+    version: str
+    config_version: str
+    state: ReplicaState
+    started_at: float
+    info: ReplicaInfo | None = None
+    health_failures: int = 0
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def view(self) -> reconcile.ReplicaView:
+        return reconcile.ReplicaView(self.replica_id, self.version, self.config_version, self.state, self.started_at)
+
+
+@dataclass
+class DeploymentState:
+    dep: DeploymentID
+    spec: DeploymentSpec
+    target: int
+    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
+    methods: tuple[str, ...] = ()
+    ctor_failures: int = 0
+    failed_message: str | None = None
+    unhealthy_message: str | None = None
+    scaling: str | None = None
+    removing: bool = False  # dropped from its app by a redeploy, or its app is being deleted
+
+    def goal(self) -> reconcile.Goal:
+        target = 0 if self.removing else self.target
+        return reconcile.Goal(self.spec.version, self.spec.config_version, target, self.failed_message is not None)
+
+
+@dataclass
+class AppState:
+    name: str
+    route_prefix: str | None
+    ingress: str
+    deployments: dict[str, DeploymentState]
+    deployed_at: float
+    deleting: bool = False
+    was_running: bool = False
+
+
+class ServeController:
+    """Remote methods are called by serve_nb clients; everything runs on the actor's one event loop."""
+
+    def __init__(self, http_options: HTTPOptions | None = None) -> None:
+        self._epoch = uuid.uuid4().hex[:12]
+        self._longpoll = LongPollHost(self._epoch)
+        self._apps: dict[str, AppState] = {}
+        self._token = secrets.token_bytes(16)
+        self._http_options = http_options or HTTPOptions()
+        self._wake = asyncio.Event()
+        self._shutting_down = False
+        self._replica_cls = ray.remote(ReplicaActor)
+        self._ready = asyncio.get_event_loop().create_task(self._start())
+
+    # -- startup and recovery -------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        await self._recover()
+        self._publish()
+        asyncio.get_running_loop().create_task(self._control_loop())
+
+    async def _recover(self) -> None:
+        blob = internal_kv._internal_kv_get(CHECKPOINT_KEY, namespace=NAMESPACE)
+        if not blob:
+            return
+        try:
+            saved = loads(blob)
+        except Exception:
+            logger.exception("serve_nb: unreadable checkpoint; starting empty")
+            return
+        self._token = saved["token"]
+        self._http_options = saved["http_options"]
+        for name, app in saved["apps"].items():
+            deployments = {
+                dname: DeploymentState(DeploymentID(name, dname), spec, target, removing=removing)
+                for dname, (spec, target, removing) in app["deployments"].items()
+            }
+            self._apps[name] = AppState(
+                name, app["route_prefix"], app["ingress"], deployments, app["deployed_at"], app["deleting"], app["was_running"]
+            )
+        await self._adopt_replicas()
+
+    async def _adopt_replicas(self) -> None:
+        """Find replicas by name after a restart; keep the healthy ones, stop strays."""
+        try:
+            named = ray.util.list_named_actors(all_namespaces=True)
+        except Exception:
+            return
+        for entry in named:
+            if entry.get("namespace") != NAMESPACE or not entry.get("name", "").startswith(REPLICA_PREFIX):
+                continue
+            name = entry["name"]
+            try:
+                app, dname, rid = name[len(REPLICA_PREFIX) :].split("#")
+                actor = ray.get_actor(name, namespace=NAMESPACE)
+            except Exception:
+                continue
+            state = self._apps.get(app, None)
+            dstate = state.deployments.get(dname) if state else None
+            if dstate is None:
+                ray.kill(actor, no_restart=True)
+                continue
+            try:
+                meta = await asyncio.wait_for(actor.get_metadata.remote(), 5.0)
+            except Exception:
+                ray.kill(actor, no_restart=True)
+                continue
+            if meta.info is None:  # never finished starting: start afresh
+                ray.kill(actor, no_restart=True)
+                continue
+            record = ReplicaRecord(rid, actor, meta.version, meta.config_version, ReplicaState.RUNNING, meta.started_at, meta.info)
+            dstate.replicas[rid] = record
+            dstate.methods = meta.methods or dstate.methods
+            self._watch(dstate, record)
+
+    def _checkpoint(self) -> None:
+        apps = {
+            name: {
+                "route_prefix": app.route_prefix,
+                "ingress": app.ingress,
+                "deployed_at": app.deployed_at,
+                "deleting": app.deleting,
+                "was_running": app.was_running,
+                "deployments": {d: (s.spec, s.target, s.removing) for d, s in app.deployments.items()},
+            }
+            for name, app in self._apps.items()
+        }
+        blob = dumps({"token": self._token, "http_options": self._http_options, "apps": apps})
+        internal_kv._internal_kv_put(CHECKPOINT_KEY, blob, overwrite=True, namespace=NAMESPACE)
+
+    # -- remote API ----------------------------------------------------------------------------
+
+    async def ready(self) -> ClusterInfo:
+        await self._ready
+        return ClusterInfo(self._token, self._http_options, self._epoch)
+
+    async def listen_for_change(self, known: dict[str, tuple[str, int] | None]) -> dict[str, Any]:
+        await self._ready
+        return await self._longpoll.listen(known)
+
+    async def deploy_app(self, name: str, route_prefix: str | None, ingress: str, specs: list[DeploymentSpec]) -> str | None:
+        """Create or update an application in place. On conflict returns the error and changes nothing."""
+        await self._ready
+        if self._shutting_down:
+            return "Serve is shutting down; call serve.start() or serve.run() again afterwards."
+        if route_prefix is not None:
+            for other in self._apps.values():
+                if other.name != name and other.route_prefix == route_prefix:
+                    return (
+                        f"Route prefix '{route_prefix}' is already used by application '{other.name}'. "
+                        f"Delete that application first (serve.delete('{other.name}')) or choose another route_prefix."
+                    )
+        app = self._apps.get(name)
+        now = time.time()
+        if app is None or app.deleting:
+            if app is not None:  # re-deploy of an app that is still being deleted: take it back
+                app.deleting = False
+            app = app or AppState(name, route_prefix, ingress, {}, now)
+            self._apps[name] = app
+        app.route_prefix, app.ingress, app.deployed_at = route_prefix, ingress, now
+        new_names = {s.name for s in specs}
+        changed = False
+        for spec in specs:
+            state = app.deployments.get(spec.name)
+            if state is None:
+                app.deployments[spec.name] = DeploymentState(DeploymentID(name, spec.name), spec, spec.config.initial_replicas)
+                changed = True
+                continue
+            changed |= self._update_deployment(state, spec)
+        for dname, state in app.deployments.items():
+            if dname not in new_names and not state.removing:
+                state.removing = True
+                changed = True
+        if changed:
+            app.was_running = False
+        self._checkpoint()
+        self._reconcile_all()
+        self._publish()
+        return None
+
+    def _update_deployment(self, state: DeploymentState, spec: DeploymentSpec) -> bool:
+        old = state.spec
+        state.removing = False
+        state.spec = spec
+        # Re-submitting always clears a failure, so "fix and re-run" (or just re-run) retries.
+        was_failed = state.failed_message is not None
+        state.failed_message = None
+        state.ctor_failures = 0
+        auto = spec.config.autoscaling_config
+        if auto is None:
+            new_target = spec.config.num_replicas or 1
+        elif old.config.autoscaling_config is None:
+            new_target = auto.start_replicas
+        else:
+            new_target = min(max(state.target, auto.min_replicas), auto.max_replicas)
+        changed = was_failed or old.version != spec.version or old.config_version != spec.config_version
+        changed |= new_target != state.target
+        state.target = new_target
+        state.scaling = None
+        return changed
+
+    async def delete_apps(self, names: list[str]) -> None:
+        await self._ready
+        for name in names:
+            app = self._apps.get(name)
+            if app is None:
+                continue
+            app.deleting = True
+            for state in app.deployments.values():
+                state.removing = True
+        self._checkpoint()
+        self._reconcile_all()
+        self._publish()
+
+    async def get_status(self) -> ServeStatus:
+        await self._ready
+        return self._status()
+
+    async def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Delete every app and wait (bounded) for their replicas to stop; then forget all state."""
+        await self._ready
+        self._shutting_down = True
+        await self.delete_apps(list(self._apps))
+        deadline = time.monotonic() + timeout_s
+        while self._apps and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        for app in self._apps.values():  # anything left after the deadline is killed outright
+            for state in app.deployments.values():
+                for record in state.replicas.values():
+                    _kill(record.actor)
+        self._apps.clear()
+        internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=NAMESPACE)
+        self._publish()
+
+    async def report_unreachable(self, app: str, deployment: str, replica_id: str) -> None:
+        """A router lost its connection to a replica: check it now rather than at the next period."""
+        state = self._deployment(DeploymentID(app, deployment))
+        record = state.replicas.get(replica_id) if state else None
+        if state is not None and record is not None and record.state in (ReplicaState.RUNNING, ReplicaState.UPDATING):
+            try:
+                await asyncio.wait_for(record.actor.check_health.remote(), 2.0)
+            except Exception as exc:
+                self._replica_failed(state, record, f"replica {replica_id} is unreachable: {_brief(exc)}")
+
+    # -- reconcile -----------------------------------------------------------------------------
+
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), RECONCILE_PERIOD_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self._reconcile_all()
+                self._publish()
+            except Exception:
+                logger.exception("serve_nb controller: reconcile failed")
+
+    def _deployment(self, dep: DeploymentID) -> DeploymentState | None:
+        app = self._apps.get(dep.app)
+        return app.deployments.get(dep.name) if app else None
+
+    def _reconcile_all(self) -> None:
+        for app in list(self._apps.values()):
+            for dname, state in list(app.deployments.items()):
+                self._reconcile(state)
+                if state.removing and not state.replicas:
+                    del app.deployments[dname]
+                    self._longpoll.remove(replicas_key(app.name, dname))
+            if app.deleting and not app.deployments:
+                del self._apps[app.name]
+                self._checkpoint()
+
+    def _reconcile(self, state: DeploymentState) -> None:
+        for action in reconcile.plan(state.goal(), [r.view() for r in state.replicas.values()]):
+            if isinstance(action, reconcile.StartReplicas):
+                for _ in range(action.count):
+                    self._start_replica(state)
+            elif isinstance(action, reconcile.StopReplica):
+                self._stop_replica(state, state.replicas[action.replica_id])
+            elif isinstance(action, reconcile.ReconfigureReplica):
+                self._reconfigure_replica(state, state.replicas[action.replica_id])
+
+    def _start_replica(self, state: DeploymentState) -> None:
+        spec = state.spec
+        rid = secrets.token_hex(4)
+        opts = spec.config.ray_actor_options
+        actor_options: dict[str, Any] = {
+            "name": replica_actor_name(state.dep, rid),
+            "namespace": NAMESPACE,
+            "lifetime": "detached",
+            "max_restarts": 0,
+            "max_concurrency": 1000,
+            "scheduling_strategy": "SPREAD",
+        }
+        for key in ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "runtime_env"):
+            if opts.get(key) is not None:
+                actor_options[key] = opts[key]
+        init = ReplicaInit(
+            state.dep.app, state.dep.name, rid, spec.def_blob, spec.args_blob, spec.is_class, spec.version,
+            spec.config_version, spec.config.max_ongoing_requests, spec.config.graceful_shutdown_wait_loop_s, self._token,
+        )
+        actor = self._replica_cls.options(**actor_options).remote(init)
+        record = ReplicaRecord(rid, actor, spec.version, spec.config_version, ReplicaState.STARTING, time.time())
+        state.replicas[rid] = record
+        record.tasks.append(asyncio.get_running_loop().create_task(self._initialize(state, record)))
+
+    async def _initialize(self, state: DeploymentState, record: ReplicaRecord) -> None:
+        try:
+            result: InitResult = await record.actor.initialize.remote(state.spec.config.user_config)
+        except Exception as exc:  # the process died while starting (OOM, killed, bad runtime_env, ...)
+            result = InitResult(ok=False, error=f"The replica process failed while starting: {_brief(exc)}")
+        if record.state != ReplicaState.STARTING:
+            return  # stopped meanwhile
+        if not result.ok:
+            state.replicas.pop(record.replica_id, None)
+            _kill(record.actor)
+            if record.version == state.spec.version:
+                state.ctor_failures += 1
+                if state.ctor_failures >= MAX_CONSTRUCTOR_ATTEMPTS:
+                    state.failed_message = (
+                        f"The replica constructor failed {state.ctor_failures} times; giving up until the "
+                        f"deployment is updated. Last error:\n{result.error}"
+                    )
+        else:
+            record.info = result.info
+            record.state = ReplicaState.RUNNING
+            state.methods = result.methods
+            if record.version == state.spec.version:
+                state.ctor_failures = 0
+            self._watch(state, record)
+        self._wake.set()
+
+    def _watch(self, state: DeploymentState, record: ReplicaRecord) -> None:
+        loop = asyncio.get_running_loop()
+        record.tasks.append(loop.create_task(self._death_watch(state, record)))
+        record.tasks.append(loop.create_task(self._health_loop(state, record)))
+
+    async def _death_watch(self, state: DeploymentState, record: ReplicaRecord) -> None:
+        try:
+            await record.actor.wait_for_death.remote()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if record.state != ReplicaState.STOPPING:
+                self._replica_failed(state, record, f"replica {record.replica_id} died: {_brief(exc)}")
+
+    async def _health_loop(self, state: DeploymentState, record: ReplicaRecord) -> None:
+        while record.state in (ReplicaState.RUNNING, ReplicaState.UPDATING):
+            config = state.spec.config
+            await asyncio.sleep(config.health_check_period_s)
+            if record.state not in (ReplicaState.RUNNING, ReplicaState.UPDATING):
+                return
+            try:
+                await asyncio.wait_for(record.actor.check_health.remote(), config.health_check_timeout_s)
+                record.health_failures = 0
+                if state.unhealthy_message and all(r.health_failures == 0 for r in state.replicas.values()):
+                    state.unhealthy_message = None
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                record.health_failures += 1
+                if record.health_failures >= HEALTH_FAILURES_BEFORE_REPLACE:
+                    self._replica_failed(
+                        state, record,
+                        f"replica {record.replica_id} failed {record.health_failures} health checks in a row: {_brief(exc)}",
+                    )
+                    return
+
+    def _replica_failed(self, state: DeploymentState, record: ReplicaRecord, why: str) -> None:
+        """Drop a broken replica at once; reconcile starts a replacement."""
+        if state.replicas.get(record.replica_id) is not record:
+            return
+        logger.warning("serve_nb: %s", why)
+        state.replicas.pop(record.replica_id)
+        record.state = ReplicaState.STOPPING
+        for task in record.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        _kill(record.actor)
+        state.unhealthy_message = why
+        self._wake.set()
+
+    def _stop_replica(self, state: DeploymentState, record: ReplicaRecord) -> None:
+        if record.state == ReplicaState.STOPPING:
+            return
+        was_started = record.info is not None
+        record.state = ReplicaState.STOPPING
+        for task in record.tasks:
+            task.cancel()
+        record.tasks = [asyncio.get_running_loop().create_task(self._graceful_stop(state, record, was_started))]
+
+    async def _graceful_stop(self, state: DeploymentState, record: ReplicaRecord, was_started: bool) -> None:
+        self._publish()  # routers drop it before it starts draining
+        if was_started:
+            try:
+                await asyncio.wait_for(
+                    record.actor.prepare_for_shutdown.remote(), state.spec.config.graceful_shutdown_timeout_s + 0.5
+                )
+            except Exception:
+                pass  # timed out or already dead: force-kill below
+        _kill(record.actor)
+        if state.replicas.get(record.replica_id) is record:
+            del state.replicas[record.replica_id]
+        self._wake.set()
+
+    def _reconfigure_replica(self, state: DeploymentState, record: ReplicaRecord) -> None:
+        record.state = ReplicaState.UPDATING
+        spec = state.spec
+        target_version = spec.config_version
+
+        async def run() -> None:
+            try:
+                error = await record.actor.reconfigure.remote(
+                    spec.config.user_config, spec.config.max_ongoing_requests, target_version
+                )
+            except Exception as exc:
+                error = f"reconfigure failed: {_brief(exc)}"
+            if record.state != ReplicaState.UPDATING:
+                return
+            record.state = ReplicaState.RUNNING
+            record.config_version = target_version  # not retried until the config changes again
+            if error:
+                state.failed_message = f"reconfigure(user_config) raised:\n{error}"
+            self._wake.set()
+
+        record.tasks.append(asyncio.get_running_loop().create_task(run()))
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _replica_set(self, app: AppState, state: DeploymentState) -> ReplicaSet:
+        serving = tuple(
+            sorted(
+                (r.info for r in state.replicas.values()
+                 if r.info is not None and r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING)),
+                key=lambda i: i.replica_id,
+            )
+        )
+        unavailable = None
+        if not serving:
+            if app.deleting or state.removing:
+                unavailable = f"Application '{app.name}' is being deleted."
+            elif state.failed_message is not None:
+                unavailable = f"Deployment '{state.dep.name}' of application '{app.name}' failed to deploy:\n{state.failed_message}"
+        config = state.spec.config
+        return ReplicaSet(serving, config.max_ongoing_requests, config.max_queued_requests, unavailable, state.methods)
+
+    def _status(self) -> ServeStatus:
+        apps: dict[str, ApplicationStatusInfo] = {}
+        for app in self._apps.values():
+            deployments: dict[str, DeploymentStatusInfo] = {}
+            for dname, state in app.deployments.items():
+                if state.removing and not app.deleting:
+                    continue
+                replicas = [(r.version, r.state) for r in state.replicas.values()]
+                facts = DeploymentFacts(
+                    state.goal().target, state.spec.version, replicas, state.failed_message,
+                    state.unhealthy_message, state.scaling,
+                )
+                status, message = deployment_status(facts)
+                message = message or self._pending_message(state)
+                deployments[dname] = DeploymentStatusInfo(
+                    dname, status, message, replica_state_counts(replicas), state.goal().target
+                )
+            app_status, app_message = application_status(
+                [(d.name, d.status, d.message) for d in deployments.values()],
+                deleting=app.deleting,
+                was_running=app.was_running,
+            )
+            if app_status == ApplicationStatus.RUNNING:
+                app.was_running = True
+            apps[app.name] = ApplicationStatusInfo(
+                app.name, app_status, app_message, app.route_prefix, app.ingress, deployments, app.deployed_at
+            )
+        return ServeStatus(applications=apps)
+
+    def _pending_message(self, state: DeploymentState) -> str:
+        now = time.time()
+        slow = [r for r in state.replicas.values() if r.state == ReplicaState.STARTING and now - r.started_at > 10]
+        if not slow:
+            return ""
+        return (
+            f"{len(slow)} replica(s) have been starting for over 10 s: the cluster may lack the resources "
+            f"they ask for ({state.spec.config.ray_actor_options}), or a constructor is slow."
+        )
+
+    def _publish(self) -> None:
+        routes: dict[str, tuple[str, str]] = {}
+        for app in self._apps.values():
+            if app.route_prefix is not None and not app.deleting:
+                routes[app.route_prefix] = (app.name, app.ingress)
+            for dname, state in app.deployments.items():
+                self._longpoll.publish(replicas_key(app.name, dname), self._replica_set(app, state))
+        self._longpoll.publish(ROUTES_KEY, routes)
+        self._longpoll.publish(STATUS_KEY, self._status())
+
+
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

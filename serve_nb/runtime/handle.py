@@ -1,0 +1,179 @@
+"""``DeploymentHandle`` and ``DeploymentResponse``: calling deployments from Python, any thread, any loop.
+
+``remote()`` hands the request to the process's background loop at once and returns a future.
+``.result()`` blocks the calling thread only, so it works in a notebook cell whose loop is running;
+``await`` works on any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, AsyncIterator, Iterator
+
+from serve_nb.exceptions import RayServeException, RequestCancelledError
+from serve_nb.types import DeploymentID
+
+_UNSET: Any = object()
+
+
+def _client() -> Any:
+    from serve_nb.runtime.client import get_client
+
+    client = get_client(create=False)
+    if client is None:
+        raise RayServeException("serve_nb is not running in this Ray cluster; call serve.run() or serve.start() first.")
+    return client
+
+
+class DeploymentResponse:
+    """The future result of one handle call. Await it, or call ``.result()``; both work repeatedly."""
+
+    __slots__ = ("_future", "_bg")
+
+    def __init__(self, future: "concurrent.futures.Future[Any]", bg: Any) -> None:
+        self._future = future
+        self._bg = bg
+
+    def result(self, timeout_s: float | None = None, *, _skip_asyncio_check: bool = False) -> Any:
+        """Block this thread until the value is there (or ``timeout_s`` passes: TimeoutError)."""
+        if self._bg.in_loop_thread():
+            raise RuntimeError(
+                "DeploymentResponse.result() cannot be called on serve_nb's own event loop thread; use await."
+            )
+        try:
+            return self._future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            if self._future.done():
+                raise
+            raise TimeoutError(f"Timed out after {timeout_s}s waiting for the response; it can still be fetched later.") from None
+        except concurrent.futures.CancelledError:
+            raise RequestCancelledError("The request was cancelled.") from None
+
+    def __await__(self) -> Any:
+        return self._await().__await__()
+
+    async def _await(self) -> Any:
+        try:
+            return await asyncio.wrap_future(self._future)
+        except asyncio.CancelledError:
+            if self._future.cancelled():
+                raise RequestCancelledError("The request was cancelled.") from None
+            raise
+
+    def cancel(self) -> None:
+        """Cancel the request; the replica stops working on it if it already started."""
+        self._future.cancel()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __repr__(self) -> str:
+        return f"DeploymentResponse(done={self._future.done()})"
+
+
+class DeploymentResponseGenerator:
+    """Items streamed by a generator method (``handle.options(stream=True)``); iterate sync or async."""
+
+    def __init__(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
+        self._bg = client.bg
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)  # binds to a loop on first use
+        self._task = self._bg.submit(self._pump(client, dep, method, args, kwargs))
+
+    async def _pump(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
+        try:
+            async for item in client.stream(dep, method, args, kwargs, {"stream": True}):
+                await self._queue.put(("item", item))
+            await self._queue.put(("end", None))
+        except asyncio.CancelledError:
+            self._queue.put_nowait(("error", RequestCancelledError("The request was cancelled.")))
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            await self._queue.put(("error", exc))
+
+    async def _next(self) -> Any:
+        kind, value = await self._queue.get()
+        if kind == "item":
+            return value
+        self._queue.put_nowait((kind, value))  # stay finished for further calls
+        if kind == "end":
+            raise StopAsyncIteration
+        raise value
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self._bg.submit(self._next()).result()
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await asyncio.wrap_future(self._bg.submit(self._next()))
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+class DeploymentHandle:
+    """Calls one deployment: ``handle.remote(...)``, ``handle.method.remote(...)``, ``handle.options(...)``.
+
+    Cheap to create and to pickle: it connects lazily in whichever process uses it.
+    """
+
+    def __init__(self, deployment_name: str, app_name: str = "default", *, method_name: str = "__call__", stream: bool = False) -> None:
+        self._dep = DeploymentID(app_name, deployment_name)
+        self._method = method_name
+        self._stream = stream
+
+    @property
+    def deployment_name(self) -> str:
+        return self._dep.name
+
+    @property
+    def app_name(self) -> str:
+        return self._dep.app
+
+    def options(
+        self,
+        *,
+        method_name: str = _UNSET,
+        stream: bool = _UNSET,
+        multiplexed_model_id: str = _UNSET,
+        use_new_handle_api: bool = _UNSET,
+    ) -> "DeploymentHandle":
+        if multiplexed_model_id is not _UNSET:
+            raise NotImplementedError("Model multiplexing is not supported by serve_nb yet.")
+        return DeploymentHandle(
+            self._dep.name,
+            self._dep.app,
+            method_name=self._method if method_name is _UNSET else method_name,
+            stream=self._stream if stream is _UNSET else bool(stream),
+        )
+
+    def __getattr__(self, name: str) -> "DeploymentHandle":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.options(method_name=name)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Send the request now; returns a DeploymentResponse (or a generator with stream=True)."""
+        client = _client()
+        if self._stream:
+            return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs)
+        return DeploymentResponse(client.bg.submit(client.call(self._dep, self._method, args, kwargs, {})), client.bg)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_handle, (self._dep.name, self._dep.app, self._method, self._stream))
+
+    def __repr__(self) -> str:
+        extra = f", method_name={self._method!r}" if self._method != "__call__" else ""
+        return f"DeploymentHandle(deployment={self._dep.name!r}, app={self._dep.app!r}{extra})"
+
+
+def _rebuild_handle(name: str, app: str, method: str, stream: bool) -> DeploymentHandle:
+    return DeploymentHandle(name, app, method_name=method, stream=stream)

@@ -1,0 +1,196 @@
+"""The long-poll feed: the controller hosts versioned snapshots, every process keeps one listener.
+
+Routers subscribe to replica sets, proxies to the route table, widgets to status and app details.
+A listener's call returns as soon as anything it holds is stale, or after a timeout; so nobody
+asks the controller per request or per redraw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from typing import Any, Callable, Mapping
+
+from serve_nb.core.snapshots import SnapshotStore, Update
+
+logger = logging.getLogger(__name__)
+
+LISTEN_TIMEOUT_S = 30.0
+
+
+class LongPollHost:
+    """Controller side: a SnapshotStore plus waiting for changes. Runs on the controller's loop."""
+
+    def __init__(self, epoch: str) -> None:
+        self.store = SnapshotStore(epoch)
+        self._changed = asyncio.Event()
+
+    def publish(self, key: str, value: Any) -> None:
+        if self.store.set(key, value):
+            self._notify()
+
+    def remove(self, key: str) -> None:
+        if self.store.delete(key):
+            self._notify()
+
+    def _notify(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    async def listen(self, known: Mapping[str, tuple[str, int] | None], timeout_s: float = LISTEN_TIMEOUT_S) -> dict[str, Update]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s * random.uniform(0.9, 1.1)
+        while True:
+            updates = self.store.updates_since(known)
+            if updates:
+                return updates
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {}
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return {}
+
+
+Callback = Callable[[Any], None]
+
+
+class Subscription:
+    def __init__(self, client: "LongPollClient", key: str, callback: Callback) -> None:
+        self.client = client
+        self.key = key
+        self.callback = callback
+
+    def cancel(self) -> None:
+        self.client.unsubscribe(self)
+
+
+class LongPollClient:
+    """One per process, on the background loop: batches every subscribed key into one outstanding call.
+
+    Callbacks run on the background loop whenever a key's value changes (``None`` once deleted).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, get_controller: Callable[[], Any]) -> None:
+        self._loop = loop
+        self._get_controller = get_controller
+        self._subs: dict[str, list[Subscription]] = {}
+        self._known: dict[str, tuple[str, int]] = {}
+        self._values: dict[str, Any] = {}
+        self._keys_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self.on_controller_lost: Callable[[BaseException], None] | None = None
+
+    def subscribe(self, key: str, callback: Callback) -> Subscription:
+        """Thread-safe. The callback gets the current value at once if one is known."""
+        sub = Subscription(self, key, callback)
+        self._loop.call_soon_threadsafe(self._add, sub)
+        return sub
+
+    def _add(self, sub: Subscription) -> None:
+        if self._closed:
+            return
+        new_key = sub.key not in self._subs
+        self._subs.setdefault(sub.key, []).append(sub)
+        if sub.key in self._values:
+            self._deliver(sub, self._values[sub.key])
+        if new_key:
+            self._keys_changed.set()
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run())
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._loop.call_soon_threadsafe(self._remove, sub)
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.key)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[sub.key]
+                self._known.pop(sub.key, None)
+                self._values.pop(sub.key, None)
+
+    def value(self, key: str) -> Any:
+        return self._values.get(key)
+
+    def _deliver(self, sub: Subscription, value: Any) -> None:
+        try:
+            sub.callback(value)
+        except Exception:  # a broken subscriber must not stop the feed for the others
+            logger.exception("serve_nb long-poll callback for %r failed", sub.key)
+
+    def _apply(self, updates: Mapping[str, Update]) -> None:
+        for key, update in updates.items():
+            if key not in self._subs:
+                continue
+            self._known[key] = (update.epoch, update.version)
+            self._values[key] = update.value
+            for sub in list(self._subs.get(key, ())):
+                self._deliver(sub, update.value)
+
+    async def _run(self) -> None:
+        failures = 0
+        while self._subs and not self._closed:
+            self._keys_changed.clear()
+            known = {k: self._known.get(k) for k in self._subs}
+            try:
+                ref = self._get_controller().listen_for_change.options(max_task_retries=0).remote(known)
+            except Exception as exc:  # controller gone (serve shut down) or not yet back
+                failures += 1
+                self._lost(exc, failures)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            poll = asyncio.ensure_future(_await_ref(ref))
+            changed = asyncio.ensure_future(self._keys_changed.wait())
+            done, _ = await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if poll not in done:
+                changed.cancel()
+                poll.cancel()
+                _cancel_ref(ref)
+                continue
+            changed.cancel()
+            try:
+                updates = poll.result()
+            except Exception as exc:
+                failures += 1
+                self._lost(exc, failures)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            failures = 0
+            self._apply(updates)
+
+    def _lost(self, exc: BaseException, failures: int) -> None:
+        if failures == 1:
+            logger.debug("serve_nb long-poll: controller unreachable (%s); retrying", exc)
+        if self.on_controller_lost is not None:
+            self.on_controller_lost(exc)
+
+    def close(self) -> None:
+        def _close() -> None:
+            self._closed = True
+            self._subs.clear()
+            self._keys_changed.set()
+            if self._task is not None:
+                self._task.cancel()
+
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_close)
+
+
+async def _await_ref(ref: Any) -> Any:
+    return await ref
+
+
+def _cancel_ref(ref: Any) -> None:
+    try:
+        import ray
+
+        ray.cancel(ref)
+    except Exception:
+        pass

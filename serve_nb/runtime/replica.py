@@ -1,0 +1,207 @@
+"""The replica actor: runs one copy of the user's class or function.
+
+Ray starts and stops it; requests arrive on its channel server, not as Ray actor calls.
+User code never blocks the actor's event loop: sync methods run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import os
+import time
+from typing import Any, AsyncIterator, Callable
+
+from serve_nb.runtime.channel import ChannelServer
+from serve_nb.runtime.context import ReplicaContext, set_replica_context
+from serve_nb.runtime.messages import InitResult, ReplicaInit, ReplicaMetadata
+from serve_nb.runtime.serialization import loads, user_traceback
+from serve_nb.types import ReplicaInfo
+
+
+def public_methods(obj: Any, is_class: bool) -> tuple[str, ...]:
+    """The names a handle may call: public methods, plus __call__ if defined."""
+    if not is_class:
+        return ("__call__",)
+    cls = type(obj)
+    names = [n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None))]
+    if any("__call__" in c.__dict__ for c in cls.__mro__ if c is not object):
+        names.insert(0, "__call__")
+    return tuple(n for n in names if n not in ("reconfigure", "check_health"))
+
+
+class ReplicaActor:
+    """One replica. ``initialize`` runs the user constructor; the rest is lifecycle control."""
+
+    def __init__(self, init: ReplicaInit) -> None:
+        self._init = init
+        self._obj: Any = None
+        self._methods: tuple[str, ...] = ()
+        self._server: ChannelServer | None = None
+        self._info: ReplicaInfo | None = None
+        self._max_ongoing = init.max_ongoing_requests
+        self._config_version = init.config_version
+        self._user_config: Any = None
+        self._ongoing = 0
+        self._draining = False
+        self._stopped = False
+        self._started_at = time.time()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, init.max_ongoing_requests), thread_name_prefix="serve_nb-replica"
+        )
+
+    # -- lifecycle (Ray actor calls from the controller) ----------------------------------------
+
+    async def initialize(self, user_config: Any) -> InitResult:
+        init = self._init
+        try:
+            import ray
+
+            set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id))
+            target = loads(init.def_blob)
+            args, kwargs = loads(init.args_blob)
+            if init.is_class:
+                self._obj = await self._in_thread(target, *args, **kwargs)
+            else:
+                self._obj = target
+            set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id, self._obj))
+            if user_config is not None:
+                await self._call_user_reconfigure(user_config)
+            self._methods = public_methods(self._obj, init.is_class)
+            node_id = ray.get_runtime_context().get_node_id()
+            host = ray.util.get_node_ip_address()
+            self._server = ChannelServer(self, init.token)
+            address = await self._server.start(host, node_id)
+            self._info = ReplicaInfo(init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid())
+            return InitResult(ok=True, info=self._info, methods=self._methods)
+        except BaseException as exc:  # noqa: BLE001 - the user's constructor error goes to status
+            return InitResult(ok=False, error=user_traceback(exc))
+
+    async def reconfigure(self, user_config: Any, max_ongoing_requests: int, config_version: str) -> str | None:
+        """Apply in-place changes; returns the user's traceback if their reconfigure raised."""
+        self._max_ongoing = max_ongoing_requests
+        try:
+            if user_config is not None and user_config != self._user_config:
+                await self._call_user_reconfigure(user_config)
+        except BaseException as exc:  # noqa: BLE001
+            return user_traceback(exc)
+        self._config_version = config_version
+        return None
+
+    async def check_health(self) -> None:
+        fn = getattr(self._obj, "check_health", None) if self._init.is_class else None
+        if fn is not None:
+            await self._invoke(fn, (), {})
+
+    async def prepare_for_shutdown(self) -> None:
+        """Stop taking requests, let in-flight ones finish, then run the user's ``__del__`` once."""
+        if self._stopped:
+            return
+        self._draining = True
+        # Routers learn of the removal through the long-poll; give them a beat before saying goodbye.
+        await asyncio.sleep(min(self._init.graceful_shutdown_wait_loop_s, 0.2))
+        if self._server is not None:
+            await self._server.close_gracefully()
+        self._stopped = True
+        finalizer = getattr(type(self._obj), "__del__", None) if self._init.is_class else None
+        if finalizer is not None:
+            try:
+                await self._in_thread(finalizer, self._obj)
+            except Exception:
+                pass
+
+    async def wait_for_death(self) -> None:
+        """Never returns: the controller awaits it to learn at once when this process dies."""
+        await asyncio.Event().wait()
+
+    async def get_metadata(self) -> ReplicaMetadata:
+        return ReplicaMetadata(
+            self._init.replica_id, self._init.version, self._config_version, self._info, self._methods, self._started_at
+        )
+
+    async def get_num_ongoing_requests(self) -> int:
+        return self._ongoing
+
+    # -- the channel's RequestHandler ----------------------------------------------------------
+
+    def try_acquire(self) -> bool:
+        if self._draining or self._ongoing >= self._max_ongoing:
+            return False
+        self._ongoing += 1
+        return True
+
+    def release(self) -> None:
+        self._ongoing -= 1
+
+    def handle(self, method: str, args: tuple, kwargs: dict, meta: dict) -> Any:
+        if meta.get("stream"):
+            return self._stream(method, args, kwargs)
+        return self._call(method, args, kwargs)
+
+    async def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
+        fn = self._resolve(method)
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise TypeError(
+                f"Method '{method}' of deployment '{self._init.deployment}' is a generator; "
+                "call it with handle.options(stream=True).remote(...)."
+            )
+        return await self._invoke(fn, args, kwargs)
+
+    async def _stream(self, method: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        fn = self._resolve(method)
+        if inspect.isasyncgenfunction(fn):
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        if inspect.isgeneratorfunction(fn):
+            gen = await self._in_thread(fn, *args, **kwargs)
+            sentinel = object()
+            while True:
+                item = await self._in_thread(next, gen, sentinel)
+                if item is sentinel:
+                    return
+                yield item
+        raise TypeError(
+            f"Method '{method}' of deployment '{self._init.deployment}' is not a generator; "
+            "call it without stream=True."
+        )
+
+    def _resolve(self, method: str) -> Callable[..., Any]:
+        if not self._init.is_class:
+            if method != "__call__":
+                raise AttributeError(
+                    f"Deployment '{self._init.deployment}' is a function; only __call__ can be called, not '{method}'."
+                )
+            return self._obj
+        fn = getattr(self._obj, method, None) if (method == "__call__" or not method.startswith("_")) else None
+        if fn is None or not callable(fn) or (method == "__call__" and "__call__" not in self._methods):
+            raise AttributeError(
+                f"Deployment '{self._init.deployment}' has no method '{method}'. "
+                f"Available methods: {', '.join(self._methods) or '(none)'}."
+            )
+        return fn
+
+    async def _invoke(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+            return await fn(*args, **kwargs)
+        result = await self._in_thread(fn, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def _call_user_reconfigure(self, user_config: Any) -> None:
+        fn = getattr(self._obj, "reconfigure", None)
+        if fn is None:
+            raise AttributeError(
+                f"user_config was given, but deployment '{self._init.deployment}' has no reconfigure(config) method."
+            )
+        await self._invoke(fn, (user_config,), {})
+        self._user_config = user_config

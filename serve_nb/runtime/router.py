@@ -1,0 +1,210 @@
+"""The router in each caller's process: picks a replica, enforces per-replica and queue limits.
+
+It runs on the process's background loop, learns replica sets from the long-poll, and never
+asks the controller per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, AsyncIterator, Callable
+
+from serve_nb.core.choice import choose_replica
+from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
+from serve_nb.runtime.channel import Address, ChannelClient, NotSent, Rejected
+from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
+
+_REJECT_BACKOFF_S = 0.005
+
+
+class Router:
+    """Routes one deployment's requests from this process."""
+
+    def __init__(
+        self,
+        deployment: DeploymentID,
+        token: bytes,
+        *,
+        local_node_id: str = "",
+        rng: random.Random | None = None,
+        on_replica_unreachable: Callable[[str], None] | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self._token = token
+        self._local_node_id = local_node_id
+        self._rng = rng or random.Random()
+        self._on_unreachable = on_replica_unreachable
+        self._clients: dict[str, ChannelClient] = {}
+        self._infos: dict[str, ReplicaInfo] = {}
+        self._in_flight: dict[str, int] = {}
+        self._capacity: dict[str, int] = {}
+        self._blocked_until: dict[str, float] = {}
+        self._local: frozenset[str] = frozenset()
+        self._max_ongoing = 5
+        self._max_queued = -1
+        self._unavailable: str | None = None
+        self._known = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self.num_queued = 0
+
+    # -- replica set updates (long-poll callback, on the loop) ---------------------------------
+
+    def update(self, replica_set: ReplicaSet | None) -> None:
+        if replica_set is None:
+            replica_set = ReplicaSet(unavailable=f"Deployment '{self.deployment.name}' of application "
+                                     f"'{self.deployment.app}' no longer exists.")
+        self._known = True
+        self._max_ongoing = replica_set.max_ongoing_requests
+        self._max_queued = replica_set.max_queued_requests
+        self._unavailable = replica_set.unavailable if not replica_set.replicas else None
+        new = {r.replica_id: r for r in replica_set.replicas}
+        for rid in list(self._infos):
+            if rid not in new:
+                self._infos.pop(rid)
+                self._capacity.pop(rid, None)
+                self._blocked_until.pop(rid, None)
+                client = self._clients.pop(rid, None)
+                if client is not None and self._in_flight.get(rid, 0) == 0:
+                    client.close()  # in-flight requests finish on the old connection
+        for rid, info in new.items():
+            known = self._infos.get(rid)
+            if known is None or known != info:
+                old = self._clients.pop(rid, None)
+                if old is not None:
+                    old.close()
+            self._infos[rid] = info
+            self._capacity[rid] = self._max_ongoing
+            self._in_flight.setdefault(rid, 0)
+        self._local = frozenset(rid for rid, i in self._infos.items() if i.node_id == self._local_node_id)
+        self._wake(all_waiters=True)
+
+    @property
+    def replica_ids(self) -> list[str]:
+        return list(self._infos)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._in_flight.values())
+
+    # -- choosing and waiting -------------------------------------------------------------------
+
+    def _client(self, rid: str) -> ChannelClient:
+        client = self._clients.get(rid)
+        if client is None or not client.usable:
+            info = self._infos[rid]
+            client = ChannelClient(
+                Address(info.host, info.port, info.uds_path, info.node_id), self._token, local_node_id=self._local_node_id
+            )
+            client.on_unusable = lambda c, rid=rid: self._mark_unusable(rid, c)
+            self._clients[rid] = client
+        return client
+
+    def _mark_unusable(self, rid: str, client: ChannelClient) -> None:
+        if self._clients.get(rid) is client:
+            self._clients.pop(rid, None)
+            if client.lost:
+                # Until the controller confirms, do not send more requests there.
+                self._blocked_until[rid] = asyncio.get_running_loop().time() + 3600
+                if self._on_unreachable is not None:
+                    self._on_unreachable(rid)
+            else:  # goodbye: the replica is draining; the long-poll will drop it
+                self._blocked_until[rid] = asyncio.get_running_loop().time() + 3600
+
+    def _choose(self) -> str | None:
+        now = asyncio.get_running_loop().time()
+        candidates = [rid for rid in self._infos if self._blocked_until.get(rid, 0.0) <= now]
+        return choose_replica(candidates, self._in_flight, self._capacity, self._rng, self._local)
+
+    def _wake(self, all_waiters: bool = False) -> None:
+        while self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)
+                if not all_waiters:
+                    return
+
+    async def _wait_for_slot(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        now = asyncio.get_running_loop().time()
+        blocked = [t for t in self._blocked_until.values() if now < t < now + 60]
+        timeout = max(0.0, min(blocked) - now) if blocked else None
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    async def _acquire(self) -> str:
+        """Wait until a replica has room; raise if the deployment is unavailable or the queue is full."""
+        queued = False
+        try:
+            while True:
+                if self._unavailable is not None:
+                    raise DeploymentUnavailableError(self._unavailable)
+                rid = self._choose() if self._known else None
+                if rid is not None:
+                    self._in_flight[rid] += 1
+                    return rid
+                if not queued:
+                    if self._max_queued != -1 and self.num_queued >= self._max_queued:
+                        raise BackPressureError(self.deployment.name, self.num_queued, self._max_queued)
+                    queued = True
+                    self.num_queued += 1
+                await self._wait_for_slot()
+        finally:
+            if queued:
+                self.num_queued -= 1
+
+    def _release(self, rid: str) -> None:
+        if rid in self._in_flight:
+            self._in_flight[rid] -= 1
+            if rid not in self._infos and self._in_flight[rid] <= 0:
+                self._in_flight.pop(rid, None)
+        self._wake()
+
+    def _rejected(self, rid: str) -> None:
+        self._blocked_until[rid] = asyncio.get_running_loop().time() + _REJECT_BACKOFF_S
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def call(self, method: str, args: tuple, kwargs: dict, meta: dict) -> Any:
+        while True:
+            rid = await self._acquire()
+            client = self._client(rid)
+            try:
+                return await client.call(method, args, kwargs, meta)
+            except Rejected:
+                self._rejected(rid)
+            except NotSent:
+                pass  # never ran: choose again
+            finally:
+                self._release(rid)
+
+    async def stream(self, method: str, args: tuple, kwargs: dict, meta: dict) -> AsyncIterator[Any]:
+        while True:
+            rid = await self._acquire()
+            client = self._client(rid)
+            started = False
+            try:
+                async for item in client.stream(method, args, kwargs, meta):
+                    started = True
+                    yield item
+                return
+            except Rejected:
+                self._rejected(rid)
+            except NotSent:
+                if started:
+                    raise
+            finally:
+                self._release(rid)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self._unavailable = "Serve was shut down."
+        self._wake(all_waiters=True)

@@ -1,0 +1,81 @@
+"""Pickling for the data plane, and user exceptions that survive the trip with their traceback."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+from typing import Any
+
+from ray import cloudpickle  # Ray's vendored copy: the same reducers Ray itself uses
+
+from serve_nb.exceptions import RemoteTraceback, ServeException
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HIDDEN_DIRS = (_PACKAGE_DIR + os.sep,)
+
+
+def dumps(obj: Any) -> bytes:
+    """cloudpickle, so classes and functions defined in a notebook travel by value."""
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+loads = pickle.loads
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` without serve_nb's own frames: what the user needs to see."""
+    te = traceback.TracebackException.from_exception(exc)
+    for part in _chain(te):
+        part.stack = traceback.StackSummary.from_list(
+            [f for f in part.stack if not f.filename.startswith(_HIDDEN_DIRS) and "asyncio" not in f.filename
+             and "concurrent/futures" not in f.filename]
+        )
+    return "".join(te.format())
+
+
+def _chain(te: traceback.TracebackException) -> list[traceback.TracebackException]:
+    out, seen = [], set()
+    cur: traceback.TracebackException | None = te
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+class RemoteUserError(ServeException):
+    """Stands in for a user exception that could not be pickled; names the original type."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
+def pack_exception(exc: BaseException) -> bytes:
+    tb = user_traceback(exc)
+    try:
+        blob = dumps(exc)
+        pickle.loads(blob)  # unpicklable-on-arrival exceptions (odd __init__) are caught here
+        return dumps(("exc", blob, tb))
+    except Exception:
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return dumps(("text", name, str(exc), tb))
+
+
+def unpack_exception(payload: bytes) -> BaseException:
+    """Rebuild the user's exception (same type and message); its remote traceback is the __cause__."""
+    kind, *rest = loads(payload)
+    if kind == "exc":
+        blob, tb = rest
+        exc = loads(blob)
+    else:
+        name, message, tb = rest
+        exc = RemoteUserError(name, message)
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def remote_traceback_of(exc: BaseException) -> str | None:
+    cause = exc.__cause__
+    return cause.tb if isinstance(cause, RemoteTraceback) else None

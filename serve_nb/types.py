@@ -1,0 +1,110 @@
+"""Identifiers, status enums and the status objects returned by ``serve.status()``.
+
+Plain data only: these travel between the controller, the caller and the widgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NamedTuple
+
+
+class _StrEnum(str, Enum):
+    """A str enum whose members compare equal to, and print as, their value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ApplicationStatus(_StrEnum):
+    NOT_STARTED = "NOT_STARTED"
+    DEPLOYING = "DEPLOYING"
+    RUNNING = "RUNNING"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    UNHEALTHY = "UNHEALTHY"
+    DELETING = "DELETING"
+
+
+class DeploymentStatus(_StrEnum):
+    UPDATING = "UPDATING"
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    UPSCALING = "UPSCALING"
+    DOWNSCALING = "DOWNSCALING"
+
+
+class ReplicaState(_StrEnum):
+    STARTING = "STARTING"
+    UPDATING = "UPDATING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+
+
+class DeploymentID(NamedTuple):
+    """A deployment is named uniquely within its application."""
+
+    app: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.app}#{self.name}"
+
+
+@dataclass(frozen=True)
+class DeploymentStatusInfo:
+    name: str
+    status: DeploymentStatus
+    message: str = ""
+    replica_states: dict[str, int] = field(default_factory=dict)
+    target_replicas: int = 0
+
+
+@dataclass(frozen=True)
+class ApplicationStatusInfo:
+    name: str
+    status: ApplicationStatus
+    message: str = ""
+    route_prefix: str | None = None
+    ingress: str = ""
+    deployments: dict[str, DeploymentStatusInfo] = field(default_factory=dict)
+    last_deployed_time_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProxyStatusInfo:
+    node_id: str
+    address: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ServeStatus:
+    """What ``serve.status()`` returns: every application, and the HTTP proxies."""
+
+    applications: dict[str, ApplicationStatusInfo] = field(default_factory=dict)
+    proxies: dict[str, ProxyStatusInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """How to reach one running replica; published to routers on the long-poll."""
+
+    replica_id: str
+    host: str
+    port: int
+    uds_path: str | None
+    node_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class ReplicaSet:
+    """A deployment's routable replicas. ``unavailable`` says why requests cannot be served at all."""
+
+    replicas: tuple[ReplicaInfo, ...] = ()
+    max_ongoing_requests: int = 5
+    max_queued_requests: int = -1
+    unavailable: str | None = None
+    methods: tuple[str, ...] = ()
