@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_nb import exceptions
+from serve_nb import exceptions, feed
 from serve_nb.api import (
     delete,
     get_app_handle,
@@ -56,6 +56,7 @@ __all__ = [
     "delete",
     "deployment",
     "exceptions",
+    "feed",
     "get_app_handle",
     "get_deployment_handle",
     "get_replica_context",

@@ -35,22 +35,23 @@ def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) ->
 
 def _build_specs(graph: AppGraph) -> list[Any]:
     from serve_nb.runtime.messages import DeploymentSpec
-    from serve_nb.runtime.serialization import dumps
+    from serve_nb.runtime.serialization import dumps, user_code_by_value
 
     specs = []
     for node in graph.nodes.values():
         dep = node.deployment
-        try:
-            def_blob = dumps(dep.func_or_class)
-        except Exception as exc:
-            raise TypeError(f"Deployment '{node.name}' cannot be serialized to send to its replicas: {exc}") from exc
-        try:
-            args_blob = dumps((node.args, node.kwargs))
-        except Exception as exc:
-            raise TypeError(
-                f"The arguments bound to deployment '{node.name}' cannot be serialized: {exc}. "
-                "Pass picklable values (or create the object inside the constructor)."
-            ) from exc
+        with user_code_by_value(dep.func_or_class):
+            try:
+                def_blob = dumps(dep.func_or_class)
+            except Exception as exc:
+                raise TypeError(f"Deployment '{node.name}' cannot be serialized to send to its replicas: {exc}") from exc
+            try:
+                args_blob = dumps((node.args, node.kwargs))
+            except Exception as exc:
+                raise TypeError(
+                    f"The arguments bound to deployment '{node.name}' cannot be serialized: {exc}. "
+                    "Pass picklable values (or create the object inside the constructor)."
+                ) from exc
         version = replica_version(
             code_version(dep.func_or_class, dumps),
             args_version(node.args, node.kwargs, dumps),

@@ -147,6 +147,7 @@ class LongPollClient:
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                 continue
             poll = asyncio.ensure_future(_await_ref(ref))
+            poll.add_done_callback(_consume)  # an abandoned poll must not log "never retrieved"
             changed = asyncio.ensure_future(self._keys_changed.wait())
             done, _ = await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
             if poll not in done:
@@ -181,6 +182,11 @@ class LongPollClient:
 
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(_close)
+
+
+def _consume(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _await_ref(ref: Any) -> Any:

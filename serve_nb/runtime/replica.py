@@ -33,8 +33,9 @@ def public_methods(obj: Any, is_class: bool) -> tuple[str, ...]:
     return tuple(n for n in names if n not in ("reconfigure", "check_health"))
 
 
-class ReplicaActor:
-    """One replica. ``initialize`` runs the user constructor; the rest is lifecycle control."""
+class ReplicaCore:
+    """One replica's state and request path. A plain object: Ray wraps every method of an actor
+    class in a tracing shim, which the per-request path must not pay for."""
 
     def __init__(self, init: ReplicaInit) -> None:
         self._init = init
@@ -53,7 +54,7 @@ class ReplicaActor:
             max_workers=max(4, init.max_ongoing_requests), thread_name_prefix="serve_nb-replica"
         )
 
-    # -- lifecycle (Ray actor calls from the controller) ----------------------------------------
+    # -- lifecycle (delegated from the actor) -----------------------------------------------------
 
     async def initialize(self, user_config: Any) -> InitResult:
         init = self._init
@@ -113,16 +114,13 @@ class ReplicaActor:
             except Exception:
                 pass
 
-    async def wait_for_death(self) -> None:
-        """Never returns: the controller awaits it to learn at once when this process dies."""
-        await asyncio.Event().wait()
-
-    async def get_metadata(self) -> ReplicaMetadata:
+    def metadata(self) -> ReplicaMetadata:
         return ReplicaMetadata(
             self._init.replica_id, self._init.version, self._config_version, self._info, self._methods, self._started_at
         )
 
-    async def get_num_ongoing_requests(self) -> int:
+    @property
+    def ongoing(self) -> int:
         return self._ongoing
 
     # -- the channel's RequestHandler ----------------------------------------------------------
@@ -205,3 +203,32 @@ class ReplicaActor:
             )
         await self._invoke(fn, (user_config,), {})
         self._user_config = user_config
+
+
+class ReplicaActor:
+    """The Ray actor around a ReplicaCore: lifecycle calls from the controller only."""
+
+    def __init__(self, init: ReplicaInit) -> None:
+        self._core = ReplicaCore(init)
+
+    async def initialize(self, user_config: Any) -> InitResult:
+        return await self._core.initialize(user_config)
+
+    async def reconfigure(self, user_config: Any, max_ongoing_requests: int, config_version: str) -> str | None:
+        return await self._core.reconfigure(user_config, max_ongoing_requests, config_version)
+
+    async def check_health(self) -> None:
+        await self._core.check_health()
+
+    async def prepare_for_shutdown(self) -> None:
+        await self._core.prepare_for_shutdown()
+
+    async def wait_for_death(self) -> None:
+        """Never returns: the controller awaits it to learn at once when this process dies."""
+        await asyncio.Event().wait()
+
+    async def get_metadata(self) -> ReplicaMetadata:
+        return self._core.metadata()
+
+    async def get_num_ongoing_requests(self) -> int:
+        return self._core.ongoing

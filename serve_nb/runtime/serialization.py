@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import sys
+import sysconfig
 import traceback
-from typing import Any
+from typing import Any, Iterator
 
 from ray import cloudpickle  # Ray's vendored copy: the same reducers Ray itself uses
 
 from serve_nb.exceptions import RemoteTraceback, ServeException
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_HIDDEN_DIRS = (_PACKAGE_DIR + os.sep,)
+
+
+def _ray_dir() -> str:
+    import ray
+
+    return os.path.dirname(os.path.abspath(ray.__file__)) + os.sep
+
+
+_HIDDEN_DIRS = (_PACKAGE_DIR + os.sep, _ray_dir())
 
 
 def dumps(obj: Any) -> bytes:
@@ -79,3 +90,33 @@ def unpack_exception(payload: bytes) -> BaseException:
 def remote_traceback_of(exc: BaseException) -> str | None:
     cause = exc.__cause__
     return cause.tb if isinstance(cause, RemoteTraceback) else None
+
+
+def _is_installed(module_name: str) -> bool:
+    """True if the module lives in site-packages or the standard library (importable anywhere)."""
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None:
+        return module_name in sys.builtin_module_names
+    path = os.path.realpath(path)
+    roots = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(root and path.startswith(os.path.realpath(root) + os.sep) for root in roots)
+
+
+@contextlib.contextmanager
+def user_code_by_value(target: Any) -> Iterator[None]:
+    """While active, code from ``target``'s module is pickled by value, so replicas need not import it.
+
+    Code from ``__main__`` (notebooks, scripts) travels by value anyway; this extends that to the
+    user's own modules (a project file, a test module). Installed packages still go by reference.
+    """
+    module_name = getattr(target, "__module__", None) or "__main__"
+    module = sys.modules.get(module_name)
+    if module_name == "__main__" or module is None or module_name.split(".")[0] == "serve_nb" or _is_installed(module_name):
+        yield
+        return
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
