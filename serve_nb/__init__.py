@@ -20,6 +20,7 @@ from serve_nb.api import (
 )
 from serve_nb.config import AutoscalingConfig, HTTPOptions
 from serve_nb.deployment import Application, Deployment, deployment
+from serve_nb.ingress import ingress
 from serve_nb.runtime.context import ReplicaContext, get_replica_context
 from serve_nb.types import ApplicationStatus, DeploymentStatus, ServeStatus
 
@@ -60,6 +61,7 @@ __all__ = [
     "get_app_handle",
     "get_deployment_handle",
     "get_replica_context",
+    "ingress",
     "run",
     "shutdown",
     "start",

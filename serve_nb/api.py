@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+import warnings
 from typing import Any, Callable
 
 from serve_nb.config import HTTPOptions, validate_route_prefix
@@ -28,9 +29,32 @@ def _runtime() -> Any:
 
 
 def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) -> None:
-    """Connect to the running serve_nb controller, or start one (and Ray, if needed)."""
+    """Connect to the running serve_nb controller, or start one (and Ray, if needed).
+
+    Returns once the HTTP proxies answer; raises with the reason (e.g. the port is taken) if one cannot.
+    """
     options = HTTPOptions.from_user(http_options)
-    _runtime().get_client(create=True, http_options=options)
+    client = _runtime().get_client(create=True, http_options=options)
+    if http_options is not None and client.info.http_options != options:
+        warnings.warn(
+            f"serve_nb is already running with http_options {client.info.http_options}; the new options are "
+            "ignored. Call serve.shutdown() first to change them.",
+            stacklevel=2,
+        )
+    _wait_for_proxies(client.info.http_options)
+
+
+def _wait_for_proxies(options: HTTPOptions) -> None:
+    if options.location == "NoServer":
+        return
+    status = _wait_for_status(
+        lambda s: bool(s.proxies) and all(p.status != "STARTING" for p in s.proxies.values()),
+        timeout_s=options.start_timeout_s,
+        what=f"the HTTP proxies to start on {options.host}:{options.port}",
+    )
+    bad = [p for p in status.proxies.values() if p.status != "HEALTHY"]
+    if bad:
+        raise RayServeException(f"The HTTP proxy could not start: {bad[0].message}")
 
 
 def _build_specs(graph: AppGraph) -> list[Any]:
@@ -86,6 +110,8 @@ def run(
     client = _runtime().get_client(create=True)
     import ray
 
+    if prefix is not None:
+        _wait_for_proxies(client.info.http_options)
     error = ray.get(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs))
     if error:
         raise ValueError(error)
@@ -98,6 +124,8 @@ def run(
         app = status.applications[name]
         if app.status == ApplicationStatus.DEPLOY_FAILED:
             raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
+        if prefix is not None and client.info.http_options.location != "NoServer":
+            ray.get(client.controller.wait_for_route.remote(prefix, name))
     if blocking:
         try:
             while True:
@@ -107,7 +135,9 @@ def run(
     return handle
 
 
-def _wait_for_status(predicate: Callable[[ServeStatus], bool], timeout_s: float | None = None) -> ServeStatus:
+def _wait_for_status(
+    predicate: Callable[[ServeStatus], bool], timeout_s: float | None = None, what: str = "the status"
+) -> ServeStatus:
     """Block until the controller's published status satisfies ``predicate`` (pushed by long-poll)."""
     client = _runtime().current_client()
     if client is None:
@@ -121,6 +151,8 @@ def _wait_for_status(predicate: Callable[[ServeStatus], bool], timeout_s: float 
     sub = client.longpoll.subscribe(STATUS_KEY, on_status)
     try:
         return done.result(timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"Timed out after {timeout_s}s waiting for {what}.") from None
     finally:
         sub.cancel()
 

@@ -6,6 +6,7 @@ never leaves a half-deployed application behind.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -66,6 +67,11 @@ def check_option_names(options: Mapping[str, Any]) -> None:
         raise TypeError(
             f"Unknown deployment option '{key}'. Valid options: {', '.join(DEPLOYMENT_OPTIONS)}."
         )
+
+
+def _own(value: Any) -> Any:
+    """A private copy of mutable option values (dicts, lists); immutable ones as they are."""
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
 def _is_number(value: Any) -> bool:
@@ -214,9 +220,9 @@ class DeploymentConfig:
     def from_options(cls, options: Mapping[str, Any]) -> "DeploymentConfig":
         """Validate user options (already name-checked) into a config; raise ValueError/TypeError."""
         check_option_names(options)
-        kw: dict[str, Any] = {k: v for k, v in options.items() if k not in ("name",)}
-        num_replicas = kw.get("num_replicas", 1)
+        kw: dict[str, Any] = {k: _own(v) for k, v in options.items() if k not in ("name",)}
         autoscaling = kw.get("autoscaling_config")
+        num_replicas = kw.get("num_replicas", None if autoscaling is not None else 1)
         if num_replicas == "auto":
             kw["autoscaling_config"] = AutoscalingConfig.from_user(autoscaling or {}, auto=True)
             kw["num_replicas"] = None

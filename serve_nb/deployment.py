@@ -5,6 +5,7 @@ Pure data with validation; nothing here touches Ray.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Callable, TypeVar, overload
 
@@ -46,7 +47,8 @@ class Deployment:
         if "#" in name or "/" in name:
             raise ValueError(f"Deployment name may not contain '#' or '/', got {name!r}.")
         self._func_or_class = func_or_class
-        self._options = {**options, "name": name}
+        # Own copies: later changes to the caller's dicts must not leak into this deployment.
+        self._options = {**{k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in options.items()}, "name": name}
         self._config = DeploymentConfig.from_options(self._options)
         self._check_user_config()
 

@@ -76,7 +76,8 @@ class ApplicationStatusInfo:
 class ProxyStatusInfo:
     node_id: str
     address: str
-    status: str
+    status: str  # STARTING, HEALTHY or UNHEALTHY
+    message: str = ""
 
 
 @dataclass(frozen=True)

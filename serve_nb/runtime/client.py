@@ -169,6 +169,15 @@ def get_client(create: bool = False, http_options: HTTPOptions | None = None, ti
         return _client
 
 
+def install_client(controller: Any, info: ClusterInfo) -> ServeClient:
+    """Set this process's client from what the controller handed over (replicas, proxies): no lookups."""
+    global _client
+    with _lock:
+        if _client is None or _client.closed:
+            _client = ServeClient(controller, info)
+        return _client
+
+
 def current_client() -> ServeClient | None:
     return _client if _client is not None and not _client.closed else None
 

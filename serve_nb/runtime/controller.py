@@ -24,6 +24,7 @@ from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, replicas_key
 from serve_nb.core.status import DeploymentFacts, application_status, deployment_status, replica_state_counts
 from serve_nb.runtime.longpoll import LongPollHost
 from serve_nb.runtime.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaInit
+from serve_nb.runtime.proxy import ProxyActor
 from serve_nb.runtime.replica import ReplicaActor
 from serve_nb.runtime.serialization import dumps, loads
 from serve_nb.types import (
@@ -32,6 +33,7 @@ from serve_nb.types import (
     DeploymentID,
     DeploymentStatus,
     DeploymentStatusInfo,
+    ProxyStatusInfo,
     ReplicaInfo,
     ReplicaSet,
     ReplicaState,
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "serve_nb"
 CONTROLLER_NAME = "serve_nb_controller"
 REPLICA_PREFIX = "SERVE_NB_REPLICA::"
+PROXY_PREFIX = "SERVE_NB_PROXY::"
+PROXY_RETRY_S = 5.0
 CHECKPOINT_KEY = b"serve_nb:checkpoint"
 MAX_CONSTRUCTOR_ATTEMPTS = 3
 HEALTH_FAILURES_BEFORE_REPLACE = 3
@@ -88,6 +92,21 @@ class DeploymentState:
 
 
 @dataclass
+class ProxyRecord:
+    node_id: str
+    actor: Any
+    status: str = "STARTING"
+    message: str = ""
+    retry_at: float = 0.0
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+def proxy_actor_name(node_id: str) -> str:
+    # A fresh suffix per start: the name of a proxy just killed may not be free yet.
+    return f"{PROXY_PREFIX}{node_id}#{secrets.token_hex(3)}"
+
+
+@dataclass
 class AppState:
     name: str
     route_prefix: str | None
@@ -110,12 +129,17 @@ class ServeController:
         self._wake = asyncio.Event()
         self._shutting_down = False
         self._replica_cls = ray.remote(ReplicaActor)
+        self._proxy_cls = ray.remote(ProxyActor)
+        self._proxies: dict[str, ProxyRecord] = {}
+        self._handle: Any = None
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
     # -- startup and recovery -------------------------------------------------------------------
 
     async def _start(self) -> None:
+        self._handle = ray.get_runtime_context().current_actor
         await self._recover()
+        self._reconcile_proxies()
         self._publish()
         asyncio.get_running_loop().create_task(self._control_loop())
 
@@ -147,9 +171,12 @@ class ServeController:
         except Exception:
             return
         for entry in named:
-            if entry.get("namespace") != NAMESPACE or not entry.get("name", "").startswith(REPLICA_PREFIX):
+            name = entry.get("name", "")
+            if entry.get("namespace") == NAMESPACE and name.startswith(PROXY_PREFIX):
+                await self._adopt_proxy(name)
                 continue
-            name = entry["name"]
+            if entry.get("namespace") != NAMESPACE or not name.startswith(REPLICA_PREFIX):
+                continue
             try:
                 app, dname, rid = name[len(REPLICA_PREFIX) :].split("#")
                 actor = ray.get_actor(name, namespace=NAMESPACE)
@@ -173,6 +200,22 @@ class ServeController:
             dstate.methods = meta.methods or dstate.methods
             self._watch(dstate, record)
 
+    async def _adopt_proxy(self, name: str) -> None:
+        try:
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+            serving = await asyncio.wait_for(actor.is_serving.remote(), 5.0)
+        except Exception:
+            serving = False
+            actor = None
+        node_id = name[len(PROXY_PREFIX) :].split("#")[0]
+        if not serving or node_id in self._proxies:
+            if actor is not None:
+                _kill(actor)
+            return
+        record = ProxyRecord(node_id, actor, "HEALTHY")
+        self._proxies[node_id] = record
+        record.tasks.append(asyncio.get_running_loop().create_task(self._proxy_death_watch(record)))
+
     def _checkpoint(self) -> None:
         apps = {
             name: {
@@ -190,9 +233,12 @@ class ServeController:
 
     # -- remote API ----------------------------------------------------------------------------
 
+    def _cluster_info(self) -> ClusterInfo:
+        return ClusterInfo(self._token, self._http_options, self._epoch)
+
     async def ready(self) -> ClusterInfo:
         await self._ready
-        return ClusterInfo(self._token, self._http_options, self._epoch)
+        return self._cluster_info()
 
     async def listen_for_change(self, known: dict[str, tuple[str, int] | None]) -> dict[str, Any]:
         await self._ready
@@ -290,8 +336,26 @@ class ServeController:
                 for record in state.replicas.values():
                     _kill(record.actor)
         self._apps.clear()
+        for record in self._proxies.values():
+            for task in record.tasks:
+                task.cancel()
+            try:
+                await asyncio.wait_for(record.actor.shutdown.remote(), 2.0)
+            except Exception:
+                pass
+            _kill(record.actor)
+        self._proxies.clear()
         internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=NAMESPACE)
         self._publish()
+
+    async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
+        """True once every healthy proxy routes ``prefix`` to ``app`` (so serve.run's caller can send at once)."""
+        await self._ready
+        proxies = [r for r in self._proxies.values() if r.status == "HEALTHY"]
+        results = await asyncio.gather(
+            *(r.actor.wait_for_route.remote(prefix, app, timeout_s) for r in proxies), return_exceptions=True
+        )
+        return all(r is True for r in results)
 
     async def report_unreachable(self, app: str, deployment: str, replica_id: str) -> None:
         """A router lost its connection to a replica: check it now rather than at the next period."""
@@ -314,6 +378,7 @@ class ServeController:
             self._wake.clear()
             try:
                 self._reconcile_all()
+                self._reconcile_proxies()
                 self._publish()
             except Exception:
                 logger.exception("serve_nb controller: reconcile failed")
@@ -361,6 +426,7 @@ class ServeController:
         init = ReplicaInit(
             state.dep.app, state.dep.name, rid, spec.def_blob, spec.args_blob, spec.is_class, spec.version,
             spec.config_version, spec.config.max_ongoing_requests, spec.config.graceful_shutdown_wait_loop_s, self._token,
+            self._handle, self._cluster_info(),
         )
         actor = self._replica_cls.options(**actor_options).remote(init)
         record = ReplicaRecord(rid, actor, spec.version, spec.config_version, ReplicaState.STARTING, time.time())
@@ -489,6 +555,77 @@ class ServeController:
 
         record.tasks.append(asyncio.get_running_loop().create_task(run()))
 
+    # -- proxies -------------------------------------------------------------------------------
+
+    def _proxy_nodes(self) -> list[str]:
+        location = self._http_options.location
+        if location == "NoServer" or self._shutting_down:
+            return []
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if location == "HeadOnly":
+            nodes = [n for n in nodes if "node:__internal_head__" in n.get("Resources", {})]
+        return [n["NodeID"] for n in nodes]
+
+    def _reconcile_proxies(self) -> None:
+        try:
+            wanted = set(self._proxy_nodes())
+        except Exception:
+            return
+        now = time.time()
+        for node_id in list(self._proxies):
+            if node_id not in wanted:
+                record = self._proxies.pop(node_id)
+                for task in record.tasks:
+                    task.cancel()
+                _kill(record.actor)
+        for node_id in wanted:
+            record = self._proxies.get(node_id)
+            if record is None or (record.status == "UNHEALTHY" and now >= record.retry_at):
+                self._start_proxy(node_id, record)
+
+    def _start_proxy(self, node_id: str, previous: ProxyRecord | None) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor = self._proxy_cls.options(
+            name=proxy_actor_name(node_id),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            max_restarts=0,
+            num_cpus=0,
+            max_concurrency=1000,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(self._http_options, node_id, self._handle, self._cluster_info())
+        record = ProxyRecord(node_id, actor, message=previous.message if previous else "")
+        self._proxies[node_id] = record
+        record.tasks.append(asyncio.get_running_loop().create_task(self._run_proxy(record)))
+
+    async def _run_proxy(self, record: ProxyRecord) -> None:
+        try:
+            error = await record.actor.start.remote()
+        except Exception as exc:
+            error = f"The proxy process failed while starting: {_brief(exc)}"
+        if self._proxies.get(record.node_id) is not record:
+            return
+        if error:
+            record.status, record.message = "UNHEALTHY", error
+            record.retry_at = time.time() + PROXY_RETRY_S
+            _kill(record.actor)
+        else:
+            record.status, record.message = "HEALTHY", ""
+            record.tasks.append(asyncio.get_running_loop().create_task(self._proxy_death_watch(record)))
+        self._wake.set()
+
+    async def _proxy_death_watch(self, record: ProxyRecord) -> None:
+        try:
+            await record.actor.wait_for_death.remote()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._proxies.get(record.node_id) is record:
+                logger.warning("serve_nb: the HTTP proxy on node %s died (%s); restarting it", record.node_id, _brief(exc))
+                del self._proxies[record.node_id]
+                self._wake.set()
+
     # -- publishing ----------------------------------------------------------------------------
 
     def _replica_set(self, app: AppState, state: DeploymentState) -> ReplicaSet:
@@ -535,7 +672,12 @@ class ServeController:
             apps[app.name] = ApplicationStatusInfo(
                 app.name, app_status, app_message, app.route_prefix, app.ingress, deployments, app.deployed_at
             )
-        return ServeStatus(applications=apps)
+        options = self._http_options
+        proxies = {
+            node_id: ProxyStatusInfo(node_id, f"{options.host}:{options.port}", r.status, r.message)
+            for node_id, r in self._proxies.items()
+        }
+        return ServeStatus(applications=apps, proxies=proxies)
 
     def _pending_message(self, state: DeploymentState) -> str:
         now = time.time()

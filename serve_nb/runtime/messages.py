@@ -50,6 +50,8 @@ class ReplicaInit:
     max_ongoing_requests: int
     graceful_shutdown_wait_loop_s: float
     token: bytes
+    controller: Any = None  # handle to the controller, so the replica's own handles need no lookup
+    cluster_info: "ClusterInfo | None" = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Callable
 
 from serve_nb.runtime.channel import ChannelServer
 from serve_nb.runtime.context import ReplicaContext, set_replica_context
+from serve_nb.runtime.http_replica import HTTP_METHOD, HTTPAdapter
 from serve_nb.runtime.messages import InitResult, ReplicaInit, ReplicaMetadata
 from serve_nb.runtime.serialization import loads, user_traceback
 from serve_nb.types import ReplicaInfo
@@ -40,6 +41,7 @@ class ReplicaCore:
     def __init__(self, init: ReplicaInit) -> None:
         self._init = init
         self._obj: Any = None
+        self._http: HTTPAdapter | None = None
         self._methods: tuple[str, ...] = ()
         self._server: ChannelServer | None = None
         self._info: ReplicaInfo | None = None
@@ -72,6 +74,11 @@ class ReplicaCore:
             if user_config is not None:
                 await self._call_user_reconfigure(user_config)
             self._methods = public_methods(self._obj, init.is_class)
+            self._http = HTTPAdapter(self._obj, init.is_class, self._invoke, init.deployment)
+            if init.controller is not None:
+                from serve_nb.runtime.client import install_client
+
+                install_client(init.controller, init.cluster_info)
             node_id = ray.get_runtime_context().get_node_id()
             host = ray.util.get_node_ip_address()
             self._server = ChannelServer(self, init.token)
@@ -135,6 +142,8 @@ class ReplicaCore:
         self._ongoing -= 1
 
     def handle(self, method: str, args: tuple, kwargs: dict, meta: dict) -> Any:
+        if method == HTTP_METHOD and self._http is not None:
+            return self._http.handle(*args, **kwargs)
         if meta.get("stream"):
             return self._stream(method, args, kwargs)
         return self._call(method, args, kwargs)

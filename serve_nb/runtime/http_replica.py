@@ -1,0 +1,183 @@
+"""HTTP inside a replica: rebuild the request the proxy forwarded, run the user's code, stream the reply.
+
+A plain deployment gets a real ``starlette.requests.Request`` on ``__call__``; an ``@serve.ingress``
+class serves its ASGI app. Responses go back as (status, headers, body, more) then (None, None,
+body, more) items, so streaming responses stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import logging
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from serve_nb.ingress import ASGI_ATTR, is_builder
+from serve_nb.runtime.serialization import user_traceback
+
+logger = logging.getLogger("serve_nb.replica")
+
+HTTP_METHOD = "__serve_http__"
+_DONE = object()
+
+Invoke = Callable[[Callable[..., Any], tuple, dict], Awaitable[Any]]
+
+
+def to_response(result: Any) -> Any:
+    """Turn a handler's return value into a starlette Response, as Ray Serve users expect."""
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(status_code=200)
+    if isinstance(result, str):
+        return PlainTextResponse(result)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(bytes(result), media_type="application/octet-stream")
+    if hasattr(result, "model_dump") and callable(result.model_dump):  # pydantic v2
+        return JSONResponse(result.model_dump(mode="json"))
+    if hasattr(result, "dict") and callable(result.dict) and hasattr(result, "__fields__"):  # pydantic v1
+        return JSONResponse(json.loads(result.json()))
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return JSONResponse(dataclasses.asdict(result))
+    try:
+        return JSONResponse(result)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"Cannot turn a {type(result).__name__} into an HTTP response: return str, bytes, a dict/list, "
+            f"a pydantic model, a dataclass or a starlette Response ({exc})."
+        ) from None
+
+
+def bind_class_routes(app: Any, instance: Any) -> None:
+    """FastAPI routes declared on the class's methods get this replica's bound methods as endpoints."""
+    try:
+        from fastapi.routing import APIRoute
+    except ImportError:  # plain Starlette or another ASGI framework: nothing to bind
+        return
+    cls = type(instance)
+    methods = {id(fn): name for klass in cls.__mro__ for name, fn in vars(klass).items() if inspect.isfunction(fn)}
+    params = list(inspect.signature(APIRoute.__init__).parameters)[3:]  # after self, path, endpoint
+    routes = app.router.routes
+    for i, route in enumerate(routes):
+        if isinstance(route, APIRoute) and id(route.endpoint) in methods:
+            bound = getattr(instance, methods[id(route.endpoint)])
+            kwargs = {p: getattr(route, p) for p in params if hasattr(route, p)}
+            routes[i] = APIRoute(route.path, bound, **kwargs)
+
+
+def _log_late_error(task: "asyncio.Task[None]") -> None:
+    """Errors raised after the response went out (e.g. re-raised by Starlette's error middleware)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("handler raised after responding:\n%s", user_traceback(task.exception()))
+
+
+class HTTPAdapter:
+    """Per-replica HTTP entry point."""
+
+    def __init__(self, obj: Any, is_class: bool, invoke: Invoke, deployment: str) -> None:
+        self._obj = obj
+        self._invoke = invoke
+        self._deployment = deployment
+        self._asgi: Any = None
+        if is_class:
+            app = getattr(type(obj), ASGI_ATTR, None)
+            if app is not None:
+                if is_builder(app):
+                    app = app()
+                if hasattr(app, "router"):
+                    bind_class_routes(app, obj)
+                self._asgi = app
+        self._call: Callable[..., Any] | None = None
+        self._takes_request = True
+        if self._asgi is None:
+            fn = getattr(obj, "__call__", None) if is_class else obj
+            if fn is not None:
+                self._call = fn
+                try:
+                    self._takes_request = len(inspect.signature(fn).parameters) > 0
+                except (TypeError, ValueError):
+                    self._takes_request = True
+
+    async def handle(self, scope: dict, body: bytes, debug_errors: bool = False) -> AsyncIterator[tuple]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        disconnected = asyncio.Event()
+        body_sent = False
+
+        async def receive() -> dict:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            queue.put_nowait(message)
+
+        task = asyncio.get_running_loop().create_task(self._run(scope, receive, send))
+        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        task.add_done_callback(_log_late_error)
+        started = False
+        finished = False
+        try:
+            pending_start: dict | None = None
+            while True:
+                message = await queue.get()
+                if message is _DONE:
+                    exc = task.exception() if not task.cancelled() else None
+                    if not started:
+                        yield self._error_response(exc, scope, debug_errors)
+                    elif exc is not None:
+                        logger.error("Error after the response started:\n%s", user_traceback(exc))
+                    finished = True
+                    return
+                kind = message["type"]
+                if kind == "http.response.start":
+                    pending_start = message
+                elif kind == "http.response.body":
+                    more = bool(message.get("more_body", False))
+                    chunk = bytes(message.get("body", b""))
+                    if pending_start is not None:
+                        started = True
+                        yield (pending_start["status"], list(pending_start.get("headers", [])), chunk, more)
+                        pending_start = None
+                    else:
+                        yield (None, None, chunk, more)
+                    if not more:
+                        finished = True  # background tasks (starlette BackgroundTask) may still run
+                        return
+        finally:
+            if not finished and not task.done():
+                disconnected.set()
+                task.cancel()
+
+    async def _run(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+        if self._asgi is not None:
+            await self._asgi(scope, receive, send)
+            return
+        if self._call is None:
+            raise TypeError(f"Deployment '{self._deployment}' has no __call__ method to handle HTTP requests.")
+        from starlette.requests import Request
+
+        request = Request(scope, receive)
+        args = (request,) if self._takes_request else ()
+        result = await self._invoke(self._call, args, {})
+        await to_response(result)(scope, receive, send)
+
+    def _error_response(self, exc: BaseException | None, scope: dict, debug: bool) -> tuple:
+        request_id = uuid.uuid4().hex[:12]
+        if exc is None:
+            text = "The application finished without sending a response."
+        else:
+            logger.error("Request %s %s failed (request id %s):\n%s", scope.get("method"), scope.get("path"),
+                         request_id, user_traceback(exc))
+            text = f"Internal Server Error: {type(exc).__name__} raised in deployment '{self._deployment}' (request id {request_id})."
+            if debug:
+                text += "\n\n" + user_traceback(exc)
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-request-id", request_id.encode())]
+        return (500, headers, text.encode(), False)

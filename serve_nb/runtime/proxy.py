@@ -1,0 +1,261 @@
+"""The HTTP proxy: uvicorn + an ASGI app, one actor per node.
+
+It learns the route table from the controller's long-poll, matches the longest prefix, and forwards
+each request to the ingress deployment over the channel. uvicorn runs on the process's background
+loop, the same loop as the routers, so a request never hops threads inside the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import socket
+from typing import Any, Awaitable, Callable
+
+from serve_nb.config import HTTPOptions
+from serve_nb.core.routing import RouteTable, root_path_for
+from serve_nb.core.snapshots import ROUTES_KEY
+from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from serve_nb.runtime.http_replica import HTTP_METHOD
+from serve_nb.types import DeploymentID
+
+logger = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+_SCOPE_KEYS = ("type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string", "headers", "client", "server")
+
+
+async def _plain(send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = text.encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        + (headers or []),
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class ProxyApp:
+    """The ASGI app uvicorn serves. ``client`` is the process's ServeClient (routers, long-poll)."""
+
+    def __init__(self, client: Any, options: HTTPOptions) -> None:
+        self._client = client
+        self._options = options
+        self._routes: RouteTable[tuple[str, str]] = RouteTable({})
+        self.routes_known = asyncio.Event()
+        self._route_waiters: list[asyncio.Future[None]] = []
+        client.longpoll.subscribe(ROUTES_KEY, self._on_routes)
+
+    def _on_routes(self, routes: dict[str, tuple[str, str]] | None) -> None:
+        self._routes = RouteTable(routes or {})
+        self.routes_known.set()
+        for fut in self._route_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._route_waiters.clear()
+
+    async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._routes.as_dict().get(prefix, (None,))[0] != app:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            fut = loop.create_future()
+            self._route_waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            # Closing before accept makes uvicorn answer the upgrade with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "serve_nb does not proxy WebSockets yet"})
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: dict, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path.startswith("/-/"):
+            await self._builtin(path, send)
+            return
+        match = self._routes.match(path)
+        if match is None:
+            await _plain(send, 404, f"Path '{path}' not found. GET /-/routes lists the served route prefixes.")
+            return
+        prefix, (app, ingress) = match
+        body = await _read_body(receive)
+        if body is None:
+            return
+        inner = {k: scope[k] for k in _SCOPE_KEYS if k in scope}
+        inner["root_path"] = root_path_for(prefix, self._options.root_path)
+        inner["headers"] = list(scope["headers"])
+        router = self._client.router(DeploymentID(app, ingress))
+        started = [False]
+        forward = asyncio.ensure_future(self._forward(router, inner, body, send, started))
+        watch = asyncio.ensure_future(receive())  # resolves with http.disconnect if the client leaves
+        try:
+            done, _ = await asyncio.wait(
+                {forward, watch}, timeout=self._options.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if forward in done:
+                forward.result()
+                return
+            # The client left, or the timeout passed: cancelling reaches the replica, which cancels the user's work.
+            forward.cancel()
+            await asyncio.gather(forward, return_exceptions=True)
+            if not done and not started[0]:
+                await _plain(send, 408, f"Request timed out after {self._options.request_timeout_s}s.")
+        finally:
+            watch.cancel()
+
+    async def _forward(self, router: Any, scope: dict, body: bytes, send: Send, started: list[bool]) -> None:
+        """Stream the replica's reply to the client; ``started[0]`` tells whether a response began."""
+        try:
+            async for status, headers, chunk, more in router.stream(
+                HTTP_METHOD, (scope, body, self._options.debug_errors), {}, {"stream": True}
+            ):
+                if status is not None:
+                    started[0] = True
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        except asyncio.CancelledError:
+            raise
+        except (DeploymentUnavailableError, BackPressureError) as exc:
+            if not started[0]:
+                await _plain(send, 503, f"Service Unavailable: {exc}")
+        except ReplicaUnavailableError as exc:
+            if not started[0]:
+                await _plain(send, 502, f"Bad Gateway: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("serve_nb proxy: request to %s failed", scope.get("path"))
+            if not started[0]:
+                await _plain(send, 500, f"Internal Server Error: {type(exc).__name__}")
+
+    async def _builtin(self, path: str, send: Send) -> None:
+        if path == "/-/routes":
+            table = {prefix: app for prefix, (app, _) in sorted(self._routes.as_dict().items())}
+            body = json.dumps(table).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+        elif path == "/-/healthz":
+            if self.routes_known.is_set():
+                await _plain(send, 200, "success")
+            else:
+                await _plain(send, 503, "Route table not received from the controller yet.")
+        else:
+            await _plain(send, 404, f"Path '{path}' not found. GET /-/routes lists the served route prefixes.")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind with SO_REUSEPORT so several proxies on one machine (test clusters) can share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                exc.errno,
+                f"Port {port} on {host} is already in use, so the serve_nb HTTP proxy cannot listen there. "
+                f"Stop the program using it, or start Serve on another port: "
+                f"serve.start(http_options={{'port': {port + 1}}}).",
+            ) from None
+        raise
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class ProxyActor:
+    """The Ray actor: starts uvicorn on the process's background loop and reports readiness."""
+
+    def __init__(self, options: HTTPOptions, node_id: str, controller: Any, info: Any) -> None:
+        self._options = options
+        self._node_id = node_id
+        self._controller = controller
+        self._info = info
+        self._server: Any = None
+        self._app: ProxyApp | None = None
+
+    async def start(self) -> str | None:
+        """Bind and serve; returns an error message instead of raising (e.g. the port is taken)."""
+        from serve_nb.runtime.client import install_client
+
+        client = install_client(self._controller, self._info)
+        try:
+            sock = bind_socket(self._options.host, self._options.port)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return await asyncio.wrap_future(client.bg.submit(self._serve(client, sock)))
+
+    async def _serve(self, client: Any, sock: socket.socket) -> str | None:
+        import uvicorn
+
+        self._app = ProxyApp(client, self._options)
+        config = uvicorn.Config(
+            self._app, lifespan="off", log_level="warning", access_log=False, http="auto",
+            timeout_keep_alive=int(self._options.keep_alive_timeout_s), ws="none", server_header=False,
+            date_header=False,
+        )
+        self._server = uvicorn.Server(config)
+        task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if task.done():
+                exc = task.exception()
+                return f"The HTTP server stopped while starting: {exc!r}"
+            await asyncio.sleep(0.005)
+        await self._app.routes_known.wait()
+        return None
+
+    async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
+        if self._app is None:
+            return False
+        from serve_nb.runtime.client import current_client
+
+        client = current_client()
+        assert client is not None
+        return await asyncio.wrap_future(client.bg.submit(self._app.wait_for_route(prefix, app, timeout_s)))
+
+    async def is_serving(self) -> bool:
+        return self._server is not None and bool(self._server.started) and not self._server.should_exit
+
+    async def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def wait_for_death(self) -> None:
+        await asyncio.Event().wait()

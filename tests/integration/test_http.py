@@ -1,0 +1,472 @@
+"""Issue 3: HTTP ingress over real HTTP against the running proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import ray
+import requests
+from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+
+import serve_nb as serve
+from helpers import wait_until
+
+URL = "http://127.0.0.1:8000"
+
+
+def test_seed_most_basic_ingress(serve_instance):
+    @serve.deployment
+    class MostBasicIngress:
+        async def __call__(self, request: Request) -> str:
+            name = (await request.json())["name"]
+            return f"Hello {name}!"
+
+    app = MostBasicIngress.bind()
+    serve.run(app)
+    assert requests.get("http://127.0.0.1:8000/", json={"name": "Corey"}).text == "Hello Corey!"
+
+
+def test_seed_fastapi_ingress(serve_instance):
+    fastapi_app = FastAPI()
+
+    @serve.deployment
+    @serve.ingress(fastapi_app)
+    class FastAPIIngress:
+        @fastapi_app.get("/{name}")
+        async def say_hi(self, name: str) -> str:
+            return PlainTextResponse(f"Hello {name}!")
+
+    app = FastAPIIngress.bind()
+    serve.run(app)
+    assert requests.get("http://127.0.0.1:8000/Corey").text == "Hello Corey!"
+
+
+@serve.deployment
+class Echo:
+    """Reports what it saw of the request."""
+
+    async def __call__(self, request: Request):
+        body = await request.body()
+        return {
+            "method": request.method,
+            "path": request.url.path,
+            "root_path": request.scope.get("root_path"),
+            "query": dict(request.query_params),
+            "header": request.headers.get("x-test"),
+            "cookie": request.cookies.get("flavour"),
+            "body_len": len(body),
+        }
+
+
+def test_request_passthrough(serve_instance):
+    serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+    r = requests.post(f"{URL}/echo/sub/path?a=1&b=two", data=b"xyz", headers={"x-test": "yes"}, cookies={"flavour": "mint"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {
+        "method": "POST",
+        "path": "/echo/sub/path",
+        "root_path": "/echo",
+        "query": {"a": "1", "b": "two"},
+        "header": "yes",
+        "cookie": "mint",
+        "body_len": 3,
+    }
+
+
+def test_form_and_stream_body(serve_instance):
+    @serve.deployment
+    class Forms:
+        async def __call__(self, request: Request):
+            if request.url.path.endswith("/form"):
+                form = await request.form()
+                return {k: form[k] for k in form}
+            total = 0
+            async for chunk in request.stream():
+                total += len(chunk)
+            return {"streamed": total}
+
+    serve.run(Forms.bind(), name="forms", route_prefix="/forms")
+    assert requests.post(f"{URL}/forms/form", data={"x": "1", "y": "2"}).json() == {"x": "1", "y": "2"}
+    assert requests.post(f"{URL}/forms/raw", data=b"a" * 1000).json() == {"streamed": 1000}
+
+
+def test_call_without_request_argument(serve_instance):
+    @serve.deployment
+    class NoArg:
+        def __call__(self):
+            return "no request needed"
+
+    serve.run(NoArg.bind(), name="noarg", route_prefix="/noarg")
+    assert requests.get(f"{URL}/noarg").text == "no request needed"
+
+
+class Item(BaseModel):
+    name: str
+    price: float
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def test_return_value_conversions(serve_instance):
+    @serve.deployment
+    class Returns:
+        async def __call__(self, request: Request):
+            kind = request.url.path.rsplit("/", 1)[-1]
+            return {
+                "str": lambda: "plain",
+                "bytes": lambda: b"\x00\x01raw",
+                "none": lambda: None,
+                "dict": lambda: {"a": 1},
+                "list": lambda: [1, 2, 3],
+                "pydantic": lambda: Item(name="pen", price=1.5),
+                "dataclass": lambda: Point(1, 2),
+                "json": lambda: JSONResponse({"custom": True}, status_code=201, headers={"x-extra": "1"}),
+                "html": lambda: HTMLResponse("<b>bold</b>"),
+                "redirect": lambda: RedirectResponse("/returns/str", status_code=307),
+                "teapot": lambda: Response("short and stout", status_code=418, headers={"x-pot": "tea"}),
+            }[kind]()
+
+    serve.run(Returns.bind(), name="returns", route_prefix="/returns")
+    r = requests.get(f"{URL}/returns/str")
+    assert (r.text, r.headers["content-type"]) == ("plain", "text/plain; charset=utf-8")
+    assert requests.get(f"{URL}/returns/bytes").content == b"\x00\x01raw"
+    r = requests.get(f"{URL}/returns/none")
+    assert (r.status_code, r.content) == (200, b"")
+    assert requests.get(f"{URL}/returns/dict").json() == {"a": 1}
+    assert requests.get(f"{URL}/returns/list").json() == [1, 2, 3]
+    assert requests.get(f"{URL}/returns/pydantic").json() == {"name": "pen", "price": 1.5}
+    assert requests.get(f"{URL}/returns/dataclass").json() == {"x": 1, "y": 2}
+    r = requests.get(f"{URL}/returns/json")
+    assert (r.status_code, r.json(), r.headers["x-extra"]) == (201, {"custom": True}, "1")
+    r = requests.get(f"{URL}/returns/html")
+    assert r.headers["content-type"].startswith("text/html") and r.text == "<b>bold</b>"
+    r = requests.get(f"{URL}/returns/redirect", allow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (307, "/returns/str")
+    assert requests.get(f"{URL}/returns/redirect").text == "plain"
+    r = requests.get(f"{URL}/returns/teapot")
+    assert (r.status_code, r.text, r.headers["x-pot"]) == (418, "short and stout", "tea")
+
+
+def test_streaming_response_streams_first_chunk_early(serve_instance):
+    @serve.deployment
+    class Streamer:
+        def __init__(self):
+            self.release = asyncio.Event()
+
+        async def __call__(self, request: Request):
+            async def gen():
+                yield b"first;"
+                await self.release.wait()
+                yield b"second"
+
+            return StreamingResponse(gen(), media_type="text/plain")
+
+        async def open(self):
+            self.release.set()
+
+    h = serve.run(Streamer.bind(), name="streamer", route_prefix="/stream")
+    with requests.get(f"{URL}/stream", stream=True, timeout=30) as r:
+        chunks = r.iter_content(chunk_size=None)
+        assert next(chunks) == b"first;"  # arrives while the generator is still blocked
+        h.open.remote().result()
+        assert b"".join(chunks) == b"second"
+
+
+def test_fastapi_features_under_prefix(serve_instance):
+    api = FastAPI()
+
+    def get_multiplier() -> int:
+        return 3
+
+    @serve.deployment
+    @serve.ingress(api)
+    class Shop:
+        def __init__(self, currency: str):
+            self.currency = currency
+
+        @api.get("/items/{item_id}")
+        def read(self, item_id: int, q: str | None = None):
+            return {"item_id": item_id, "q": q, "currency": self.currency}
+
+        @api.post("/items")
+        async def create(self, item: Item, k: int = Depends(get_multiplier)):
+            return {"name": item.name, "total": item.price * k, "currency": self.currency}
+
+    serve.run(Shop.bind("EUR"), name="shop", route_prefix="/shop")
+    assert requests.get(f"{URL}/shop/items/7?q=red").json() == {"item_id": 7, "q": "red", "currency": "EUR"}
+    assert requests.post(f"{URL}/shop/items", json={"name": "pen", "price": 2.0}).json() == {
+        "name": "pen", "total": 6.0, "currency": "EUR",
+    }
+    assert requests.post(f"{URL}/shop/items", json={"name": "pen"}).status_code == 422
+    assert requests.get(f"{URL}/shop/items/notanint").status_code == 422
+    spec = requests.get(f"{URL}/shop/openapi.json").json()
+    assert "/items/{item_id}" in spec["paths"]
+    params = [p["name"] for p in spec["paths"]["/items/{item_id}"]["get"]["parameters"]]
+    assert params == ["item_id", "q"]  # `self` is not a parameter
+    docs = requests.get(f"{URL}/shop/docs")
+    assert docs.status_code == 200 and "/shop/openapi.json" in docs.text
+
+
+def test_ingress_builder_function(serve_instance):
+    def build():
+        app = FastAPI()
+
+        @app.get("/pid")
+        def pid():
+            return {"pid": os.getpid()}
+
+        return app
+
+    @serve.deployment
+    @serve.ingress(build)
+    class Built:
+        pass
+
+    serve.run(Built.bind(), name="built", route_prefix="/built")
+    assert requests.get(f"{URL}/built/pid").json()["pid"] != os.getpid()
+
+
+def test_several_apps_by_prefix_longest_wins_and_delete_one(serve_instance):
+    @serve.deployment
+    class Named:
+        def __init__(self, label):
+            self.label = label
+
+        def __call__(self):
+            return self.label
+
+    serve.run(Named.bind("root"), name="root-app", route_prefix="/")
+    serve.run(Named.bind("a"), name="a-app", route_prefix="/a")
+    serve.run(Named.bind("ab"), name="ab-app", route_prefix="/a/b")
+    assert requests.get(f"{URL}/a").text == "a"
+    assert requests.get(f"{URL}/a/x").text == "a"
+    assert requests.get(f"{URL}/a/b/c").text == "ab"
+    assert requests.get(f"{URL}/ab").text == "root"  # '/a' does not match '/ab'
+    routes = requests.get(f"{URL}/-/routes").json()
+    assert routes["/a"] == "a-app" and routes["/a/b"] == "ab-app" and routes["/"] == "root-app"
+    assert requests.get(f"{URL}/-/healthz").text == "success"
+
+    serve.delete("a-app")
+    assert requests.get(f"{URL}/a/x").text == "root"
+    assert requests.get(f"{URL}/a/b/c").text == "ab"
+    assert "/a" not in requests.get(f"{URL}/-/routes").json()
+
+
+def test_unknown_path_is_404_naming_routes(serve_instance):
+    @serve.deployment
+    def only():
+        return "x"
+
+    serve.run(only.bind(), name="only", route_prefix="/only")
+    r = requests.get(f"{URL}/nowhere")
+    assert r.status_code == 404 and "/-/routes" in r.text
+
+
+def test_user_exception_is_500_without_traceback(serve_instance):
+    @serve.deployment
+    class Fails:
+        async def __call__(self, request: Request):
+            data = await request.json()  # malformed JSON raises here
+            raise KeyError(f"secret-{data}")
+
+    serve.run(Fails.bind(), name="fails", route_prefix="/fails")
+    r = requests.post(f"{URL}/fails", data=b"{not json")
+    assert r.status_code == 500
+    assert "JSONDecodeError" in r.text and "Traceback" not in r.text
+    r = requests.post(f"{URL}/fails", json={"a": 1})
+    assert r.status_code == 500 and "KeyError" in r.text and "secret" not in r.text
+
+
+def test_failed_app_answers_503_at_once(serve_instance):
+    @serve.deployment
+    class NeverUp:
+        def __init__(self):
+            raise RuntimeError("cannot load")
+
+    with pytest.raises(serve.exceptions.DeployError):
+        serve.run(NeverUp.bind(), name="neverup", route_prefix="/neverup")
+    start = time.monotonic()
+    r = requests.get(f"{URL}/neverup", timeout=10)
+    assert r.status_code == 503 and "cannot load" in r.text
+    assert time.monotonic() - start < 2.0
+
+
+def test_queue_full_answers_503(serve_instance):
+    @serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+    class OneAtATime:
+        def __init__(self):
+            self.release = asyncio.Event()
+
+        async def __call__(self):
+            await self.release.wait()
+            return "done"
+
+        async def open(self):
+            self.release.set()
+
+    h = serve.run(OneAtATime.bind(), name="narrow", route_prefix="/narrow")
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = asyncio.ensure_future(client.get(f"{URL}/narrow"))  # runs
+            await asyncio.sleep(0.3)
+            second = asyncio.ensure_future(client.get(f"{URL}/narrow"))  # queued
+            await asyncio.sleep(0.3)
+            third = await client.get(f"{URL}/narrow")  # queue full: 503 at once
+            await asyncio.get_running_loop().run_in_executor(None, lambda: h.open.remote().result())
+            return third, await first, await second
+
+    third, first, second = asyncio.run(burst())
+    assert third.status_code == 503 and "max_queued_requests" in third.text
+    assert (first.status_code, second.status_code) == (200, 200)
+
+
+def test_client_disconnect_cancels_the_replica_work(serve_instance):
+    @serve.deployment
+    class Patient:
+        def __init__(self):
+            self.cancelled = False
+
+        async def __call__(self):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+            return "finished"
+
+        def was_cancelled(self):
+            return self.cancelled
+
+    h = serve.run(Patient.bind(), name="patient", route_prefix="/patient")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{URL}/patient", timeout=0.5)
+    wait_until(lambda: h.was_cancelled.remote().result(), what="the replica to see the cancellation")
+
+
+@pytest.mark.parametrize("size", [1 << 20, 50 << 20])
+def test_large_bodies_echo_intact(serve_instance, size):
+    @serve.deployment
+    class Mirror:
+        async def __call__(self, request: Request):
+            return Response(await request.body(), media_type="application/octet-stream")
+
+    serve.run(Mirror.bind(), name="mirror", route_prefix="/mirror")
+    payload = os.urandom(size)
+    r = requests.post(f"{URL}/mirror", data=payload, timeout=120)
+    assert r.status_code == 200 and r.content == payload
+
+
+def test_a_thousand_slow_clients_do_not_stall_others(serve_instance):
+    @serve.deployment
+    def fast():
+        return "quick"
+
+    serve.run(fast.bind(), name="fast", route_prefix="/fast")
+    slow = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", 8000))
+            s.sendall(b"POST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")  # never finishes
+            slow.append(s)
+        start = time.monotonic()
+        for _ in range(20):
+            assert requests.get(f"{URL}/fast", timeout=10).text == "quick"
+        assert time.monotonic() - start < 10
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_replica_killed_mid_request_fails_only_that_request(serve_instance):
+    @serve.deployment
+    class Fragile:
+        async def __call__(self, request: Request):
+            if request.url.path.endswith("/hang"):
+                await asyncio.sleep(60)
+            return "alive"
+
+    serve.run(Fragile.bind(), name="fragile", route_prefix="/fragile")
+    assert requests.get(f"{URL}/fragile").text == "alive"
+    result: dict = {}
+
+    def hang():
+        result["r"] = requests.get(f"{URL}/fragile/hang", timeout=60)
+
+    t = threading.Thread(target=hang)
+    t.start()
+    time.sleep(0.5)  # let the request reach the replica
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "fragile#Fragile" in a["name"]]
+    assert len(names) == 1
+    ray.kill(ray.get_actor(names[0], namespace="serve_nb"), no_restart=True)
+    t.join(30)
+    assert 500 <= result["r"].status_code < 600
+    wait_until(lambda: requests.get(f"{URL}/fragile", timeout=10).text == "alive", what="a replacement replica")
+    assert all(requests.get(f"{URL}/fragile").text == "alive" for _ in range(10))
+
+
+def test_websocket_upgrade_gets_a_clear_4xx(serve_instance):
+    @serve.deployment
+    def plain():
+        return "plain"
+
+    serve.run(plain.bind(), name="wsapp", route_prefix="/ws")
+    r = requests.get(
+        f"{URL}/ws",
+        headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
+    )
+    assert r.status_code in (400, 403, 426)
+
+
+def test_custom_http_options_timeout_debug_and_port_taken(ray_session):
+    """Runs last in this module: restarts Serve with its own options, then back to the defaults."""
+    serve.shutdown()
+    try:
+        serve.start(http_options={"port": 8123, "request_timeout_s": 0.5, "debug_errors": True})
+        assert all(p.address == "127.0.0.1:8123" for p in serve.status().proxies.values())
+
+        @serve.deployment
+        class Slow:
+            async def __call__(self, request: Request):
+                if request.url.path.endswith("/boom"):
+                    raise ValueError("debug me")
+                await asyncio.sleep(5)
+                return "late"
+
+        serve.run(Slow.bind(), name="slowhttp", route_prefix="/slow")
+        start = time.monotonic()
+        r = requests.get("http://127.0.0.1:8123/slow")
+        assert r.status_code == 408 and time.monotonic() - start < 3
+        r = requests.get("http://127.0.0.1:8123/slow/boom")
+        assert r.status_code == 500 and "Traceback" in r.text and "debug me" in r.text
+    finally:
+        serve.shutdown()
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        with pytest.raises(serve.exceptions.RayServeException, match=f"Port {port} .* already in use"):
+            serve.start(http_options={"port": port, "start_timeout_s": 20})
+    finally:
+        blocker.close()
+        serve.shutdown()
