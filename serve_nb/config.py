@@ -277,6 +277,9 @@ class HTTPOptions:
     location: str = "EveryNode"
     start_timeout_s: float = 30.0
     debug_errors: bool = False
+    #: Let several proxies share the port (simulated multi-node clusters on one machine). Off by default:
+    #: a stale proxy could then silently take a share of the traffic.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:

@@ -7,6 +7,7 @@ returns the app is accepted too; it is then called on each replica.
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any, Callable, TypeVar
 
 C = TypeVar("C")
@@ -31,10 +32,27 @@ def ingress(app: Any) -> Callable[[C], C]:
                 f"Class {cls.__name__} defines __call__; with @serve.ingress, HTTP requests go to the app's routes. "
                 "Remove __call__ or drop @serve.ingress."
             )
+        _resolve_route_annotations(app, cls)
         setattr(cls, ASGI_ATTR, app)
         return cls
 
     return decorator
+
+
+def _resolve_route_annotations(app: Any, cls: type) -> None:
+    """Turn string annotations of method routes into objects now, while the defining module's names exist.
+
+    Replicas rebuild those routes around bound methods and FastAPI re-reads the annotations there,
+    where a by-value copy of the function only carries the globals its code uses.
+    """
+    methods = {id(fn) for klass in cls.__mro__ for fn in vars(klass).values() if inspect.isfunction(fn)}
+    for route in getattr(app, "routes", ()):
+        endpoint = getattr(route, "endpoint", None)
+        if endpoint is not None and id(endpoint) in methods:
+            try:
+                endpoint.__annotations__ = typing.get_type_hints(endpoint, include_extras=True)
+            except Exception:  # unresolvable names: leave them for FastAPI to report
+                pass
 
 
 def is_builder(app: Any) -> bool:

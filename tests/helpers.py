@@ -21,3 +21,34 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 20.0, interval_s: 
             last_exc = exc
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}") from last_exc
+
+
+def make_signal():
+    """A Ray actor other processes can wait on; ``send`` releases every waiter (for gating replicas)."""
+    import asyncio
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Signal:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+
+        def send(self):
+            self.event.set()
+
+    return Signal.remote()
+
+
+def ongoing_requests(app: str, deployment: str) -> list[int]:
+    """In-flight request counts of a deployment's replicas, asked of the replica actors directly."""
+    import ray
+
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve_nb" and a["name"].startswith(f"SERVE_NB_REPLICA::{app}#{deployment}#")
+    ]
+    return [ray.get(ray.get_actor(n, namespace="serve_nb").get_num_ongoing_requests.remote()) for n in names]

@@ -176,12 +176,12 @@ class ProxyApp:
             await _plain(send, 404, f"Path '{path}' not found. GET /-/routes lists the served route prefixes.")
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind with SO_REUSEPORT so several proxies on one machine (test clusters) can share the port."""
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Bind the proxy's listening socket; ``reuse_port`` lets proxies of test clusters share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
@@ -217,7 +217,7 @@ class ProxyActor:
 
         client = install_client(self._controller, self._info)
         try:
-            sock = bind_socket(self._options.host, self._options.port)
+            sock = bind_socket(self._options.host, self._options.port, self._options.reuse_port)
         except OSError as exc:
             return exc.strerror or str(exc)
         return await asyncio.wrap_future(client.bg.submit(self._serve(client, sock)))
@@ -228,7 +228,7 @@ class ProxyActor:
         self._app = ProxyApp(client, self._options)
         config = uvicorn.Config(
             self._app, lifespan="off", log_level="warning", access_log=False, http="auto",
-            timeout_keep_alive=int(self._options.keep_alive_timeout_s), ws="none", server_header=False,
+            timeout_keep_alive=int(self._options.keep_alive_timeout_s), ws="auto", server_header=False,
             date_header=False,
         )
         self._server = uvicorn.Server(config)

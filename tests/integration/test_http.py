@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 import serve_nb as serve
-from helpers import wait_until
+from helpers import make_signal, ongoing_requests, wait_until
 
 URL = "http://127.0.0.1:8000"
 
@@ -309,33 +309,40 @@ def test_failed_app_answers_503_at_once(serve_instance):
 
 
 def test_queue_full_answers_503(serve_instance):
+    signal = make_signal()
+
     @serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
     class OneAtATime:
-        def __init__(self):
-            self.release = asyncio.Event()
+        def __init__(self, signal):
+            self.signal = signal
 
         async def __call__(self):
-            await self.release.wait()
+            await self.signal.wait.remote()
             return "done"
 
-        async def open(self):
-            self.release.set()
-
-    h = serve.run(OneAtATime.bind(), name="narrow", route_prefix="/narrow")
+    serve.run(OneAtATime.bind(signal), name="narrow", route_prefix="/narrow")
 
     async def burst():
         async with httpx.AsyncClient(timeout=30) as client:
-            first = asyncio.ensure_future(client.get(f"{URL}/narrow"))  # runs
-            await asyncio.sleep(0.3)
-            second = asyncio.ensure_future(client.get(f"{URL}/narrow"))  # queued
-            await asyncio.sleep(0.3)
-            third = await client.get(f"{URL}/narrow")  # queue full: 503 at once
-            await asyncio.get_running_loop().run_in_executor(None, lambda: h.open.remote().result())
-            return third, await first, await second
+            first = asyncio.ensure_future(client.get(f"{URL}/narrow"))
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_until(lambda: ongoing_requests("narrow", "OneAtATime") == [1], what="first request")
+            )
+            # The replica is busy: of three more, one waits in the proxy's queue and two find it full.
+            more = [asyncio.ensure_future(client.get(f"{URL}/narrow")) for _ in range(3)]
+            done, pending = await asyncio.wait(more, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+            rejected = [t.result() for t in more if t.done()]
+            while len(rejected) < 2:
+                await asyncio.sleep(0.01)
+                rejected = [t.result() for t in more if t.done()]
+            signal.send.remote()
+            return rejected, await first, await asyncio.gather(*more)
 
-    third, first, second = asyncio.run(burst())
-    assert third.status_code == 503 and "max_queued_requests" in third.text
-    assert (first.status_code, second.status_code) == (200, 200)
+    rejected, first, everything = asyncio.run(burst())
+    assert [r.status_code for r in rejected] == [503, 503]
+    assert all("max_queued_requests" in r.text for r in rejected)
+    assert first.status_code == 200
+    assert sorted(r.status_code for r in everything) == [200, 503, 503]
 
 
 def test_client_disconnect_cancels_the_replica_work(serve_instance):
