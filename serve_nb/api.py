@@ -7,6 +7,7 @@ threads, never with ``asyncio.run``.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import time
 import warnings
 from typing import Any, Callable
@@ -20,6 +21,8 @@ from serve_nb.exceptions import DeployError, RayServeException
 from serve_nb.types import ApplicationStatus, ServeStatus
 
 _DEFAULT_PREFIX: Any = object()
+PENDING_RESOURCES_TAG = "Waiting for resources"
+logger = logging.getLogger("serve_nb")
 
 
 def _runtime() -> Any:
@@ -117,10 +120,19 @@ def run(
         raise ValueError(error)
     handle = DeploymentHandle(graph.ingress, name)
     if _blocking:
-        status = _wait_for_status(
-            lambda s: name in s.applications
-            and s.applications[name].status in (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOY_FAILED)
-        )
+        warned: set[str] = set()
+
+        def settled(s: ServeStatus) -> bool:
+            app = s.applications.get(name)
+            if app is None:
+                return False
+            for dep in app.deployments.values():
+                if dep.message.startswith(PENDING_RESOURCES_TAG) and dep.name not in warned:
+                    warned.add(dep.name)
+                    logger.warning("serve.run('%s'): deployment '%s' is not up yet. %s", name, dep.name, dep.message)
+            return app.status in (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOY_FAILED)
+
+        status = _wait_for_status(settled)
         app = status.applications[name]
         if app.status == ApplicationStatus.DEPLOY_FAILED:
             raise DeployError(f"Application '{name}' failed to deploy. {app.message}")

@@ -31,21 +31,15 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
         return
     kwargs: dict[str, Any] = {
         "log_to_driver": False,  # replica output goes to Ray's log files, not into notebook cells
-        "logging_level": logging.WARNING,
+        "logging_level": logging.ERROR,  # set-up chatter (auth token notices) stays out of cells
         "include_dashboard": False,
     }
     kwargs.update(init_kwargs)
     if address is not None:
         kwargs["address"] = address
-    # Ray prints set-up chatter (auth token notices, "Started a local Ray instance") at INFO/WARNING;
-    # keep it out of cells. Real errors still raise.
-    ray_logger = logging.getLogger("ray")
-    previous = ray_logger.level
-    ray_logger.setLevel(logging.ERROR)
-    try:
-        ray.init(**kwargs)
-    finally:
-        ray_logger.setLevel(previous)
+    ray.init(**kwargs)
+    # After start-up, Ray's own warnings (e.g. about resources) are worth seeing again.
+    logging.getLogger("ray").setLevel(logging.WARNING)
 
 
 def _head_node_strategy() -> Any:

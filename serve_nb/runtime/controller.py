@@ -132,6 +132,8 @@ class ServeController:
         self._proxy_cls = ray.remote(ProxyActor)
         self._proxies: dict[str, ProxyRecord] = {}
         self._handle: Any = None
+        self._nodes_cache: list[dict[str, float]] = []
+        self._nodes_checked_at = 0.0
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
     # -- startup and recovery -------------------------------------------------------------------
@@ -680,14 +682,35 @@ class ServeController:
         return ServeStatus(applications=apps, proxies=proxies)
 
     def _pending_message(self, state: DeploymentState) -> str:
+        """Say why replicas are not up yet when resources are the likely cause (no silent hangs)."""
         now = time.time()
-        slow = [r for r in state.replicas.values() if r.state == ReplicaState.STARTING and now - r.started_at > 10]
+        starting = [r for r in state.replicas.values() if r.state == ReplicaState.STARTING]
+        if not starting:
+            return ""
+        need = _resource_request(state.spec.config.ray_actor_options)
+        if not _fits_any_node(need, self._node_resources()):
+            return (
+                f"{PENDING_RESOURCES_TAG}: each replica asks for {need}, more than any node in the cluster has. "
+                "Lower ray_actor_options (e.g. {'num_cpus': 0.5}) or add a larger node."
+            )
+        slow = [r for r in starting if now - r.started_at > 10]
         if not slow:
             return ""
         return (
-            f"{len(slow)} replica(s) have been starting for over 10 s: the cluster may lack the resources "
-            f"they ask for ({state.spec.config.ray_actor_options}), or a constructor is slow."
+            f"{PENDING_RESOURCES_TAG}: {len(slow)} replica(s) have been starting for over 10 s. Each asks for {need}; "
+            "the cluster may not have that much free (other replicas hold it), or the constructor is slow. "
+            "Lower ray_actor_options, num_replicas, or free resources."
         )
+
+    def _node_resources(self) -> list[dict[str, float]]:
+        now = time.monotonic()
+        if now - self._nodes_checked_at > 2.0:
+            self._nodes_checked_at = now
+            try:
+                self._nodes_cache = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+            except Exception:
+                pass
+        return self._nodes_cache
 
     def _publish(self) -> None:
         routes: dict[str, tuple[str, str]] = {}
@@ -698,6 +721,23 @@ class ServeController:
                 self._longpoll.publish(replicas_key(app.name, dname), self._replica_set(app, state))
         self._longpoll.publish(ROUTES_KEY, routes)
         self._longpoll.publish(STATUS_KEY, self._status())
+
+
+PENDING_RESOURCES_TAG = "Waiting for resources"
+
+
+def _resource_request(options: dict[str, Any]) -> dict[str, float]:
+    need = {"CPU": float(options.get("num_cpus", 1) or 0), "GPU": float(options.get("num_gpus", 0) or 0)}
+    if options.get("memory"):
+        need["memory"] = float(options["memory"])
+    need.update({k: float(v) for k, v in (options.get("resources") or {}).items()})
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def _fits_any_node(need: dict[str, float], nodes: list[dict[str, float]]) -> bool:
+    if not nodes:
+        return True  # unknown: do not claim it cannot fit
+    return any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes)
 
 
 def _kill(actor: Any) -> None:

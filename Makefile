@@ -1,0 +1,35 @@
+# Two set-up commands on a fresh clone: `make demo` (the main job) and `make test` (the whole suite).
+# Each creates .venv and installs what it needs by itself.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit integration bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	env -u RAY_ADDRESS $(BIN)/python scripts/demo.py
+
+test: $(VENV)/.dev
+	env -u RAY_ADDRESS $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+unit: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: $(VENV)/.dev
+	env -u RAY_ADDRESS $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
