@@ -449,3 +449,38 @@ def test_status_without_controller_is_empty_and_starts_nothing(ray_session):
     with pytest.raises(ValueError):
         ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     assert issubclass(serve.exceptions.BackPressureError, ServeException)
+
+
+def test_handle_backpressure_raises_at_once(serve_instance):
+    from helpers import make_signal, ongoing_requests
+
+    signal = make_signal()
+
+    @serve.deployment(max_ongoing_requests=1, max_queued_requests=2)
+    class Narrow:
+        def __init__(self, signal):
+            self.signal = signal
+
+        async def __call__(self):
+            await self.signal.wait.remote()
+            return "ok"
+
+    h = serve.run(Narrow.bind(signal), name="narrow-handle", route_prefix=None)
+    first = h.remote()
+    wait_until(lambda: ongoing_requests("narrow-handle", "Narrow") == [1], what="first request running")
+    queued = [h.remote(), h.remote()]
+    wait_until(lambda: _queued(h) == 2, what="two queued requests")
+    with pytest.raises(serve.exceptions.BackPressureError, match="max_queued_requests=2"):
+        h.remote().result(timeout_s=5)
+    signal.send.remote()
+    assert [r.result(timeout_s=30) for r in (first, *queued)] == ["ok", "ok", "ok"]
+
+
+def _queued(handle) -> int:
+    """How many of this process's requests wait in the router for a replica slot."""
+    from serve_nb.runtime.client import current_client
+    from serve_nb.types import DeploymentID
+
+    client = current_client()
+    router = client._routers.get(DeploymentID(handle.app_name, handle.deployment_name))
+    return router.num_queued if router else 0

@@ -243,6 +243,25 @@ def test_ingress_builder_function(serve_instance):
     assert requests.get(f"{URL}/built/pid").json()["pid"] != os.getpid()
 
 
+def test_starlette_app_ingress(serve_instance):
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    async def hello(request):
+        return PlainTextResponse(f"hello {request.path_params['who']} via {request.scope['root_path']}")
+
+    app = Starlette(routes=[Route("/hello/{who}", hello)])
+
+    @serve.deployment
+    @serve.ingress(app)
+    class StarletteIngress:
+        pass
+
+    serve.run(StarletteIngress.bind(), name="starlette", route_prefix="/st")
+    assert requests.get(f"{URL}/st/hello/ann").text == "hello ann via /st"
+    assert requests.get(f"{URL}/st/nope").status_code == 404
+
+
 def test_several_apps_by_prefix_longest_wins_and_delete_one(serve_instance):
     @serve.deployment
     class Named:
@@ -447,7 +466,7 @@ def test_custom_http_options_timeout_debug_and_port_taken(ray_session):
     """Runs last in this module: restarts Serve with its own options, then back to the defaults."""
     serve.shutdown()
     try:
-        serve.start(http_options={"port": 8123, "request_timeout_s": 0.5, "debug_errors": True})
+        serve.start(http_options=serve.HTTPOptions(port=8123, request_timeout_s=0.5, debug_errors=True))
         assert all(p.address == "127.0.0.1:8123" for p in serve.status().proxies.values())
 
         @serve.deployment
