@@ -109,3 +109,53 @@ class ReplicaSet:
     max_queued_requests: int = -1
     unavailable: str | None = None
     methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaDetail:
+    replica_id: str
+    state: str
+    node_id: str
+    pid: int
+    started_at: float
+    ongoing: int
+    version: str
+
+
+@dataclass(frozen=True)
+class ScalingEvent:
+    """One autoscaling (or manual scaling) decision: when, from how many to how many, and why."""
+
+    time: float
+    from_replicas: int
+    to_replicas: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeploymentDetail:
+    name: str
+    status: str
+    message: str
+    target: int
+    running: int
+    replicas: tuple[ReplicaDetail, ...] = ()
+    autoscaling: dict | None = None
+    last_decision: str = ""
+    events: tuple[ScalingEvent, ...] = ()
+    ongoing: float = 0.0
+
+
+@dataclass(frozen=True)
+class AppDetail:
+    """Everything the notebook's application widget shows, published on the ``app:<name>`` key."""
+
+    name: str
+    status: str
+    message: str
+    route_prefix: str | None
+    ingress: str
+    http_address: str | None
+    deployments: tuple[DeploymentDetail, ...] = ()
+    history: tuple[tuple[float, int, float], ...] = ()  # (time, running replicas, ongoing requests)
+    logs: tuple[str, ...] = ()

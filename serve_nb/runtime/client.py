@@ -86,6 +86,10 @@ class ServeClient:
         self.longpoll = LongPollClient(self.bg.loop, lambda: self.controller)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._routers: dict[DeploymentID, Router] = {}
+        self._queued_sent: dict[DeploymentID, int] = {}
+        self._queued_latest: dict[DeploymentID, int] = {}
+        self._flush_scheduled: set[DeploymentID] = set()
+        self.caller_id = f"{os.getpid()}-{id(self):x}"
         self.closed = False
 
     def router(self, dep: DeploymentID) -> Router:
@@ -95,10 +99,32 @@ class ServeClient:
             router = Router(
                 dep, self.info.token, local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
+                on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
             )
             self._routers[dep] = router
             self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)
         return router
+
+    def _queue_changed(self, dep: DeploymentID, queued: int) -> None:
+        """Tell the controller how many requests wait here: at once when a queue forms (cold start
+        from zero replicas), otherwise at most every 0.25 s."""
+        self._queued_latest[dep] = queued
+        if self._queued_sent.get(dep, 0) == 0 and queued > 0:
+            self._send_queued(dep)
+        elif dep not in self._flush_scheduled:
+            self._flush_scheduled.add(dep)
+            self.bg.loop.call_later(0.25, self._send_queued, dep)
+
+    def _send_queued(self, dep: DeploymentID) -> None:
+        self._flush_scheduled.discard(dep)
+        queued = self._queued_latest.get(dep, 0)
+        if self._queued_sent.get(dep) == queued:
+            return
+        self._queued_sent[dep] = queued
+        try:
+            self.controller.record_queued.remote(dep.app, dep.name, self.caller_id, queued)
+        except Exception:
+            pass
 
     def _report_unreachable(self, dep: DeploymentID, replica_id: str) -> None:
         try:

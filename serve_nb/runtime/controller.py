@@ -8,8 +8,10 @@ and adopts the replicas that are still running, by name.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
+import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ from ray.experimental import internal_kv
 
 from serve_nb.config import HTTPOptions
 from serve_nb.core import reconcile
-from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, replicas_key
+from serve_nb.core.autoscaling import ScalingState, decide
+from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, app_key, replicas_key
 from serve_nb.core.status import DeploymentFacts, application_status, deployment_status, replica_state_counts
 from serve_nb.runtime.longpoll import LongPollHost
 from serve_nb.runtime.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaInit
@@ -28,15 +31,19 @@ from serve_nb.runtime.proxy import ProxyActor
 from serve_nb.runtime.replica import ReplicaActor
 from serve_nb.runtime.serialization import dumps, loads
 from serve_nb.types import (
+    AppDetail,
     ApplicationStatus,
     ApplicationStatusInfo,
     DeploymentID,
     DeploymentStatus,
+    DeploymentDetail,
     DeploymentStatusInfo,
     ProxyStatusInfo,
+    ReplicaDetail,
     ReplicaInfo,
     ReplicaSet,
     ReplicaState,
+    ScalingEvent,
     ServeStatus,
 )
 
@@ -50,7 +57,10 @@ PROXY_RETRY_S = 5.0
 CHECKPOINT_KEY = b"serve_nb:checkpoint"
 MAX_CONSTRUCTOR_ATTEMPTS = 3
 HEALTH_FAILURES_BEFORE_REPLACE = 3
-RECONCILE_PERIOD_S = 1.0
+RECONCILE_PERIOD_S = 0.25
+QUEUED_REPORT_TTL_S = 10.0
+HISTORY_POINTS = 600
+APP_LOG_LINES = 200
 
 
 def replica_actor_name(dep: DeploymentID, replica_id: str) -> str:
@@ -67,6 +77,7 @@ class ReplicaRecord:
     started_at: float
     info: ReplicaInfo | None = None
     health_failures: int = 0
+    ongoing: int = 0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def view(self) -> reconcile.ReplicaView:
@@ -85,6 +96,17 @@ class DeploymentState:
     unhealthy_message: str | None = None
     scaling: str | None = None
     removing: bool = False  # dropped from its app by a redeploy, or its app is being deleted
+    queued: dict[str, tuple[int, float]] = field(default_factory=dict)  # caller id -> (queued, when)
+    samples: collections.deque = field(default_factory=collections.deque)  # (time, load)
+    scaling_state: ScalingState = field(default_factory=ScalingState)
+    last_decision: str = ""
+    events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+    def load(self, now: float) -> float:
+        """Ongoing requests on serving replicas plus requests queued in callers (fresh reports only)."""
+        executing = sum(r.ongoing for r in self.replicas.values() if r.state in (ReplicaState.RUNNING, ReplicaState.UPDATING))
+        waiting = sum(q for q, t in self.queued.values() if now - t < QUEUED_REPORT_TTL_S)
+        return float(executing + waiting)
 
     def goal(self) -> reconcile.Goal:
         target = 0 if self.removing else self.target
@@ -115,6 +137,8 @@ class AppState:
     deployed_at: float
     deleting: bool = False
     was_running: bool = False
+    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
+    logs: collections.deque = field(default_factory=lambda: collections.deque(maxlen=APP_LOG_LINES))
 
 
 class ServeController:
@@ -132,7 +156,7 @@ class ServeController:
         self._proxy_cls = ray.remote(ProxyActor)
         self._proxies: dict[str, ProxyRecord] = {}
         self._handle: Any = None
-        self._nodes_cache: list[dict[str, float]] = []
+        self._nodes_cache: list[dict[str, Any]] = []
         self._nodes_checked_at = 0.0
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
@@ -350,6 +374,48 @@ class ServeController:
         internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=NAMESPACE)
         self._publish()
 
+    async def record_replica_metrics(
+        self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str]
+    ) -> None:
+        """Pushed by replicas when their in-flight count changes (and as a heartbeat), with new log lines."""
+        state = self._deployment(DeploymentID(app, deployment))
+        if state is None:
+            return
+        record = state.replicas.get(replica_id)
+        if record is not None:
+            record.ongoing = ongoing
+        if log_lines:
+            stamp = time.strftime("%H:%M:%S")
+            self._apps[app].logs.extend(f"{stamp} {deployment}/{replica_id[:6]} | {line}" for line in log_lines)
+
+    async def record_queued(self, app: str, deployment: str, caller: str, queued: int) -> None:
+        """Pushed by routers: requests waiting for a replica slot. Wakes the controller for a cold start."""
+        state = self._deployment(DeploymentID(app, deployment))
+        if state is None:
+            return
+        state.queued[caller] = (queued, time.time())
+        if queued and not any(r.state == ReplicaState.RUNNING for r in state.replicas.values()):
+            self._wake.set()
+
+    async def scale_deployment(self, app: str, deployment: str, num_replicas: int) -> str | None:
+        """Set a fixed-size deployment's replica count (the widget's +/- buttons); returns an error."""
+        await self._ready
+        state = self._deployment(DeploymentID(app, deployment))
+        if state is None:
+            return f"Application '{app}' has no deployment '{deployment}'."
+        if state.spec.config.autoscaling_config is not None:
+            return f"Deployment '{deployment}' autoscales; change its autoscaling_config instead."
+        if not isinstance(num_replicas, int) or num_replicas < 1:
+            return f"num_replicas must be an integer >= 1, got {num_replicas!r}."
+        if num_replicas != state.target:
+            state.events.append(ScalingEvent(time.time(), state.target, num_replicas, "manual scale"))
+            state.scaling = "up" if num_replicas > state.target else "down"
+            state.target = num_replicas
+            self._checkpoint()
+            self._reconcile_all()
+            self._publish()
+        return None
+
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         """True once every healthy proxy routes ``prefix`` to ``app`` (so serve.run's caller can send at once)."""
         await self._ready
@@ -379,11 +445,46 @@ class ServeController:
                 pass
             self._wake.clear()
             try:
+                self._autoscale_all()
                 self._reconcile_all()
                 self._reconcile_proxies()
+                self._record_history()
                 self._publish()
             except Exception:
                 logger.exception("serve_nb controller: reconcile failed")
+
+    def _autoscale_all(self) -> None:
+        now = time.time()
+        for app in self._apps.values():
+            for state in app.deployments.values():
+                config = state.spec.config.autoscaling_config
+                if config is None or state.removing or state.failed_message is not None:
+                    continue
+                state.samples.append((now, state.load(now)))
+                while state.samples and now - state.samples[0][0] > config.look_back_period_s:
+                    state.samples.popleft()
+                average = statistics.fmean(v for _, v in state.samples)
+                current = state.target
+                decision = decide(current, average, config, now, state.scaling_state)
+                state.scaling_state = decision.state
+                state.last_decision = decision.reason
+                if decision.desired != current:
+                    state.events.append(ScalingEvent(now, current, decision.desired, decision.reason))
+                    state.scaling = "up" if decision.desired > current else "down"
+                    state.target = decision.desired
+                    self._checkpoint()
+
+    def _record_history(self) -> None:
+        now = time.time()
+        for app in self._apps.values():
+            running = sum(
+                1 for s in app.deployments.values() for r in s.replicas.values() if r.state == ReplicaState.RUNNING
+            )
+            ongoing = sum(s.load(now) for s in app.deployments.values())
+            last = app.history[-1] if app.history else None
+            # A point when something changed, else one every 5 s so the chart's time axis moves.
+            if last is None or (last[1], last[2]) != (running, ongoing) or now - last[0] >= 5.0:
+                app.history.append((round(now, 2), running, ongoing))
 
     def _deployment(self, dep: DeploymentID) -> DeploymentState | None:
         app = self._apps.get(dep.app)
@@ -563,7 +664,7 @@ class ServeController:
         location = self._http_options.location
         if location == "NoServer" or self._shutting_down:
             return []
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        nodes = self._alive_nodes()
         if location == "HeadOnly":
             nodes = [n for n in nodes if "node:__internal_head__" in n.get("Resources", {})]
         return [n["NodeID"] for n in nodes]
@@ -660,6 +761,8 @@ class ServeController:
                     state.unhealthy_message, state.scaling,
                 )
                 status, message = deployment_status(facts)
+                if status == DeploymentStatus.HEALTHY:
+                    state.scaling = None
                 message = message or self._pending_message(state)
                 deployments[dname] = DeploymentStatusInfo(
                     dname, status, message, replica_state_counts(replicas), state.goal().target
@@ -702,15 +805,19 @@ class ServeController:
             "Lower ray_actor_options, num_replicas, or free resources."
         )
 
-    def _node_resources(self) -> list[dict[str, float]]:
+    def _alive_nodes(self) -> list[dict[str, Any]]:
+        """ray.nodes() is a GCS call: refreshed at most every 2 s."""
         now = time.monotonic()
         if now - self._nodes_checked_at > 2.0:
             self._nodes_checked_at = now
             try:
-                self._nodes_cache = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+                self._nodes_cache = [n for n in ray.nodes() if n.get("Alive")]
             except Exception:
                 pass
         return self._nodes_cache
+
+    def _node_resources(self) -> list[dict[str, float]]:
+        return [n.get("Resources", {}) for n in self._alive_nodes()]
 
     def _publish(self) -> None:
         routes: dict[str, tuple[str, str]] = {}
@@ -719,8 +826,40 @@ class ServeController:
                 routes[app.route_prefix] = (app.name, app.ingress)
             for dname, state in app.deployments.items():
                 self._longpoll.publish(replicas_key(app.name, dname), self._replica_set(app, state))
+        status = self._status()
         self._longpoll.publish(ROUTES_KEY, routes)
-        self._longpoll.publish(STATUS_KEY, self._status())
+        self._longpoll.publish(STATUS_KEY, status)
+        for app in self._apps.values():
+            self._longpoll.publish(app_key(app.name), self._app_detail(app, status))
+        for key in self._longpoll.store.keys():
+            if key.startswith("app:") and key[4:] not in self._apps:
+                self._longpoll.remove(key)
+
+    def _app_detail(self, app: AppState, status: ServeStatus) -> AppDetail:
+        info = status.applications.get(app.name)
+        now = time.time()
+        deployments = []
+        for dname, state in app.deployments.items():
+            dinfo = info.deployments.get(dname) if info else None
+            if dinfo is None:
+                continue
+            replicas = tuple(
+                ReplicaDetail(r.replica_id, str(r.state), r.info.node_id if r.info else "", r.info.pid if r.info else 0,
+                              r.started_at, r.ongoing, r.version)
+                for r in sorted(state.replicas.values(), key=lambda r: r.started_at)
+            )
+            auto = state.spec.config.autoscaling_config
+            deployments.append(DeploymentDetail(
+                dname, str(dinfo.status), dinfo.message, dinfo.target_replicas,
+                sum(1 for r in state.replicas.values() if r.state == ReplicaState.RUNNING), replicas,
+                auto.to_dict() if auto else None, state.last_decision, tuple(state.events), state.load(now),
+            ))
+        options = self._http_options
+        address = f"{options.host}:{options.port}" if options.location != "NoServer" else None
+        return AppDetail(
+            app.name, str(info.status) if info else "", info.message if info else "", app.route_prefix, app.ingress,
+            address, tuple(deployments), tuple(app.history), tuple(app.logs),
+        )
 
 
 PENDING_RESOURCES_TAG = "Waiting for resources"

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Callable
 
 from serve_nb.runtime.channel import ChannelServer
 from serve_nb.runtime.context import ReplicaContext, set_replica_context
+from serve_nb.runtime import logcapture
 from serve_nb.runtime.http_replica import HTTP_METHOD, HTTPAdapter
 from serve_nb.runtime.messages import InitResult, ReplicaInit, ReplicaMetadata
 from serve_nb.runtime.serialization import loads, user_traceback
@@ -52,6 +53,8 @@ class ReplicaCore:
         self._draining = False
         self._stopped = False
         self._started_at = time.time()
+        self._logs = logcapture.LogBuffer()
+        self._reporter: asyncio.Task[None] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, init.max_ongoing_requests), thread_name_prefix="serve_nb-replica"
         )
@@ -63,6 +66,7 @@ class ReplicaCore:
         try:
             import ray
 
+            logcapture.install(self._logs)
             set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id))
             target = loads(init.def_blob)
             args, kwargs = loads(init.args_blob)
@@ -84,6 +88,8 @@ class ReplicaCore:
             self._server = ChannelServer(self, init.token)
             address = await self._server.start(host, node_id)
             self._info = ReplicaInfo(init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid())
+            if init.controller is not None:
+                self._reporter = asyncio.get_running_loop().create_task(self._report_loop(init.controller))
             return InitResult(ok=True, info=self._info, methods=self._methods)
         except BaseException as exc:  # noqa: BLE001 - the user's constructor error goes to status
             return InitResult(ok=False, error=user_traceback(exc))
@@ -114,12 +120,31 @@ class ReplicaCore:
         if self._server is not None:
             await self._server.close_gracefully()
         self._stopped = True
+        if self._reporter is not None:
+            self._reporter.cancel()
         finalizer = getattr(type(self._obj), "__del__", None) if self._init.is_class else None
         if finalizer is not None:
             try:
                 await self._in_thread(finalizer, self._obj)
             except Exception:
                 pass
+
+    async def _report_loop(self, controller: Any) -> None:
+        """Push the in-flight count when it changes (at most 4 times a second) and new log lines;
+        a heartbeat every 5 s. The controller averages these for autoscaling and shows them in widgets."""
+        last_value, last_sent = -1, 0.0
+        while not self._stopped:
+            await asyncio.sleep(0.25)
+            lines = self._logs.drain()
+            now = time.monotonic()
+            if self._ongoing != last_value or lines or now - last_sent >= 5.0:
+                last_value, last_sent = self._ongoing, now
+                try:
+                    await controller.record_replica_metrics.remote(
+                        self._init.app, self._init.deployment, self._init.replica_id, last_value, lines
+                    )
+                except Exception:
+                    pass  # controller restarting: the next report catches up
 
     def metadata(self) -> ReplicaMetadata:
         return ReplicaMetadata(

@@ -29,12 +29,14 @@ class Router:
         local_node_id: str = "",
         rng: random.Random | None = None,
         on_replica_unreachable: Callable[[str], None] | None = None,
+        on_queue_change: Callable[[int], None] | None = None,
     ) -> None:
         self.deployment = deployment
         self._token = token
         self._local_node_id = local_node_id
         self._rng = rng or random.Random()
         self._on_unreachable = on_replica_unreachable
+        self._on_queue_change = on_queue_change
         self._clients: dict[str, ChannelClient] = {}
         self._infos: dict[str, ReplicaInfo] = {}
         self._in_flight: dict[str, int] = {}
@@ -154,10 +156,14 @@ class Router:
                         raise BackPressureError(self.deployment.name, self.num_queued, self._max_queued)
                     queued = True
                     self.num_queued += 1
+                    if self._on_queue_change is not None:
+                        self._on_queue_change(self.num_queued)
                 await self._wait_for_slot()
         finally:
             if queued:
                 self.num_queued -= 1
+                if self._on_queue_change is not None:
+                    self._on_queue_change(self.num_queued)
 
     def _release(self, rid: str) -> None:
         if rid in self._in_flight:

@@ -1,0 +1,80 @@
+"""The autoscaling policy: a pure function from load and time to a desired replica count, with a reason.
+
+    decide(current, ongoing, config, now, state) -> Decision(desired, reason, state)
+
+``ongoing`` is the average total of ongoing plus queued requests over the look-back window.
+Delays hold a change until it has been wanted continuously that long; a flip of direction
+restarts the clock. Scaling to zero only ever happens from one replica.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from serve_nb.config import AutoscalingConfig
+
+
+@dataclass(frozen=True)
+class ScalingState:
+    """Which way the policy has wanted to move, and since when (0 = content)."""
+
+    direction: int = 0
+    since: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    reason: str
+    state: ScalingState
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reason) and self.reason.startswith(("scale up", "scale down"))
+
+
+def goal(ongoing: float, config: AutoscalingConfig) -> int:
+    """Replicas needed to keep each at the target: ceil(total ongoing / target)."""
+    if ongoing <= 0:
+        return 0
+    return math.ceil(ongoing / config.target_ongoing_requests - 1e-9)
+
+
+def _smooth(current: int, raw: int, config: AutoscalingConfig) -> int:
+    """Move part of the way when a factor is set; always at least one step, so it never sticks."""
+    if raw > current and config.upscaling_factor is not None:
+        return current + max(1, math.ceil((raw - current) * config.upscaling_factor))
+    if raw < current and config.downscaling_factor is not None:
+        return current - max(1, math.ceil((current - raw) * config.downscaling_factor))
+    return raw
+
+
+def decide(current: int, ongoing: float, config: AutoscalingConfig, now: float, state: ScalingState) -> Decision:
+    raw = goal(ongoing, config)
+    # A request waiting on a deployment with no replicas: start one now, without the upscale delay.
+    if current == 0 and ongoing > 0:
+        desired = max(1, min(config.max_replicas, max(config.min_replicas, _smooth(0, raw, config))))
+        return Decision(desired, f"scale up 0 -> {desired}: {ongoing:g} request(s) waiting with no replica (cold start)",
+                        ScalingState())
+    desired = min(config.max_replicas, max(config.min_replicas, _smooth(current, raw, config)))
+    if desired == 0 and current > 1:
+        desired = 1  # to zero only from one
+    if desired == current:
+        return Decision(current, f"steady at {current}: {ongoing:g} ongoing / target {config.target_ongoing_requests:g}",
+                        ScalingState())
+    direction = 1 if desired > current else -1
+    if state.direction != direction:
+        state = ScalingState(direction, now)
+    if direction > 0:
+        delay = config.upscale_delay_s
+    elif desired == 0:
+        delay = config.downscale_to_zero_delay_s if config.downscale_to_zero_delay_s is not None else config.downscale_delay_s
+    else:
+        delay = config.downscale_delay_s
+    waited = now - state.since
+    verb = "scale up" if direction > 0 else "scale down"
+    why = f"{ongoing:g} ongoing / target {config.target_ongoing_requests:g} wants {raw}"
+    if waited + 1e-9 < delay:
+        return Decision(current, f"waiting to {verb} {current} -> {desired} ({why}; {waited:.0f}s of {delay:g}s)", state)
+    return Decision(desired, f"{verb} {current} -> {desired}: {why}", ScalingState())
