@@ -10,6 +10,7 @@ from typing import Any
 
 from serve_nb import exceptions, feed
 from serve_nb.api import (
+    connect,
     delete,
     get_app_handle,
     get_deployment_handle,
@@ -27,10 +28,18 @@ from serve_nb.types import ApplicationStatus, DeploymentStatus, ServeStatus
 __version__ = "0.1.0"
 
 _LAZY = {
+    "widgets": "serve_nb.widgets",
     "DeploymentHandle": "serve_nb.runtime.handle",
     "DeploymentResponse": "serve_nb.runtime.handle",
     "DeploymentResponseGenerator": "serve_nb.runtime.handle",
 }
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext serve_nb``: registers %%serve, %serve_connect, %serve_status, %serve_delete, %serve_shutdown."""
+    from serve_nb.notebook.magic import load
+
+    load(ipython)
 
 
 def __getattr__(name: str) -> Any:
@@ -39,11 +48,14 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'serve_nb' has no attribute {name!r}")
     import importlib
 
+    if module == f"serve_nb.{name}":
+        return importlib.import_module(module)
     return getattr(importlib.import_module(module), name)
 
 
 __all__ = [
     "Application",
+    "connect",
     "ApplicationStatus",
     "AutoscalingConfig",
     "Deployment",

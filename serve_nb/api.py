@@ -31,6 +31,31 @@ def _runtime() -> Any:
     return client
 
 
+def connect(address: str | None = None) -> str:
+    """Connect this process to Ray: a local one by default (started, or joined if one runs here),
+    or an existing cluster at ``host:port`` / ``ray://host:port``. Returns a one-line description."""
+    import ray
+
+    rt = _runtime()
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address is None or address.split("://")[-1] == current:
+            return _describe_cluster(address)
+        rt.forget_client()  # moving to another cluster: drop this one's routers and feed
+        ray.shutdown()
+    rt.ensure_ray(address)
+    return _describe_cluster(address)
+
+
+def _describe_cluster(address: str | None) -> str:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+    where = f"Ray at {address}" if address else f"local Ray ({ray.get_runtime_context().gcs_address})"
+    return f"Connected to {where}: {len(nodes)} node(s), {cpus:g} CPU(s)."
+
+
 def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) -> None:
     """Connect to the running serve_nb controller, or start one (and Ray, if needed).
 

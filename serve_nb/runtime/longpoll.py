@@ -173,8 +173,13 @@ class LongPollClient:
             self.on_controller_lost(exc)
 
     def close(self) -> None:
+        """Stop polling; every subscriber hears ``None`` once (as if its key were deleted)."""
+
         def _close() -> None:
             self._closed = True
+            for subs in list(self._subs.values()):
+                for sub in subs:
+                    self._deliver(sub, None)
             self._subs.clear()
             self._keys_changed.set()
             if self._task is not None:

@@ -1,0 +1,226 @@
+"""Widget view-models: controller snapshots in, plain display data out (rows, badges, chart).
+
+The ipywidgets layer only copies these strings into traits, and only when they changed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Sequence
+
+from serve_nb.types import AppDetail, ApplicationStatusInfo, DeploymentDetail
+
+BADGE_COLORS = {
+    "RUNNING": "#1a7f37",
+    "HEALTHY": "#1a7f37",
+    "DEPLOYING": "#9a6700",
+    "UPDATING": "#9a6700",
+    "UPSCALING": "#0969da",
+    "DOWNSCALING": "#0969da",
+    "DEPLOY_FAILED": "#cf222e",
+    "UNHEALTHY": "#cf222e",
+    "DELETING": "#6e7781",
+    "DELETED": "#6e7781",
+    "NOT_STARTED": "#6e7781",
+}
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    name: str
+    status: str
+    color: str
+    replicas: str  # "running / target"
+    message: str
+    autoscaling: bool
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    deployment: str
+    replica_id: str
+    state: str
+    node: str
+    pid: str
+    ongoing: int
+    uptime: str
+
+
+@dataclass(frozen=True)
+class AutoscalingView:
+    deployment: str
+    settings: str
+    last_decision: str
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AppView:
+    name: str
+    status: str
+    color: str
+    message: str
+    url: str | None
+    curl: str | None
+    deployments: tuple[DeploymentRow, ...]
+    replicas: tuple[ReplicaRow, ...]
+    autoscaling: tuple[AutoscalingView, ...]
+    chart_svg: str
+    logs: str
+
+
+def badge_color(status: str) -> str:
+    return BADGE_COLORS.get(status, "#6e7781")
+
+
+def format_uptime(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def endpoint_url(detail: AppDetail) -> str | None:
+    if detail.route_prefix is None or detail.http_address is None:
+        return None
+    return f"http://{detail.http_address}{'' if detail.route_prefix == '/' else detail.route_prefix}"
+
+
+def curl_line(url: str, method: str = "GET", body: str | None = None) -> str:
+    parts = ["curl", "-s", "-X", method, url]
+    if body:
+        parts += ["-H", "content-type: application/json", "-d", body]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _autoscaling_settings(auto: dict) -> str:
+    return (
+        f"min {auto['min_replicas']}, max {auto['max_replicas']}, target {auto['target_ongoing_requests']:g} "
+        f"ongoing/replica; delays up {auto['upscale_delay_s']:g}s, down {auto['downscale_delay_s']:g}s"
+    )
+
+
+def deployment_row(dep: DeploymentDetail) -> DeploymentRow:
+    return DeploymentRow(dep.name, dep.status, badge_color(dep.status), f"{dep.running} / {dep.target}",
+                         dep.message.splitlines()[0] if dep.message else "", dep.autoscaling is not None)
+
+
+def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
+    """Build what the application widget shows; ``None`` (deleted) gives a DELETED view."""
+    if detail is None:
+        return AppView(name, "DELETED", badge_color("DELETED"), "The application was deleted.", None, None,
+                       (), (), (), chart_svg([], now), "")
+    url = endpoint_url(detail)
+    replicas = tuple(
+        ReplicaRow(d.name, r.replica_id, r.state, r.node_id[:8], str(r.pid or ""), r.ongoing, format_uptime(now - r.started_at))
+        for d in detail.deployments
+        for r in d.replicas
+    )
+    autoscaling = tuple(
+        AutoscalingView(
+            d.name, _autoscaling_settings(d.autoscaling), d.last_decision or "no decision yet",
+            tuple(f"{format_uptime(now - e.time)} ago: {e.from_replicas} → {e.to_replicas} ({e.reason})"
+                  for e in reversed(d.events[-5:])),
+        )
+        for d in detail.deployments
+        if d.autoscaling is not None
+    )
+    return AppView(
+        detail.name, detail.status, badge_color(detail.status), detail.message, url,
+        curl_line(url) if url else None, tuple(deployment_row(d) for d in detail.deployments), replicas,
+        autoscaling, chart_svg(detail.history, now), "\n".join(detail.logs[-60:]),
+    )
+
+
+def chart_points(
+    history: Sequence[tuple[float, int, float]], now: float, window_s: float = 300.0,
+    width: float = 360.0, height: float = 90.0,
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]], float]:
+    """Step-line points (x, y) for running replicas and ongoing requests over the last ``window_s``.
+
+    Both series share one y scale (their max), returned third. The last value extends to ``now``.
+    """
+    start = now - window_s
+    visible = [p for p in history if p[0] >= start]
+    before = [p for p in history if p[0] < start]
+    if before:
+        visible.insert(0, (start, before[-1][1], before[-1][2]))
+    if not visible:
+        return [], [], 1.0
+    top = max(1.0, max(max(p[1], p[2]) for p in visible))
+
+    def x(t: float) -> float:
+        return round((t - start) / window_s * width, 1)
+
+    def y(v: float) -> float:
+        return round(height - v / top * height, 1)
+
+    def series(index: int) -> list[tuple[float, float]]:
+        pts: list[tuple[float, float]] = []
+        for i, p in enumerate(visible):
+            if i:
+                pts.append((x(p[0]), y(visible[i - 1][index])))  # step: hold the previous value
+            pts.append((x(p[0]), y(p[index])))
+        pts.append((x(now), y(visible[-1][index])))
+        return pts
+
+    return series(1), series(2), top
+
+
+def chart_svg(history: Sequence[tuple[float, int, float]], now: float, window_s: float = 300.0) -> str:
+    """An inline SVG: replicas (blue) and ongoing requests (orange) over the last five minutes."""
+    width, height = 360.0, 90.0
+    replicas, ongoing, top = chart_points(history, now, window_s, width, height)
+
+    def poly(points: list[tuple[float, float]], color: str) -> str:
+        if not points:
+            return ""
+        coords = " ".join(f"{px},{py}" for px, py in points)
+        return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"/>'
+
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 40:g}" height="{height + 24:g}" '
+        f'viewBox="-30 -6 {width + 40:g} {height + 24:g}" style="font: 10px sans-serif">'
+        f'<rect x="0" y="0" width="{width:g}" height="{height:g}" fill="#f6f8fa" stroke="#d0d7de"/>'
+        f'<text x="-4" y="8" text-anchor="end">{top:g}</text><text x="-4" y="{height:g}" text-anchor="end">0</text>'
+        f'{poly(ongoing, "#fb8500")}{poly(replicas, "#0969da")}'
+        f'<text x="0" y="{height + 14:g}" fill="#0969da">replicas</text>'
+        f'<text x="60" y="{height + 14:g}" fill="#fb8500">ongoing requests</text>'
+        f'<text x="{width:g}" y="{height + 14:g}" text-anchor="end">last {window_s / 60:g} min</text></svg>'
+    )
+
+
+def dashboard_rows(apps: dict[str, ApplicationStatusInfo]) -> list[tuple[str, str, str, str, str]]:
+    """(name, status, color, route prefix, replicas summary) per application, sorted by name."""
+    rows = []
+    for name in sorted(apps):
+        app = apps[name]
+        running = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+        target = sum(d.target_replicas for d in app.deployments.values())
+        rows.append((name, str(app.status), badge_color(str(app.status)), app.route_prefix or "(no HTTP)",
+                     f"{running} / {target} replicas"))
+    return rows
+
+
+def escape(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def format_response(status: int, body: bytes, latency_s: float, content_type: str = "") -> str:
+    """The request panel's answer line and body (pretty JSON when it is JSON)."""
+    text = body.decode("utf-8", errors="replace")
+    if "json" in content_type:
+        try:
+            text = json.dumps(json.loads(text), indent=2)
+        except ValueError:
+            pass
+    if len(text) > 5000:
+        text = text[:5000] + f"\n... ({len(body)} bytes)"
+    return f"{status} in {latency_s * 1000:.1f} ms\n{text}"

@@ -1,0 +1,147 @@
+"""``%%serve`` and the line magics. Loaded with ``%load_ext serve_nb``.
+
+``%%serve`` runs the cell in the user's namespace, picks the ingress (the cell's
+``@serve.deployment`` object, else the last class or function it defines), applies the flags as
+deployment options, binds ``--args`` and runs it as one application. Re-running the cell updates
+that application in place; the cell's previous widget is closed so only one stays live.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
+
+from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line
+
+
+@magics_class
+class ServeMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._cell_id: str | None = None
+        self._widgets: dict[str, Any] = {}  # cell id (or app name) -> its live widget
+
+    def pre_run_cell(self, info: Any) -> None:
+        self._cell_id = getattr(info, "cell_id", None)
+
+    # -- %%serve -----------------------------------------------------------------------------
+
+    @cell_magic("serve")
+    def serve_cell(self, line: str, cell: str) -> None:
+        """Deploy the class or function this cell defines; see ``%%serve --help`` in the README."""
+        import serve_nb as serve
+        from serve_nb.deployment import Deployment
+
+        try:
+            spec = parse_line(line)
+        except CellSpecError as exc:
+            raise UsageError(str(exc)) from None
+        names = defined_names(cell)
+        self._run_in_user_namespace(cell)
+        ns = self.shell.user_ns
+        candidates = [ns[n] for n in names if n in ns]
+        target = next((v for v in reversed(candidates) if isinstance(v, Deployment)), None)
+        if target is None:
+            target = next((v for v in reversed(candidates) if inspect.isclass(v) or inspect.isfunction(v)), None)
+        if target is None:
+            raise UsageError("%%serve: the cell defines no class, function or @serve.deployment to deploy.")
+        try:
+            deployment = target if isinstance(target, Deployment) else serve.deployment(target)
+            deployment = deployment.options(**spec.deployment_options())
+            args, kwargs = self._bind_args(spec.args)
+            app_name = spec.name or default_app_name(deployment.name)
+            handle = serve.run(
+                deployment.bind(*args, **kwargs),
+                name=app_name,
+                route_prefix=spec.app_route_prefix(app_name),
+                _blocking=spec.wait,
+            )
+        except UsageError:
+            raise
+        except (serve.exceptions.DeployError, ValueError, TypeError) as exc:
+            raise UsageError(f"%%serve: {exc}\n\nFix the cell and run it again.") from None
+        self._show(app_name, handle)
+
+    def _run_in_user_namespace(self, cell: str) -> None:
+        """Execute the cell like a normal one: its names land in the user's namespace, and tracebacks
+        show its source."""
+        compiler = self.shell.compile
+        filename = compiler.cache(cell, self.shell.execution_count)
+        exec(compiler(cell, filename, "exec"), self.shell.user_ns)
+
+    def _bind_args(self, expr: str | None) -> tuple[tuple, dict]:
+        if not expr:
+            return (), {}
+
+        def collect(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+            return args, kwargs
+
+        try:
+            return eval(f"__serve_nb_collect__({expr})", self.shell.user_ns, {"__serve_nb_collect__": collect})
+        except Exception as exc:
+            raise UsageError(f"%%serve: --args {expr!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
+
+    def _show(self, app_name: str, handle: Any) -> None:
+        from serve_nb.notebook.widgets import AppWidget
+
+        key = self._cell_id or f"app:{app_name}"
+        previous = self._widgets.pop(key, None)
+        if previous is not None:
+            previous.close()
+        widget = AppWidget(app_name, handle)
+        self._widgets[key] = widget
+        display(widget)
+
+    # -- line magics -------------------------------------------------------------------------
+
+    @line_magic("serve_connect")
+    def serve_connect(self, line: str) -> None:
+        """%serve_connect [ADDRESS]: a local Ray (default), or host:port / ray://host:port."""
+        import serve_nb as serve
+
+        address = line.strip() or None
+        try:
+            print(serve.connect(address))
+        except Exception as exc:
+            raise UsageError(f"%serve_connect: could not connect to {address or 'a local Ray'}: {exc}") from None
+
+    @line_magic("serve_status")
+    def serve_status(self, line: str) -> None:
+        """%serve_status: the live dashboard of every application."""
+        from serve_nb.notebook.widgets import Dashboard
+
+        display(Dashboard())
+
+    @line_magic("serve_delete")
+    def serve_delete(self, line: str) -> None:
+        """%serve_delete APP: delete one application."""
+        import serve_nb as serve
+
+        name = line.strip()
+        if not name:
+            raise UsageError("%serve_delete needs an application name: %serve_delete APP")
+        if name not in serve.status().applications:
+            raise UsageError(f"%serve_delete: no application named '{name}'.")
+        serve.delete(name)
+        print(f"Deleted application '{name}'.")
+
+    @line_magic("serve_shutdown")
+    def serve_shutdown(self, line: str) -> None:
+        """%serve_shutdown: delete every application and stop serve_nb's controller."""
+        import serve_nb as serve
+
+        for widget in self._widgets.values():
+            widget.close()
+        self._widgets.clear()
+        serve.shutdown()
+        print("serve_nb shut down.")
+
+
+def load(shell: Any) -> None:
+    magics = ServeMagics(shell)
+    shell.register_magics(magics)
+    shell.events.register("pre_run_cell", magics.pre_run_cell)

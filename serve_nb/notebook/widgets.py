@@ -1,0 +1,309 @@
+"""Live ipywidgets: an application widget and a dashboard, fed by the controller's long-poll.
+
+Updates arrive on serve_nb's background thread (so they keep coming while other cells run or the
+kernel idles). Each update builds a plain view-model (``serve_nb.core.views``) and copies into
+traits only the parts that changed. Buttons never block the kernel waiting for the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import ipywidgets as widgets
+
+from serve_nb.core import views
+from serve_nb.core.snapshots import STATUS_KEY, app_key
+
+_CSS = "font-family: var(--jp-code-font-family, monospace); font-size: 12px;"
+
+
+def _badge(text: str, color: str) -> str:
+    return (f'<span style="background:{color};color:white;border-radius:10px;padding:1px 8px;'
+            f'font-size:11px;font-weight:600">{views.escape(text)}</span>')
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return "<i>none</i>"
+    head = "".join(f'<th style="text-align:left;padding:2px 10px 2px 0">{h}</th>' for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="padding:1px 10px 1px 0">{c}</td>' for c in row) + "</tr>" for row in rows
+    )
+    return f'<table style="border-collapse:collapse;{_CSS}"><tr>{head}</tr>{body}</table>'
+
+
+def _client() -> Any:
+    from serve_nb.runtime.client import get_client
+
+    return get_client(create=False)
+
+
+class _Feed:
+    """A widget's subscription to one long-poll key; callbacks land on the background thread."""
+
+    def __init__(self, key: str, callback: Any) -> None:
+        client = _client()
+        self._sub = client.longpoll.subscribe(key, callback) if client is not None else None
+
+    @property
+    def active(self) -> bool:
+        return self._sub is not None
+
+    def cancel(self) -> None:
+        if self._sub is not None:
+            self._sub.cancel()
+            self._sub = None
+
+
+class AppWidget(widgets.VBox):
+    """One application: status, endpoint, deployments, replicas, autoscaling, requests, logs."""
+
+    def __init__(self, app_name: str, handle: Any = None, **kwargs: Any) -> None:
+        self.app_name = app_name
+        self.handle = handle
+        self._view: views.AppView | None = None
+        self._lock = threading.Lock()
+        self._header = widgets.HTML()
+        self._curl = widgets.Text(description="curl", layout=widgets.Layout(width="100%"))
+        self._deployments = widgets.HTML()
+        self._replicas = widgets.HTML()
+        self._autoscaling = widgets.HTML()
+        self._chart = widgets.HTML()
+        self._logs = widgets.Textarea(layout=widgets.Layout(width="100%", height="180px"), disabled=True)
+        self._scale_target = widgets.Dropdown(description="scale", layout=widgets.Layout(width="220px"))
+        minus = widgets.Button(description="−", layout=widgets.Layout(width="36px"), tooltip="one replica fewer")
+        plus = widgets.Button(description="+", layout=widgets.Layout(width="36px"), tooltip="one replica more")
+        minus.on_click(lambda _: self._scale(-1))
+        plus.on_click(lambda _: self._scale(+1))
+        self._delete = widgets.Button(description="Delete app", button_style="danger", icon="trash")
+        self._confirm = widgets.HBox([], layout=widgets.Layout(display="none"))
+        self._delete.on_click(lambda _: self._ask_delete())
+        self._notice = widgets.HTML()
+        self._method = widgets.Dropdown(options=["GET", "POST", "PUT", "DELETE"], value="GET", layout=widgets.Layout(width="90px"))
+        self._path = widgets.Text(placeholder="/sub/path?x=1", layout=widgets.Layout(width="260px"))
+        self._body = widgets.Textarea(placeholder='JSON body, e.g. {"text": "hello"}', layout=widgets.Layout(width="100%", height="60px"))
+        send = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        send.on_click(lambda _: self._send())
+        self._answer = widgets.Textarea(layout=widgets.Layout(width="100%", height="120px"), disabled=True)
+        tabs = widgets.Tab(children=[
+            widgets.VBox([self._deployments, self._replicas]),
+            widgets.VBox([self._autoscaling, self._chart]),
+            widgets.VBox([widgets.HBox([self._method, self._path, send]), self._body, self._answer]),
+            self._logs,
+        ])
+        for i, title in enumerate(["Replicas", "Autoscaling", "Request", "Logs"]):
+            tabs.set_title(i, title)
+        controls = widgets.HBox([self._scale_target, minus, plus, self._delete, self._confirm])
+        super().__init__([self._header, self._curl, tabs, controls, self._notice], **kwargs)
+        self._feed = _Feed(app_key(app_name), self._on_detail)
+        if not self._feed.active:
+            self._header.value = f"<b>{views.escape(app_name)}</b> — serve_nb is not running."
+
+    # -- feed ---------------------------------------------------------------------------------
+
+    def _on_detail(self, detail: Any) -> None:
+        view = views.app_view(detail, time.time(), self.app_name)
+        with self._lock:
+            self._render(view)
+        if detail is None:  # deleted: nothing more will come
+            self._feed.cancel()
+
+    def _render(self, view: views.AppView) -> None:
+        old = self._view
+        self._view = view
+
+        def changed(attr: str) -> bool:
+            return old is None or getattr(old, attr) != getattr(view, attr)
+
+        if any(changed(a) for a in ("name", "status", "color", "url", "message")):
+            link = f' · <a href="{views.escape(view.url)}" target="_blank">{views.escape(view.url)}</a>' if view.url else ""
+            msg = (f'<pre style="white-space:pre-wrap;color:#cf222e;{_CSS}">{views.escape(view.message)}</pre>'
+                   if view.message and view.status in ("DEPLOY_FAILED", "UNHEALTHY") else "")
+            self._header.value = f"<b>{views.escape(view.name)}</b> {_badge(view.status, view.color)}{link}{msg}"
+        if changed("curl"):
+            self._curl.value = view.curl or "(no HTTP route: call it through the handle)"
+        if changed("deployments"):
+            self._deployments.value = _table(
+                ["deployment", "status", "running / target", ""],
+                [[views.escape(d.name), _badge(d.status, d.color), d.replicas, views.escape(d.message)] for d in view.deployments],
+            )
+            options = [d.name for d in view.deployments if not d.autoscaling]
+            if list(self._scale_target.options) != options:
+                self._scale_target.options = options
+        if changed("replicas"):
+            self._replicas.value = _table(
+                ["deployment", "replica", "state", "node", "pid", "ongoing", "uptime"],
+                [[views.escape(r.deployment), r.replica_id, r.state, r.node, r.pid, str(r.ongoing), r.uptime]
+                 for r in view.replicas],
+            )
+        if changed("autoscaling"):
+            parts = []
+            for a in view.autoscaling:
+                events = "".join(f"<li>{views.escape(e)}</li>" for e in a.events)
+                parts.append(f"<b>{views.escape(a.deployment)}</b>: {views.escape(a.settings)}<br>"
+                             f"latest decision: <i>{views.escape(a.last_decision)}</i><ul>{events}</ul>")
+            self._autoscaling.value = "".join(parts) or "<i>No deployment of this app autoscales.</i>"
+        if changed("chart_svg"):
+            self._chart.value = view.chart_svg
+        if changed("logs"):
+            self._logs.value = view.logs or "(no replica output yet)"
+
+    @property
+    def view(self) -> views.AppView | None:
+        return self._view
+
+    # -- buttons (run on the kernel's main thread when idle; never wait for the cluster there) --
+
+    def _scale(self, step: int) -> None:
+        name = self._scale_target.value
+        row = next((d for d in (self._view.deployments if self._view else ()) if d.name == name), None)
+        if row is None:
+            return
+        target = int(row.replicas.split("/")[1]) + step
+        if target < 1:
+            self._notice.value = "<i>A fixed-size deployment keeps at least one replica; delete the app instead.</i>"
+            return
+        client = _client()
+        if client is None:
+            return
+
+        def run() -> None:
+            import ray
+
+            error = ray.get(client.controller.scale_deployment.remote(self.app_name, name, target))
+            self._notice.value = views.escape(error) if error else f"Scaling {views.escape(name)} to {target}."
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def _ask_delete(self) -> None:
+        yes = widgets.Button(description=f"Delete '{self.app_name}'", button_style="danger")
+        no = widgets.Button(description="Cancel")
+        yes.on_click(lambda _: self._do_delete())
+        no.on_click(lambda _: self._hide_confirm())
+        self._confirm.children = [widgets.HTML("Really delete?"), yes, no]
+        self._confirm.layout.display = "flex"
+
+    def _hide_confirm(self) -> None:
+        self._confirm.layout.display = "none"
+        self._confirm.children = []
+
+    def _do_delete(self) -> None:
+        self._hide_confirm()
+        import serve_nb
+
+        threading.Thread(target=lambda: serve_nb.delete(self.app_name, _blocking=False), daemon=True).start()
+
+    def _send(self) -> None:
+        view = self._view
+        if view is None or view.url is None:
+            self._answer.value = "This application has no HTTP route; call it with widget.handle.remote(...)."
+            return
+        url = view.url.rstrip("/") + ("/" + self._path.value.lstrip("/") if self._path.value else "")
+        body = self._body.value.strip()
+        if body:
+            try:
+                json.loads(body)
+            except ValueError as exc:
+                self._answer.value = f"The body is not valid JSON: {exc}"
+                return
+        method = self._method.value
+
+        def run() -> None:
+            request = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+                                             headers={"content-type": "application/json"} if body else {})
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    status, data, ctype = resp.status, resp.read(), resp.headers.get("content-type", "")
+            except urllib.error.HTTPError as err:
+                status, data, ctype = err.code, err.read(), err.headers.get("content-type", "")
+            except OSError as err:
+                self._answer.value = f"Request failed: {err}"
+                return
+            self._answer.value = f"{method} {url}\n" + views.format_response(status, data, time.perf_counter() - start, ctype)
+
+        self._answer.value = f"{method} {url} ..."
+        threading.Thread(target=run, daemon=True).start()
+
+    def close(self) -> None:
+        self._feed.cancel()
+        super().close()
+
+
+class Dashboard(widgets.VBox):
+    """Every application, one row each; a row expands to its application widget."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._rows: dict[str, widgets.VBox] = {}
+        self._details: dict[str, AppWidget] = {}
+        self._title = widgets.HTML("<b>serve_nb applications</b>")
+        self._list = widgets.VBox()
+        super().__init__([self._title, self._list], **kwargs)
+        self._lock = threading.Lock()
+        self._last: list[tuple[str, str, str, str, str]] | None = None
+        self._feed = _Feed(STATUS_KEY, self._on_status)
+        if not self._feed.active:
+            self._title.value = "<b>serve_nb</b> is not running: deploy with %%serve or serve.run()."
+
+    @property
+    def app_names(self) -> list[str]:
+        return list(self._rows)
+
+    def _on_status(self, status: Any) -> None:
+        rows = views.dashboard_rows(status.applications if status is not None else {})
+        with self._lock:
+            if rows == self._last:
+                return
+            self._last = rows
+            names = [r[0] for r in rows]
+            for name in list(self._rows):
+                if name not in names:
+                    self._rows.pop(name)
+                    detail = self._details.pop(name, None)
+                    if detail is not None:
+                        detail.close()
+            for name, state, color, prefix, replicas in rows:
+                row = self._rows.get(name)
+                if row is None:
+                    row = self._rows[name] = self._make_row(name)
+                row.children[0].children[1].value = (
+                    f"<b>{views.escape(name)}</b> {_badge(state, color)} {views.escape(prefix)} · {replicas}"
+                )
+            self._list.children = [self._rows[n] for n in names]
+            if not names:
+                self._list.children = [widgets.HTML("<i>No applications.</i>")]
+
+    def _make_row(self, name: str) -> widgets.VBox:
+        toggle = widgets.ToggleButton(value=False, icon="chevron-right", layout=widgets.Layout(width="36px"),
+                                      tooltip="show the application widget")
+        summary = widgets.HTML()
+        holder = widgets.VBox()
+
+        def on_toggle(change: dict) -> None:
+            if change["new"]:
+                toggle.icon = "chevron-down"
+                if name not in self._details:
+                    self._details[name] = AppWidget(name)
+                holder.children = [self._details[name]]
+            else:
+                toggle.icon = "chevron-right"
+                holder.children = []
+
+        toggle.observe(on_toggle, names="value")
+        return widgets.VBox([widgets.HBox([toggle, summary]), holder])
+
+    def expand(self, name: str) -> AppWidget:
+        """Open a row (as a click would) and return its application widget."""
+        self._rows[name].children[0].children[0].value = True
+        return self._details[name]
+
+    def close(self) -> None:
+        self._feed.cancel()
+        for detail in self._details.values():
+            detail.close()
+        super().close()
