@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,7 @@ def parse_autoscale(text: str) -> tuple[int, int, float | None]:
         raise CellSpecError(f"%%serve: --autoscale takes MIN:MAX or MIN:MAX:TARGET (e.g. 1:4:2), got {text!r}.") from None
     if low < 0 or high < 1 or low > high:
         raise CellSpecError(f"%%serve: --autoscale needs 0 <= MIN <= MAX and MAX >= 1, got {text!r}.")
-    if target is not None and target <= 0:
+    if target is not None and not (math.isfinite(target) and target > 0):
         raise CellSpecError(f"%%serve: --autoscale TARGET must be > 0, got {text!r}.")
     return low, high, target
 
@@ -114,7 +115,7 @@ def parse_line(line: str) -> CellSpec:
         name=ns.name,
         route_prefix=None if ns.no_http else (ns.route_prefix if ns.route_prefix is not None else DEFAULT),
         num_replicas=ns.num_replicas,
-        autoscale=parse_autoscale(ns.autoscale) if ns.autoscale else None,
+        autoscale=parse_autoscale(ns.autoscale) if ns.autoscale is not None else None,
         max_ongoing=ns.max_ongoing,
         user_config=user_config,
         has_user_config=has_user_config,

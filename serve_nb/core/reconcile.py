@@ -24,6 +24,7 @@ class ReplicaView:
     config_version: str
     state: ReplicaState
     started_at: float = 0.0
+    waiting_for_resources: bool = False  # STARTING, and Ray has not placed it for a while
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ def plan(goal: Goal, replicas: Sequence[ReplicaView]) -> list[Action]:
             actions.append(StopReplica(r.replica_id))
 
     serving_new = sum(1 for r in current if r.state in _SERVING)
-    keep_old = max(0, goal.target - serving_new)
+    # New replicas Ray cannot place while old ones hold the resources: let one old replica go for
+    # each, or the update would wait forever (surge-first needs room for the surge).
+    blocked_new = sum(1 for r in current if r.state == ReplicaState.STARTING and r.waiting_for_resources)
+    keep_old = max(0, goal.target - serving_new - blocked_new)
     # Old replicas that are not serving yet are never worth keeping.
     old_running = [r for r in old if r.state in _SERVING]
     for r in old:

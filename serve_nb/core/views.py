@@ -218,7 +218,7 @@ def format_response(status: int, body: bytes, latency_s: float, content_type: st
     text = body.decode("utf-8", errors="replace")
     if "json" in content_type:
         try:
-            text = json.dumps(json.loads(text), indent=2)
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
         except ValueError:
             pass
     if len(text) > 5000:

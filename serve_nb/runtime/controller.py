@@ -57,6 +57,7 @@ PROXY_RETRY_S = 5.0
 CHECKPOINT_KEY = b"serve_nb:checkpoint"
 MAX_CONSTRUCTOR_ATTEMPTS = 3
 HEALTH_FAILURES_BEFORE_REPLACE = 3
+UNPLACED_AFTER_S = 3.0  # a STARTING replica Ray has not placed by then is waiting for resources
 RECONCILE_PERIOD_S = 0.25
 QUEUED_REPORT_TTL_S = 10.0
 HISTORY_POINTS = 600
@@ -78,10 +79,12 @@ class ReplicaRecord:
     info: ReplicaInfo | None = None
     health_failures: int = 0
     ongoing: int = 0
+    scheduled: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    def view(self) -> reconcile.ReplicaView:
-        return reconcile.ReplicaView(self.replica_id, self.version, self.config_version, self.state, self.started_at)
+    def view(self, now: float) -> reconcile.ReplicaView:
+        waiting = self.state == ReplicaState.STARTING and not self.scheduled and now - self.started_at > UNPLACED_AFTER_S
+        return reconcile.ReplicaView(self.replica_id, self.version, self.config_version, self.state, self.started_at, waiting)
 
 
 @dataclass
@@ -502,7 +505,8 @@ class ServeController:
                 self._checkpoint()
 
     def _reconcile(self, state: DeploymentState) -> None:
-        for action in reconcile.plan(state.goal(), [r.view() for r in state.replicas.values()]):
+        now = time.time()
+        for action in reconcile.plan(state.goal(), [r.view(now) for r in state.replicas.values()]):
             if isinstance(action, reconcile.StartReplicas):
                 for _ in range(action.count):
                     self._start_replica(state)
@@ -534,7 +538,16 @@ class ServeController:
         actor = self._replica_cls.options(**actor_options).remote(init)
         record = ReplicaRecord(rid, actor, spec.version, spec.config_version, ReplicaState.STARTING, time.time())
         state.replicas[rid] = record
-        record.tasks.append(asyncio.get_running_loop().create_task(self._initialize(state, record)))
+        loop = asyncio.get_running_loop()
+        record.tasks.append(loop.create_task(self._initialize(state, record)))
+        record.tasks.append(loop.create_task(self._await_placement(record)))
+
+    async def _await_placement(self, record: ReplicaRecord) -> None:
+        try:
+            await record.actor.ping.remote()
+            record.scheduled = True
+        except Exception:
+            pass
 
     async def _initialize(self, state: DeploymentState, record: ReplicaRecord) -> None:
         try:
@@ -796,7 +809,7 @@ class ServeController:
                 f"{PENDING_RESOURCES_TAG}: each replica asks for {need}, more than any node in the cluster has. "
                 "Lower ray_actor_options (e.g. {'num_cpus': 0.5}) or add a larger node."
             )
-        slow = [r for r in starting if now - r.started_at > 10]
+        slow = [r for r in starting if now - r.started_at > 10 and not r.scheduled]
         if not slow:
             return ""
         return (

@@ -261,6 +261,10 @@ class ReplicaActor:
         """Never returns: the controller awaits it to learn at once when this process dies."""
         await asyncio.Event().wait()
 
+    async def ping(self) -> bool:
+        """Answers as soon as Ray has placed the actor (even while the constructor runs)."""
+        return True
+
     async def get_metadata(self) -> ReplicaMetadata:
         return self._core.metadata()
 

@@ -18,7 +18,13 @@ def ray_session():
 
     if not ray.is_initialized():
         # Logical CPUs: replicas reserve one each by default (as in Ray Serve); tests run several.
-        ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(
+            num_cpus=16,
+            resources={"two_slots": 2},  # a scarce resource, to test updates that cannot surge
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
     yield
     serve.shutdown()
     ray.shutdown()

@@ -484,3 +484,25 @@ def _queued(handle) -> int:
     client = current_client()
     router = client._routers.get(DeploymentID(handle.app_name, handle.deployment_name))
     return router.num_queued if router else 0
+
+
+def test_code_update_completes_when_there_is_no_room_to_surge(serve_instance):
+    """Two replicas hold both slots of a resource: the update must replace them, not wait forever."""
+    source = """
+import serve_nb as serve
+@serve.deployment(num_replicas=2, ray_actor_options={{"num_cpus": 0, "resources": {{"two_slots": 1}}}})
+class Tight:
+    def __call__(self):
+        return "{answer}"
+"""
+
+    def define(answer):
+        namespace = {"__name__": "__main__"}
+        exec(compile(source.format(answer=answer), "<cell>", "exec"), namespace)
+        return namespace["Tight"]
+
+    h = serve.run(define("v1").bind(), name="tight", route_prefix=None)
+    assert h.remote().result() == "v1"
+    serve.run(define("v2").bind(), name="tight", route_prefix=None)  # returns only once it is RUNNING
+    assert {h.remote().result() for _ in range(20)} == {"v2"}
+    assert serve.status().applications["tight"].deployments["Tight"].replica_states == {"RUNNING": 2}

@@ -230,3 +230,22 @@ def test_start_blocked_still_scales_down_and_reconfigures():
 def test_start_blocked_target_zero_stops_everything():
     replicas = [rv("o1", version="v0"), rv("a")]
     assert sorted(stops(plan(Goal("v1", "c1", 0, start_blocked=True), replicas))) == ["a", "o1"]
+
+
+def test_rolling_update_lets_an_old_replica_go_when_new_ones_cannot_be_placed():
+    """Surge-first needs room; new replicas Ray cannot place may take an old one's resources."""
+    from serve_nb.core.reconcile import Goal, ReplicaView, StopReplica, plan
+    from serve_nb.types import ReplicaState
+
+    goal = Goal(version="v2", config_version="c", target=2)
+    old = [ReplicaView(f"old{i}", "v1", "c", ReplicaState.RUNNING, started_at=i) for i in range(2)]
+    placed = [ReplicaView(f"new{i}", "v2", "c", ReplicaState.STARTING, started_at=10 + i) for i in range(2)]
+    assert not [a for a in plan(goal, old + placed) if isinstance(a, StopReplica)]  # still surge-first
+
+    blocked = [ReplicaView(f"new{i}", "v2", "c", ReplicaState.STARTING, 10 + i, waiting_for_resources=True) for i in range(2)]
+    stops = [a.replica_id for a in plan(goal, old + blocked) if isinstance(a, StopReplica)]
+    assert stops == ["old0", "old1"]
+
+    one_blocked = [placed[0], blocked[1]]
+    stops = [a.replica_id for a in plan(goal, old + one_blocked) if isinstance(a, StopReplica)]
+    assert stops == ["old0"]  # the oldest goes first
