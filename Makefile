@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit integration bench clean
+.PHONY: demo test unit integration notebooks bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.runtime
 	env -u RAY_ADDRESS $(BIN)/python scripts/demo.py
 
+# Notebooks run in their own pytest process, after the tests' Ray has stopped: each starts its own.
 test: $(VENV)/.dev
-	env -u RAY_ADDRESS $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --nbval-lax notebooks $(PYTEST_ARGS)
+
+notebooks: $(VENV)/.dev
+	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --nbval-lax notebooks $(PYTEST_ARGS)
 
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/unit -q

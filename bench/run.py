@@ -135,7 +135,7 @@ def run_workloads(system: str, quick: bool) -> dict[str, Any]:
     import ray
 
     serve = importlib.import_module("serve_nb" if system == "serve_nb" else "ray.serve")
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     calls = 300 if quick else 3000
     seconds = 1.0 if quick else 5.0
     results: dict[str, Any] = {}

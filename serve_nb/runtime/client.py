@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 from typing import Any, AsyncIterator
 
@@ -21,6 +22,7 @@ from serve_nb.types import DeploymentID
 
 logger = logging.getLogger(__name__)
 
+EMBEDDED_MIN_CPUS = 8
 _lock = threading.RLock()
 _client: "ServeClient | None" = None
 
@@ -34,12 +36,62 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
         "logging_level": logging.ERROR,  # set-up chatter (auth token notices) stays out of cells
         "include_dashboard": False,
     }
+    if address is None:
+        address = _live_local_cluster()
+        if address is None:
+            # The embedded local Ray: replicas reserve one CPU each by default (as in Ray Serve), so
+            # advertise at least 8 logical CPUs, or a 2-core laptop could not hold the seed examples'
+            # three replicas. Mostly-idle replica processes share the real cores fine.
+            kwargs["num_cpus"] = max(EMBEDDED_MIN_CPUS, os.cpu_count() or 1)
+            kwargs["address"] = "local"
     kwargs.update(init_kwargs)
     if address is not None:
         kwargs["address"] = address
+        _use_local_auth_token()
     ray.init(**kwargs)
     # After start-up, Ray's own warnings (e.g. about resources) are worth seeing again.
     logging.getLogger("ray").setLevel(logging.WARNING)
+
+
+def _live_local_cluster() -> str | None:
+    """The address of a cluster started here with `ray start`, if its GCS answers.
+
+    Ray records the last such cluster in a file and would try to join it even after it died
+    (hanging for minutes); a one-second connection check tells the live one from a stale record.
+    """
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        candidate = get_ray_address_from_environment(None, None)
+    except Exception:
+        return None
+    if not candidate:
+        return None
+    host, _, port = candidate.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except (OSError, ValueError):
+        return None
+    return candidate
+
+
+def _use_local_auth_token() -> None:
+    """Clusters started with ``ray start`` (Ray 2.60) require token auth, but a driver that connects
+    to one sends no token unless RAY_AUTH_MODE=token. Use the local token if there is one."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+
+        log = logging.getLogger(auth.__name__)
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        finally:
+            log.setLevel(level)
+    except Exception:  # another Ray version: connect as Ray would
+        pass
 
 
 def _head_node_strategy() -> Any:
@@ -86,6 +138,7 @@ class ServeClient:
         self.longpoll = LongPollClient(self.bg.loop, lambda: self.controller)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._routers: dict[DeploymentID, Router] = {}
+        self.ray_session = _ray_session()
         self._queued_sent: dict[DeploymentID, int] = {}
         self._queued_latest: dict[DeploymentID, int] = {}
         self._flush_scheduled: set[DeploymentID] = set()
@@ -168,15 +221,24 @@ async def _resolve_responses(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+def _ray_session() -> int:
+    """Identifies this process's Ray connection; it changes after ray.shutdown() and a new ray.init()."""
+    worker = ray._private.worker.global_worker
+    return id(getattr(worker, "core_worker", None)) if worker.connected else 0
+
+
 def get_client(create: bool = False, http_options: HTTPOptions | None = None, timeout_s: float = 60.0) -> ServeClient | None:
     """This process's client; connects (and with ``create`` starts the controller) on first use."""
     global _client
     client = _client
-    if client is not None and not client.closed:
+    if client is not None and not client.closed and client.ray_session == _ray_session():
         return client
     with _lock:
         if _client is not None and not _client.closed:
-            return _client
+            if _client.ray_session == _ray_session():
+                return _client
+            _client.close()  # Ray was shut down (and maybe re-initialized) under us
+            _client = None
         if create:
             ensure_ray(os.environ.get("RAY_ADDRESS") or None)
         elif not ray.is_initialized():

@@ -19,6 +19,7 @@ def ray_session():
     if not ray.is_initialized():
         # Logical CPUs: replicas reserve one each by default (as in Ray Serve); tests run several.
         ray.init(
+            address="local",  # always a fresh cluster of our own, never one started elsewhere
             num_cpus=16,
             resources={"two_slots": 2},  # a scarce resource, to test updates that cannot surge
             include_dashboard=False,

@@ -1,0 +1,74 @@
+"""Issue 4: a cluster started separately with `ray start --head`, used from notebooks by address."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import wait_until
+from test_notebook import kernel_client, stream_text
+
+GCS_PORT = 6395
+HTTP_PORT = 8195
+
+
+@pytest.fixture
+def head_node():
+    """`ray start --head --block`: terminating that process stops this cluster and nothing else."""
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [ray_cli, "start", "--head", f"--port={GCS_PORT}", "--num-cpus=4", "--include-dashboard=false", "--block"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", GCS_PORT), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, timeout_s=60, what="the head node")
+        yield f"127.0.0.1:{GCS_PORT}"
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def test_deploy_disconnect_and_see_it_again_from_a_fresh_kernel(serve_instance, head_node):
+    first, nb1 = kernel_client([
+        f"%load_ext serve_nb\n%serve_connect {head_node}",
+        f"import serve_nb as serve\nserve.start(http_options={{'port': {HTTP_PORT}}})",
+        "%%serve --name far-away\nclass Far:\n    async def __call__(self, request):\n        return 'served by the cluster'",
+        "import ray\nray.shutdown()\nprint('disconnected')",
+    ])
+    with first.setup_kernel():
+        for i in range(4):
+            first.execute_cell(nb1.cells[i], i)
+    assert f"Connected to Ray at {head_node}" in stream_text(nb1.cells[0])
+    assert "disconnected" in stream_text(nb1.cells[3])
+    # The app outlives the kernel that deployed it.
+    assert requests.get(f"http://127.0.0.1:{HTTP_PORT}/far-away", timeout=10).text == "served by the cluster"
+
+    second, nb2 = kernel_client([
+        f"%load_ext serve_nb\n%serve_connect {head_node}",
+        "import time\nfrom serve_nb.widgets import Dashboard\nd = Dashboard()\n"
+        "deadline = time.monotonic() + 30\n"
+        "while 'far-away' not in d.app_names and time.monotonic() < deadline:\n    time.sleep(0.05)\n"
+        "print(d.app_names)\nd",
+        "%serve_shutdown",
+    ])
+    with second.setup_kernel():
+        for i in range(3):
+            second.execute_cell(nb2.cells[i], i)
+    assert stream_text(nb2.cells[1]).strip() == "['far-away']"
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in nb2.cells[1].outputs)
+    assert "serve_nb shut down." in stream_text(nb2.cells[2])
