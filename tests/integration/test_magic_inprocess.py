@@ -1,0 +1,101 @@
+"""The %%serve flags, widget replacement and the widget's buttons, driven in-process (IPython shell)."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+import serve_nb as serve
+from helpers import wait_until
+
+
+@pytest.fixture(scope="module")
+def ip(ray_session):
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "serve_nb")
+    return shell
+
+
+def magics(ip):
+    return ip.magics_manager.registry["ServeMagics"]
+
+
+def test_flags_args_user_config_and_default_names(ip, serve_instance):
+    ip.run_cell("import serve_nb as serve\n@serve.deployment\nclass Upper:\n    def __call__(self, s):\n        return s.upper()")
+    ip.run_cell_magic(
+        "serve",
+        "--max-ongoing 7 --user-config '{\"suffix\": \"!\"}' --args \"Upper.bind(), prefix='>'\" --num-replicas 2",
+        "class Shout:\n"
+        "    def __init__(self, upper, prefix):\n        self.upper, self.prefix = upper, prefix\n"
+        "    def reconfigure(self, config):\n        self.suffix = config['suffix']\n"
+        "    async def __call__(self, request=None):\n"
+        "        return self.prefix + (await self.upper.remote('hi')) + self.suffix\n",
+    )
+    app = serve.status().applications["shout"]  # default name: the class name, lower-cased
+    assert app.route_prefix == "/shout"  # default prefix: /<app>
+    assert app.deployments["Shout"].replica_states == {"RUNNING": 2}
+    assert serve.get_app_handle("shout").remote().result() == ">HI!"
+    assert "Shout" in ip.user_ns  # the class stays usable in later cells
+    widget = magics(ip)._widgets["app:shout"]
+    assert widget.handle.remote().result() == ">HI!"
+    detail = serve.feed.get(serve.feed.app("shout"))
+    assert next(d for d in detail.deployments if d.name == "Shout").target == 2
+
+
+def test_rerun_replaces_the_cells_widget_and_autoscale_no_wait(ip, serve_instance):
+    cell = "class Auto:\n    def __call__(self, request=None):\n        return 'auto'\n"
+    ip.run_cell_magic("serve", "--name auto-app --no-http --autoscale 1:3:4 --no-wait", cell)
+    first = magics(ip)._widgets["app:auto-app"]
+    wait_until(lambda: serve.status().applications["auto-app"].status == "RUNNING", what="auto-app running")
+    ip.run_cell_magic("serve", "--name auto-app --no-http --autoscale 1:3:4", cell)
+    second = magics(ip)._widgets["app:auto-app"]
+    assert second is not first and not first._feed.active  # the old widget stopped listening
+    detail = serve.feed.get(serve.feed.app("auto-app"))
+    assert detail.route_prefix is None
+    assert detail.deployments[0].autoscaling["max_replicas"] == 3
+    assert detail.deployments[0].autoscaling["target_ongoing_requests"] == 4
+
+
+def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
+    ip.run_cell_magic(
+        "serve", "--name buttons",
+        "class Buttons:\n    async def __call__(self, request):\n        return {'got': (await request.json())['x']}\n",
+    )
+    widget = magics(ip)._widgets["app:buttons"]
+    wait_until(lambda: widget.view is not None and widget.view.url is not None, what="first view")
+    widget._method.value = "POST"
+    widget._body.value = '{"x": 42}'
+    widget._send()
+    wait_until(lambda: "200 in" in widget._answer.value, what="the request panel's answer")
+    assert '"got": 42' in widget._answer.value
+    widget._body.value = "{not json"
+    widget._send()
+    assert "not valid JSON" in widget._answer.value
+
+    widget._scale_target.value = "Buttons"
+    widget._scale(+1)
+    wait_until(lambda: serve.status().applications["buttons"].deployments["Buttons"].replica_states == {"RUNNING": 2},
+               what="scaled to 2")
+    widget._ask_delete()
+    assert widget._confirm.layout.display == "flex"
+    widget._confirm.children[2].click()  # Cancel
+    assert widget._confirm.layout.display == "none" and "buttons" in serve.status().applications
+    widget._ask_delete()
+    widget._confirm.children[1].click()  # Delete
+    wait_until(lambda: "buttons" not in serve.status().applications, what="deleted")
+    wait_until(lambda: widget.view.status == "DELETED", what="deleted badge")
+
+
+def test_line_magics_delete_and_usage_errors(ip, serve_instance):
+    ip.run_cell_magic("serve", "--name gone --no-http", "def gone():\n    return 1\n")
+    ip.run_line_magic("serve_delete", "gone")
+    assert "gone" not in serve.status().applications
+    with pytest.raises(UsageError, match="no application named"):
+        ip.run_line_magic("serve_delete", "gone")
+    with pytest.raises(UsageError, match="--args"):
+        ip.run_cell_magic("serve", "--args 'undefined_name + 1'", "def f():\n    return 1\n")
+    with pytest.raises(UsageError, match="--autoscale"):
+        ip.run_cell_magic("serve", "--autoscale 3:1", "def f():\n    return 1\n")
+    with pytest.raises(UsageError, match="--user-config must be JSON"):
+        ip.run_cell_magic("serve", "--user-config '{bad'", "def f():\n    return 1\n")
