@@ -69,6 +69,16 @@ def check_option_names(options: Mapping[str, Any]) -> None:
         )
 
 
+def _check_mapping(cls: type, value: Any, label: str) -> None:
+    """``value`` must be a dict whose keys are fields of dataclass ``cls``; the error lists valid keys."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{label} must be a dict or {cls.__name__}, got {type(value).__name__}.")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"Unknown {label} key(s): {', '.join(unknown)}. Valid keys: {', '.join(sorted(known))}.")
+
+
 def _own(value: Any) -> Any:
     """A private copy of mutable option values (dicts, lists); immutable ones as they are."""
     return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
@@ -141,14 +151,7 @@ class AutoscalingConfig:
         """Build from a dict (unknown keys -> ValueError); ``auto`` applies num_replicas="auto" defaults."""
         if isinstance(value, AutoscalingConfig):
             return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"autoscaling_config must be a dict or AutoscalingConfig, got {type(value).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown autoscaling_config key(s): {', '.join(unknown)}. Valid keys: {', '.join(sorted(known))}."
-            )
+        _check_mapping(cls, value, "autoscaling_config")
         merged: dict[str, Any] = {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2.0} if auto else {}
         merged.update(value)
         return cls(**merged)
@@ -300,12 +303,7 @@ class HTTPOptions:
             return cls()
         if isinstance(value, HTTPOptions):
             return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"http_options must be a dict or HTTPOptions, got {type(value).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"Unknown http_options key(s): {', '.join(unknown)}. Valid keys: {', '.join(sorted(known))}.")
+        _check_mapping(cls, value, "http_options")
         return cls(**value)
 
 
