@@ -152,8 +152,9 @@ class LongPollClient:
             done, _ = await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
             if poll not in done:
                 changed.cancel()
-                poll.cancel()
-                _cancel_ref(ref)
+                if not _ray_client_mode():  # Ray Client errors on cancelled awaits: let it finish unheeded
+                    poll.cancel()
+                    _cancel_ref(ref)
                 continue
             changed.cancel()
             try:
@@ -196,6 +197,15 @@ def _consume(fut: "asyncio.Future[Any]") -> None:
 
 async def _await_ref(ref: Any) -> Any:
     return await ref
+
+
+def _ray_client_mode() -> bool:
+    try:
+        from ray.util.client import ray as client_ray
+
+        return bool(client_ray.is_connected())
+    except Exception:
+        return False
 
 
 def _cancel_ref(ref: Any) -> None:

@@ -15,6 +15,7 @@ from helpers import wait_until
 from test_notebook import kernel_client, stream_text
 
 GCS_PORT = 6395
+CLIENT_PORT = 10001  # Ray Client server (ray://); worker ports start above it
 HTTP_PORT = 8195
 
 
@@ -24,7 +25,8 @@ def head_node():
     ray_cli = str(Path(sys.executable).parent / "ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [ray_cli, "start", "--head", f"--port={GCS_PORT}", "--num-cpus=4", "--include-dashboard=false", "--block"],
+        [ray_cli, "start", "--head", f"--port={GCS_PORT}", f"--ray-client-server-port={CLIENT_PORT}", "--num-cpus=4",
+         "--include-dashboard=false", "--block"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
 
@@ -72,3 +74,18 @@ def test_deploy_disconnect_and_see_it_again_from_a_fresh_kernel(serve_instance, 
     assert stream_text(nb2.cells[1]).strip() == "['far-away']"
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in nb2.cells[1].outputs)
     assert "serve_nb shut down." in stream_text(nb2.cells[2])
+
+
+def test_ray_client_address_from_a_kernel(serve_instance, head_node):
+    client, nb = kernel_client([
+        f"%load_ext serve_nb\n%serve_connect ray://127.0.0.1:{CLIENT_PORT}",
+        f"import serve_nb as serve\nserve.start(http_options={{'port': {HTTP_PORT}}})",
+        "%%serve --name via-client\nclass ViaClient:\n    def __call__(self, request=None):\n        return 'over ray client'",
+        "h = serve.get_app_handle('via-client')\nprint(h.remote().result())\nprint(await h.remote())",
+    ])
+    with client.setup_kernel():
+        for i in range(4):
+            client.execute_cell(nb.cells[i], i)
+        assert f"Connected to Ray at ray://127.0.0.1:{CLIENT_PORT}" in stream_text(nb.cells[0])
+        assert stream_text(nb.cells[3]) == "over ray client\nover ray client\n"
+        assert requests.get(f"http://127.0.0.1:{HTTP_PORT}/via-client", timeout=10).text == "over ray client"
