@@ -259,6 +259,15 @@ class ChannelServer:
         if self._uds_path and os.path.exists(self._uds_path):
             os.unlink(self._uds_path)
 
+    def abort(self) -> None:
+        """The drain took too long: drop every connection (their requests fail as lost)."""
+        for srv in self._servers:
+            srv.close()
+        for conn in list(self._connections):
+            conn.close()
+        if self._uds_path and os.path.exists(self._uds_path):
+            os.unlink(self._uds_path)
+
 
 # ---------------------------------------------------------------------------------------------
 # Client side (in a router)

@@ -554,6 +554,12 @@ class ServeController:
             result: InitResult = await record.actor.initialize.remote(state.spec.config.user_config)
         except Exception as exc:  # the process died while starting (OOM, killed, bad runtime_env, ...)
             result = InitResult(ok=False, error=f"The replica process failed while starting: {_brief(exc)}")
+        if result.ok:
+            # A replica counts as started once it also passes a first health check.
+            try:
+                await asyncio.wait_for(record.actor.check_health.remote(), state.spec.config.health_check_timeout_s)
+            except Exception as exc:
+                result = InitResult(ok=False, error=f"check_health() failed on a new replica: {_health_error(exc)}")
         if record.state != ReplicaState.STARTING:
             return  # stopped meanwhile
         if not result.ok:
@@ -570,6 +576,8 @@ class ServeController:
             record.info = result.info
             record.state = ReplicaState.RUNNING
             state.methods = result.methods
+            if all(r.health_failures == 0 for r in state.replicas.values()):
+                state.unhealthy_message = None  # the replacement is up: healthy again
             if record.version == state.spec.version:
                 state.ctor_failures = 0
             self._watch(state, record)
@@ -608,7 +616,7 @@ class ServeController:
                 if record.health_failures >= HEALTH_FAILURES_BEFORE_REPLACE:
                     self._replica_failed(
                         state, record,
-                        f"replica {record.replica_id} failed {record.health_failures} health checks in a row: {_brief(exc)}",
+                        f"replica {record.replica_id} failed {record.health_failures} health checks in a row: {_health_error(exc)}",
                     )
                     return
 
@@ -639,9 +647,9 @@ class ServeController:
         self._publish()  # routers drop it before it starts draining
         if was_started:
             try:
-                await asyncio.wait_for(
-                    record.actor.prepare_for_shutdown.remote(), state.spec.config.graceful_shutdown_timeout_s + 0.5
-                )
+                timeout = state.spec.config.graceful_shutdown_timeout_s
+                # The replica bounds its own drain by `timeout`; the extra time is for __del__.
+                await asyncio.wait_for(record.actor.prepare_for_shutdown.remote(timeout), timeout + 5.0)
             except Exception:
                 pass  # timed out or already dead: force-kill below
         _kill(record.actor)
@@ -897,6 +905,14 @@ def _kill(actor: Any) -> None:
         ray.kill(actor, no_restart=True)
     except Exception:
         pass
+
+
+def _health_error(exc: BaseException) -> str:
+    """The user's error from check_health (Ray wraps it), or what went wrong (timeout, death)."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    cause = getattr(exc, "cause", None)
+    return _brief(cause if isinstance(cause, BaseException) else exc)
 
 
 def _brief(exc: BaseException) -> str:

@@ -110,15 +110,19 @@ class ReplicaCore:
         if fn is not None:
             await self._invoke(fn, (), {})
 
-    async def prepare_for_shutdown(self) -> None:
-        """Stop taking requests, let in-flight ones finish, then run the user's ``__del__`` once."""
+    async def prepare_for_shutdown(self, timeout_s: float) -> None:
+        """Stop taking requests, let in-flight ones finish (for at most ``timeout_s``, then cancel
+        them), then run the user's ``__del__`` once."""
         if self._stopped:
             return
         self._draining = True
         # Routers learn of the removal through the long-poll; give them a beat before saying goodbye.
-        await asyncio.sleep(min(self._init.graceful_shutdown_wait_loop_s, 0.2))
+        await asyncio.sleep(min(self._init.graceful_shutdown_wait_loop_s, 0.2, timeout_s))
         if self._server is not None:
-            await self._server.close_gracefully()
+            try:
+                await asyncio.wait_for(self._server.close_gracefully(), max(0.0, timeout_s - 0.2))
+            except asyncio.TimeoutError:
+                self._server.abort()
         self._stopped = True
         if self._reporter is not None:
             self._reporter.cancel()
@@ -254,8 +258,8 @@ class ReplicaActor:
     async def check_health(self) -> None:
         await self._core.check_health()
 
-    async def prepare_for_shutdown(self) -> None:
-        await self._core.prepare_for_shutdown()
+    async def prepare_for_shutdown(self, timeout_s: float) -> None:
+        await self._core.prepare_for_shutdown(timeout_s)
 
     async def wait_for_death(self) -> None:
         """Never returns: the controller awaits it to learn at once when this process dies."""

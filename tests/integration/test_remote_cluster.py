@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,16 @@ def head_node():
     """`ray start --head --block`: terminating that process stops this cluster and nothing else."""
     ray_cli = str(Path(sys.executable).parent / "ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log = tempfile.NamedTemporaryFile(prefix="ray-start-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [ray_cli, "start", "--head", f"--port={GCS_PORT}", f"--ray-client-server-port={CLIENT_PORT}", "--num-cpus=4",
          "--include-dashboard=false", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=log, stderr=subprocess.STDOUT, env=env,
     )
 
     def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"`ray start` exited with {proc.returncode}:\n{Path(log.name).read_text()[-3000:]}")
         try:
             socket.create_connection(("127.0.0.1", GCS_PORT), timeout=1).close()
             return True
@@ -38,7 +42,7 @@ def head_node():
             return False
 
     try:
-        wait_until(up, timeout_s=60, what="the head node")
+        wait_until(up, timeout_s=90, what="the head node")
         yield f"127.0.0.1:{GCS_PORT}"
     finally:
         proc.terminate()
