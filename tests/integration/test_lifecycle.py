@@ -240,5 +240,8 @@ def test_controller_restart_readopts_replicas_and_no_request_fails(serve_instanc
         t.join(30)
     assert [r for r in results if r not in (200, "alive")] == []
     assert replica_ids("survivor") == before  # adopted, not restarted
+    serve.run(Survivor.options(num_replicas=3).bind(), name="survivor", route_prefix="/survivor")
+    assert serve.status().applications["survivor"].deployments["Survivor"].replica_states == {"RUNNING": 3}
+    assert before < replica_ids("survivor")  # scaled in place after the restart
     serve.delete("survivor")
     assert "survivor" not in serve.status().applications
