@@ -36,5 +36,11 @@ unit: $(VENV)/.dev
 integration: $(VENV)/.dev
 	env -u RAY_ADDRESS $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# Benchmark beside Ray Serve (same Ray version): installs the bench extra and wrk if it can.
+bench: $(VENV)/.dev
+	$(BIN)/pip install -q -e ".[bench]"
+	command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed: using the Python load generator")
+	env -u RAY_ADDRESS $(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

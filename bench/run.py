@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
-URL = "http://127.0.0.1:8000/"
+PORT = int(os.environ.get("BENCH_PORT", "8000"))
+URL = f"http://127.0.0.1:{PORT}/"
 
 # (key, label, unit, better) -- better: "lower" or "higher"
 FIGURES = [
@@ -139,6 +140,7 @@ def run_workloads(system: str, quick: bool) -> dict[str, Any]:
     calls = 300 if quick else 3000
     seconds = 1.0 if quick else 5.0
     results: dict[str, Any] = {}
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
 
     app = define_app(serve, "v1")
     results["first_deploy_s"] = timed(lambda: serve.run(app.bind(), name="bench", route_prefix="/"))
@@ -227,6 +229,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--port", type=int, default=PORT, help="HTTP port for the systems under test")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,6 +247,7 @@ def main() -> None:
                 path = tmp.name
             cmd = [sys.executable, __file__, "--worker", system, "--result-file", path] + (["--quick"] if args.quick else [])
             env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+            env["BENCH_PORT"] = str(args.port)
             print(f"rep {rep + 1}/{args.reps}: {system} ...", file=sys.stderr, flush=True)
             subprocess.run(cmd, check=True, env=env)
             runs[system].append(json.loads(Path(path).read_text()))

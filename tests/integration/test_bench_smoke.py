@@ -1,0 +1,28 @@
+"""The benchmark runs end to end with tiny counts (so it cannot rot); no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_runs_with_tiny_counts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--reps", "1", "--systems", "serve_nb",
+         "--port", "8410", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    run = results["runs"]["serve_nb"][0]
+    for key in ("first_deploy_s", "handle_p50_ms", "handle_rps_100", "http_rps_32", "redeploy_changed_s", "delete_s"):
+        assert isinstance(run[key], (int, float)) and run[key] > 0, key
+    assert run["http_errors_32"] == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| handle p50, sequential (ms) |" in report and results["machine"]["ray"]
