@@ -140,10 +140,14 @@ def run_workloads(system: str, quick: bool) -> dict[str, Any]:
     calls = 300 if quick else 3000
     seconds = 1.0 if quick else 5.0
     results: dict[str, Any] = {}
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
 
     app = define_app(serve, "v1")
-    results["first_deploy_s"] = timed(lambda: serve.run(app.bind(), name="bench", route_prefix="/"))
+
+    def first_deploy() -> None:  # Serve's start-up counts: "first deploy with Ray up"
+        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+        serve.run(app.bind(), name="bench", route_prefix="/")
+
+    results["first_deploy_s"] = timed(first_deploy)
     handle = serve.get_app_handle("bench")
     for _ in range(100):
         handle.remote().result()

@@ -138,11 +138,11 @@ def run(
     client = _runtime().get_client(create=True)
     import ray
 
-    if prefix is not None:
-        _wait_for_proxies(client.info.http_options)
     error = ray.get(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs))
     if error:
         raise ValueError(error)
+    if prefix is not None:  # proxies and replicas start at the same time; wait for both
+        _wait_for_proxies(client.info.http_options)
     handle = DeploymentHandle(graph.ingress, name)
     if _blocking:
         warned: set[str] = set()
