@@ -21,8 +21,14 @@ def test_benchmark_runs_with_tiny_counts(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     run = results["runs"]["serve_nb"][0]
-    for key in ("first_deploy_s", "handle_p50_ms", "handle_rps_100", "http_rps_32", "redeploy_changed_s", "delete_s"):
+    for key in ("first_deploy_s", "handle_p50_ms", "handle_rps_100", "http_rps_32", "http_p50_ms_1",
+                "compose_rps_32", "body_1mb_rps_8", "cold_start_s", "redeploy_changed_s", "scale_1_to_4_s",
+                "delete_s", "rss_controller_mb", "rss_proxy_mb", "rss_replica_mb"):
         assert isinstance(run[key], (int, float)) and run[key] > 0, key
-    assert run["http_errors_32"] == 0
+    assert run["http_errors_total"] == 0
+    assert set(run["sweep"]) == {"1x1", "1x32", "2x1", "2x32"}
+    assert results["machine"]["ray"] and results["machine"]["baseline_rps_32"] > 0
     report = (tmp_path / "report.md").read_text()
-    assert "| handle p50, sequential (ms) |" in report and results["machine"]["ray"]
+    assert "| handle p50, sequential (ms) |" in report
+    assert "| 2 | 32 |" in report  # the sweep table
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,27 @@
+"""The ceiling: bare uvicorn + starlette in one process answering the same trivial reply.
+
+    python bench/baseline.py PORT
+
+The benchmark starts this as a subprocess and loads it with the same client, so every report states the
+serving systems' HTTP figure as a fraction of what this machine can do with no serving layer at all.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("v1")
+
+
+app = Starlette(routes=[Route("/", hello)])
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
