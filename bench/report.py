@@ -132,6 +132,7 @@ def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:
     axes[0].set(xscale="log", yscale="log", xlabel="concurrent connections", ylabel="req/s",
                 title="HTTP throughput vs concurrency")
     axes[1].set(yscale="log", xlabel="replicas", ylabel="req/s", title="HTTP throughput vs replicas (32 connections)")
+    axes[1].set_xticks(sorted({r for r, _ in cells}))
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
