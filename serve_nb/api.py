@@ -163,6 +163,9 @@ def run(
             raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
         if prefix is not None and client.info.http_options.location != "NoServer":
             ray.get(client.controller.wait_for_route.remote(prefix, name))
+        from serve_nb.runtime.spare import keep_spare_worker_soon
+
+        keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
     if blocking:
         try:
             while True:

@@ -1,0 +1,47 @@
+"""Keep one idle Ray worker process ready on this node, so the next replica starts without waiting for one.
+
+Every replica needs a worker process of its own. Ray starts a couple of idle workers when a driver
+connects and then starts one per actor, on demand: a fresh Python process importing Ray, about a second
+on a small machine, which would dominate every code update and scale-up after the first deploy. So once
+``serve.run`` has finished, the caller sends a no-op, zero-CPU task: if an idle worker exists it runs
+there in a millisecond and nothing changes; if not, Ray starts a worker for it, which afterwards waits
+idle in Ray's pool for the next replica (a notebook cell re-run, a scale-up).
+
+It is sent from the caller (the driver), not from the controller: Ray 2.60 binds a worker that ran a
+task submitted by a detached actor to that actor, and never reuses it for a new detached actor such as a
+replica. ``SERVE_NB_SPARE_WORKER=0`` turns this off (one idle process less; slower replica starts).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import ray
+
+
+def enabled() -> bool:
+    return os.environ.get("SERVE_NB_SPARE_WORKER", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _occupy_spare() -> int:
+    """Runs on the spare (an idle worker, or one Ray starts for it)."""
+    return os.getpid()
+
+
+def keep_spare_worker() -> Any | None:
+    """Send the no-op task (fire and forget); returns its ObjectRef, or None when turned off or impossible."""
+    if not enabled():
+        return None
+    try:
+        return _occupy_spare.remote()
+    except Exception:  # Ray is shutting down, or a client connection dropped: nothing to keep warm
+        return None
+
+
+def keep_spare_worker_soon() -> None:
+    """``keep_spare_worker`` off the caller's thread: its first call exports the task to Ray (~0.1 s)."""
+    if enabled():
+        threading.Thread(target=keep_spare_worker, name="serve_nb-spare", daemon=True).start()
