@@ -74,7 +74,7 @@ def sweep_cells(med: dict[str, Any]) -> list[tuple[int, int]]:
 
 
 def markdown(med: dict[str, dict[str, Any]], systems: list[str], info: dict[str, Any]) -> str:
-    both = systems == ["serve_nb", "ray_serve"] or sorted(systems) == ["ray_serve", "serve_nb"]
+    both = sorted(systems) == ["ray_serve", "serve_nb"]
     order = ["serve_nb", "ray_serve"] if both else systems
     lines = [
         f"Machine: {info['cores']} cores, Python {info['python']}, Ray {info['ray']}, {info['platform']}. "

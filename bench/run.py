@@ -74,7 +74,8 @@ def run_worker(system: str, quick: bool, port: int) -> dict[str, Any]:
         proc = subprocess.run(cmd + (["--quick"] if quick else []), env=env, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not path.exists():
             print(proc.stderr[-3000:], file=sys.stderr)
-            return {"failed": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:] or ''}"}
+            last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"failed": f"exit {proc.returncode}: {last_line}"}
         return json.loads(path.read_text())
 
 

@@ -6,6 +6,7 @@ import os
 
 import ray
 
+from helpers import wait_until
 from serve_nb.runtime import spare
 
 
@@ -19,8 +20,23 @@ def test_spare_task_runs_on_a_worker_that_then_waits_idle(ray_session):
     assert ref is not None
     pid = ray.get(ref, timeout=60)
     assert pid != os.getpid()
-    # The worker survives the task and sits in Ray's pool, ready for an actor.
-    assert _process_title(pid).startswith("ray::")
+    # The worker survives the task and goes back to Ray's pool of idle workers, ready for an actor.
+    wait_until(lambda: _process_title(pid) == "ray::IDLE", what=f"worker {pid} to be idle in Ray's pool")
+
+
+def test_serve_run_asks_for_a_spare_once_the_app_is_running(serve_instance, monkeypatch):
+    serve = serve_instance
+    seen: list[str] = []
+    monkeypatch.setattr(
+        spare, "keep_spare_worker_soon", lambda: seen.append(serve.status().applications["spare_app"].status)
+    )
+
+    @serve.deployment
+    def hello() -> str:
+        return "hi"
+
+    serve.run(hello.bind(), name="spare_app", route_prefix=None)
+    assert seen == ["RUNNING"]
 
 
 def test_spare_worker_can_be_turned_off(monkeypatch):
