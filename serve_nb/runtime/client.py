@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any, AsyncIterator
 
 import ray
@@ -48,9 +49,38 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
     if address is not None:
         kwargs["address"] = address
         _use_local_auth_token()
-    ray.init(**kwargs)
+    _init_with_retries(ray.init, kwargs)
     # After start-up, Ray's own warnings (e.g. about resources) are worth seeing again.
     logging.getLogger("ray").setLevel(logging.WARNING)
+
+
+CLIENT_SERVER_ATTEMPTS = 3
+
+
+def is_transient_client_failure(exc: BaseException) -> bool:
+    """Ray Client's proxy occasionally fails to spawn the per-connection server process: the forked
+    child dies in gRPC's fork handling (``Check failed: next_worker->state == KICKED``) and the proxy
+    reports it either as a failed start or as a zombie it cannot inspect. The next connection gets a
+    fresh process and works."""
+    text = str(exc)
+    return isinstance(exc, ConnectionAbortedError) and (
+        "Starting Ray client server failed" in text or "in start_specific_server" in text
+    )
+
+
+def _init_with_retries(init: Any, kwargs: dict[str, Any], attempts: int = CLIENT_SERVER_ATTEMPTS,
+                       pause_s: float = 0.5) -> None:
+    """``ray.init(**kwargs)``, tried again (bounded) only when a ``ray://`` connection hits the
+    transient server-spawn failure above; every other error is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            init(**kwargs)
+            return
+        except Exception as exc:
+            if attempt == attempts or not is_transient_client_failure(exc):
+                raise
+            logger.info("Ray Client server failed to start (attempt %d of %d); retrying", attempt, attempts)
+            time.sleep(pause_s)
 
 
 def _live_local_cluster() -> str | None:

@@ -365,7 +365,9 @@ class ServeController:
                 for record in state.replicas.values():
                     _kill(record.actor)
         self._apps.clear()
-        for record in self._proxies.values():
+        # Take the proxies out first: the awaits below let their watchers run, and those edit the dict.
+        proxies, self._proxies = list(self._proxies.values()), {}
+        for record in proxies:
             for task in record.tasks:
                 task.cancel()
             try:
@@ -373,7 +375,6 @@ class ServeController:
             except Exception:
                 pass
             _kill(record.actor)
-        self._proxies.clear()
         internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=NAMESPACE)
         self._publish()
 
