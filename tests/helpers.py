@@ -1,8 +1,12 @@
-"""Test helpers: bounded waiting for a condition, never a bare sleep."""
+"""Test helpers: bounded waiting for a condition (never a bare sleep), scenarios in a child process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -52,3 +56,11 @@ def ongoing_requests(app: str, deployment: str) -> list[int]:
         if a["namespace"] == "serve_nb" and a["name"].startswith(f"SERVE_NB_REPLICA::{app}#{deployment}#")
     ]
     return [ray.get(ray.get_actor(n, namespace="serve_nb").get_num_ongoing_requests.remote()) for n in names]
+
+
+def run_scenario(script: Path, timeout_s: float = 600.0) -> None:
+    """Run a scenario that needs a Ray of its own in a child process; it must print "<stem> passed"."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout_s, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    assert f"{script.stem.replace('_', ' ')} passed" in proc.stdout

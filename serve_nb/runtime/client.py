@@ -19,6 +19,7 @@ from serve_nb.runtime.loop import BackgroundLoop, get_loop
 from serve_nb.runtime.longpoll import LongPollClient
 from serve_nb.runtime.messages import ClusterInfo
 from serve_nb.runtime.router import Router
+from serve_nb.runtime.spare import prestart_worker
 from serve_nb.types import DeploymentID
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ def get_controller(create: bool, http_options: HTTPOptions | None = None) -> Any
     strategy = _head_node_strategy()
     if strategy is not None:
         options["scheduling_strategy"] = strategy
+    prestart_worker()  # boots alongside the controller and proxy; the first replica then finds it idle
     return ray.remote(ServeController).options(**options).remote(http_options)
 
 

@@ -9,7 +9,14 @@ idle in Ray's pool for the next replica (a notebook cell re-run, a scale-up).
 
 It is sent from the caller (the driver), not from the controller: Ray 2.60 binds a worker that ran a
 task submitted by a detached actor to that actor, and never reuses it for a new detached actor such as a
-replica. ``SERVE_NB_SPARE_WORKER=0`` turns this off (one idle process less; slower replica starts).
+replica.
+
+The very first replica has the same problem earlier: the idle workers Ray starts with the driver are
+taken by the controller and the proxy. So when this caller creates the controller, it also asks its
+node's raylet to start one more worker for this job at once (``prestart_worker``); it boots while the
+controller and proxy do, and the first replica finds it ready.
+
+``SERVE_NB_SPARE_WORKER=0`` turns both off (one idle process less; slower replica starts).
 """
 
 from __future__ import annotations
@@ -45,3 +52,43 @@ def keep_spare_worker_soon() -> None:
     """``keep_spare_worker`` off the caller's thread: its first call exports the task to Ray (~0.1 s)."""
     if enabled():
         threading.Thread(target=keep_spare_worker, name="serve_nb-spare", daemon=True).start()
+
+
+PRESTART_KEEP_ALIVE_S = 30
+
+
+def prestart_worker(keep_alive_s: int = PRESTART_KEEP_ALIVE_S) -> bool:
+    """Ask the raylet of this driver's node to start one idle Python worker for this job now.
+
+    The raylet keeps it for ``keep_alive_s`` even if idle, then treats it like any idle worker. Best
+    effort: returns False (and does nothing) when turned off, over Ray Client (no local raylet), when the
+    job has a runtime_env (the worker could not match its actors), or if this Ray lacks the call.
+    """
+    if not enabled():
+        return False
+    try:
+        from ray.util.client import ray as client_ray
+
+        if client_ray.is_connected():
+            return False
+        context = ray.get_runtime_context()
+        if context.runtime_env:
+            return False
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+        node = next(n for n in ray.nodes() if n["NodeID"] == context.get_node_id())
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.PYTHON,
+            job_id=ray.JobID.from_hex(context.get_job_id()).binary(),
+            keep_alive_duration_secs=keep_alive_s,
+            num_workers=1,
+        )
+        channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+        try:
+            node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=5)
+        finally:
+            channel.close()
+        return True
+    except Exception:
+        return False

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
 
-from helpers import wait_until
+from helpers import run_scenario, wait_until
 from serve_nb.runtime import spare
 
 
@@ -46,3 +47,13 @@ def test_spare_worker_can_be_turned_off(monkeypatch):
     assert not spare.enabled()
     monkeypatch.setenv("SERVE_NB_SPARE_WORKER", "1")
     assert spare.enabled()
+
+
+def test_a_prestarted_worker_is_taken_by_the_next_actors():
+    """What serve.start asks for when it creates the controller: one more idle worker, used by a replica."""
+    run_scenario(Path(__file__).with_name("prestart_scenario.py"), timeout_s=300)
+
+
+def test_prestart_is_skipped_when_turned_off(monkeypatch):
+    monkeypatch.setenv("SERVE_NB_SPARE_WORKER", "0")
+    assert spare.prestart_worker() is False
