@@ -63,9 +63,13 @@ def is_transient_client_failure(exc: BaseException) -> bool:
     child dies in gRPC's fork handling (``Check failed: next_worker->state == KICKED``) and the proxy
     reports it either as a failed start or as a zombie it cannot inspect. The next connection gets a
     fresh process and works."""
+    if not isinstance(exc, ConnectionAbortedError):
+        return False
     text = str(exc)
-    return isinstance(exc, ConnectionAbortedError) and (
-        "Starting Ray client server failed" in text or "in start_specific_server" in text
+    if "_create_runtime_env" in text:  # the job's runtime_env could not be built: retrying will not help
+        return False
+    return "Starting Ray client server failed" in text or (
+        "in start_specific_server" in text and ("ZombieProcess" in text or "NoSuchProcess" in text)
     )
 
 

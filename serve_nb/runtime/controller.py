@@ -684,7 +684,7 @@ class ControllerCore:
 
     def _proxy_nodes(self) -> list[str]:
         location = self._http_options.location
-        if location == "NoServer" or self._shutting_down:
+        if location == "NoServer":
             return []
         nodes = self._alive_nodes()
         if location == "HeadOnly":
@@ -692,6 +692,8 @@ class ControllerCore:
         return [n["NodeID"] for n in nodes]
 
     def _reconcile_proxies(self) -> None:
+        if self._shutting_down:  # shutdown() stops them gracefully once the apps are gone
+            return
         try:
             wanted = set(self._proxy_nodes())
         except Exception:

@@ -21,11 +21,14 @@ controller and proxy do, and the first replica finds it ready.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
 import ray
+
+logger = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
@@ -91,4 +94,5 @@ def prestart_worker(keep_alive_s: int = PRESTART_KEEP_ALIVE_S) -> bool:
             channel.close()
         return True
     except Exception:
+        logger.debug("serve_nb: could not prestart a worker", exc_info=True)
         return False

@@ -17,6 +17,12 @@ ZOMBIE_FAILURE = ConnectionAbortedError(
     '  File ".../proxier.py", line 396, in start_specific_server\n    cmd = psutil_proc.cmdline()\n'
     "psutil.ZombieProcess: PID still exists but it's a zombie (pid=646)"
 )
+RUNTIME_ENV_FAILURE = ConnectionAbortedError(
+    "Initialization failure from server:\nTraceback (most recent call last):\n"
+    '  File ".../proxier.py", line 366, in start_specific_server\n'
+    '  File ".../proxier.py", line 330, in _create_runtime_env\n'
+    "RuntimeError: Failed to create runtime_env for Ray client server: No module named 'nope'"
+)
 
 
 class FakeInit:
@@ -38,6 +44,7 @@ def test_spawn_failure_is_transient_other_errors_are_not():
     assert not is_transient_client_failure(ConnectionAbortedError("Initialization failure from server:\nversion mismatch"))
     assert not is_transient_client_failure(ConnectionError("ray client connection timeout"))
     assert not is_transient_client_failure(RuntimeError("Starting Ray client server failed"))
+    assert not is_transient_client_failure(RUNTIME_ENV_FAILURE)
 
 
 def test_a_transient_failure_is_retried_with_the_same_arguments():
@@ -53,8 +60,9 @@ def test_retries_are_bounded_and_the_last_error_is_raised():
     assert len(init.calls) == 3
 
 
-def test_any_other_error_is_raised_at_once():
-    init = FakeInit(ConnectionError("ray client connection timeout"))
-    with pytest.raises(ConnectionError, match="timeout"):
+@pytest.mark.parametrize("error", [ConnectionError("ray client connection timeout"), RUNTIME_ENV_FAILURE])
+def test_any_other_error_is_raised_at_once(error):
+    init = FakeInit(error)
+    with pytest.raises(type(error)):
         _init_with_retries(init, {"address": "ray://h:10001"}, pause_s=0)
     assert len(init.calls) == 1
