@@ -145,7 +145,8 @@ class AppState:
 
 
 class ControllerCore:
-    """Remote methods are called by serve_nb clients; everything runs on the actor's one event loop."""
+    """The controller's state and logic. Its public coroutines are the remote methods, reached through
+    the ServeController actor at the end of this module; everything runs on the actor's one event loop."""
 
     def __init__(self, http_options: HTTPOptions | None = None) -> None:
         self._epoch = uuid.uuid4().hex[:12]
