@@ -22,16 +22,16 @@ from serve_nb.api import (
 from serve_nb.config import AutoscalingConfig, HTTPOptions
 from serve_nb.deployment import Application, Deployment, deployment
 from serve_nb.ingress import ingress
-from serve_nb.runtime.context import ReplicaContext, get_replica_context
+from serve_nb.data.context import ReplicaContext, get_replica_context
 from serve_nb.types import ApplicationStatus, DeploymentStatus, ServeStatus
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "widgets": "serve_nb.widgets",
-    "DeploymentHandle": "serve_nb.runtime.handle",
-    "DeploymentResponse": "serve_nb.runtime.handle",
-    "DeploymentResponseGenerator": "serve_nb.runtime.handle",
+    "DeploymentHandle": "serve_nb.data.handle",
+    "DeploymentResponse": "serve_nb.data.handle",
+    "DeploymentResponseGenerator": "serve_nb.data.handle",
 }
 
 

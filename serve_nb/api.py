@@ -25,8 +25,16 @@ PENDING_RESOURCES_TAG = "Waiting for resources"
 logger = logging.getLogger("serve_nb")
 
 
-def _runtime() -> Any:
-    from serve_nb.runtime import client
+def _bootstrap() -> Any:
+    """``serve_nb.bootstrap`` (imported on first use: it loads Ray)."""
+    from serve_nb import bootstrap
+
+    return bootstrap
+
+
+def _data_client() -> Any:
+    """``serve_nb.data.client`` (imported on first use: it loads Ray)."""
+    from serve_nb.data import client
 
     return client
 
@@ -36,14 +44,13 @@ def connect(address: str | None = None) -> str:
     or an existing cluster at ``host:port`` / ``ray://host:port``. Returns a one-line description."""
     import ray
 
-    rt = _runtime()
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
         if address is None or address.split("://")[-1] == current:
             return _describe_cluster(address)
-        rt.forget_client()  # moving to another cluster: drop this one's routers and feed
+        _data_client().forget_client()  # moving to another cluster: drop this one's routers and feed
         ray.shutdown()
-    rt.ensure_ray(address)
+    _bootstrap().ensure_ray(address)
     return _describe_cluster(address)
 
 
@@ -62,7 +69,7 @@ def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) ->
     Returns once the HTTP proxies answer; raises with the reason (e.g. the port is taken) if one cannot.
     """
     options = HTTPOptions.from_user(http_options)
-    client = _runtime().get_client(create=True, http_options=options)
+    client = _bootstrap().connect_client(create=True, http_options=options)
     if http_options is not None and client.info.http_options != options:
         warnings.warn(
             f"serve_nb is already running with http_options {client.info.http_options}; the new options are "
@@ -86,8 +93,8 @@ def _wait_for_proxies(options: HTTPOptions) -> None:
 
 
 def _build_specs(graph: AppGraph) -> list[Any]:
-    from serve_nb.runtime.messages import DeploymentSpec
-    from serve_nb.runtime.serialization import dumps, user_code_by_value
+    from serve_nb.common.messages import DeploymentSpec
+    from serve_nb.common.serialization import dumps, user_code_by_value
 
     specs = []
     for node in graph.nodes.values():
@@ -128,14 +135,14 @@ def run(
     the user's traceback if the app fails. ``blocking=True`` then keeps serving until Ctrl-C,
     as Ray Serve's does.
     """
-    from serve_nb.runtime.handle import DeploymentHandle
+    from serve_nb.data.handle import DeploymentHandle
 
     if not isinstance(name, str) or not name:
         raise ValueError(f"Application name must be a non-empty string, got {name!r}.")
     prefix = validate_route_prefix("/" if route_prefix is _DEFAULT_PREFIX else route_prefix)
     graph = build_graph(target, name, lambda dep, app: DeploymentHandle(dep, app))
     specs = _build_specs(graph)
-    client = _runtime().get_client(create=True)
+    client = _bootstrap().connect_client(create=True)
     import ray
 
     error = ray.get(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs))
@@ -163,9 +170,7 @@ def run(
             raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
         if prefix is not None and client.info.http_options.location != "NoServer":
             ray.get(client.controller.wait_for_route.remote(prefix, name))
-        from serve_nb.runtime.spare import keep_spare_worker_soon
-
-        keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
+        _bootstrap().keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
     if blocking:
         try:
             while True:
@@ -179,7 +184,7 @@ def _wait_for_status(
     predicate: Callable[[ServeStatus], bool], timeout_s: float | None = None, what: str = "the status"
 ) -> ServeStatus:
     """Block until the controller's published status satisfies ``predicate`` (pushed by long-poll)."""
-    client = _runtime().current_client()
+    client = _data_client().current_client()
     if client is None:
         raise RayServeException("serve_nb is not running.")
     done: concurrent.futures.Future[ServeStatus] = concurrent.futures.Future()
@@ -199,7 +204,7 @@ def _wait_for_status(
 
 def delete(name: str, _blocking: bool = True) -> None:
     """Delete application ``name``: its route goes at once, its replicas drain and stop."""
-    client = _runtime().get_client(create=False)
+    client = _data_client().get_client()
     if client is None:
         return
     import ray
@@ -211,7 +216,7 @@ def delete(name: str, _blocking: bool = True) -> None:
 
 def status() -> ServeStatus:
     """Every application's status. Starts nothing: without a controller, an empty status."""
-    client = _runtime().get_client(create=False)
+    client = _data_client().get_client()
     if client is None:
         return ServeStatus()
     import ray
@@ -221,13 +226,12 @@ def status() -> ServeStatus:
 
 def shutdown() -> None:
     """Delete every application and stop the controller; serve.run starts afresh afterwards."""
-    rt = _runtime()
     import ray
 
     if not ray.is_initialized():
         return
-    controller = rt.get_controller(create=False)
-    rt.forget_client()  # stop this process's long-poll before the controller goes away
+    controller = _bootstrap().get_controller(create=False)
+    _data_client().forget_client()  # stop this process's long-poll before the controller goes away
     if controller is not None:
         try:
             ray.get(controller.shutdown.remote())
@@ -237,7 +241,7 @@ def shutdown() -> None:
 
 
 def _wait_until_gone(timeout_s: float = 10.0) -> None:
-    from serve_nb.runtime.controller import CONTROLLER_NAME, NAMESPACE
+    from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
     import ray
 
     deadline = time.monotonic() + timeout_s
@@ -251,7 +255,7 @@ def _wait_until_gone(timeout_s: float = 10.0) -> None:
 
 def get_app_handle(name: str) -> Any:
     """A handle to the ingress of running application ``name``."""
-    from serve_nb.runtime.handle import DeploymentHandle
+    from serve_nb.data.handle import DeploymentHandle
 
     app = status().applications.get(name)
     if app is None:
@@ -261,8 +265,8 @@ def get_app_handle(name: str) -> Any:
 
 def get_deployment_handle(deployment_name: str, app_name: str | None = None) -> Any:
     """A handle to any deployment; ``app_name`` defaults to the caller's own app inside a replica."""
-    from serve_nb.runtime.context import _context
-    from serve_nb.runtime.handle import DeploymentHandle
+    from serve_nb.data.context import _context
+    from serve_nb.data.handle import DeploymentHandle
 
     if app_name is None:
         app_name = _context.app_name if _context is not None else "default"

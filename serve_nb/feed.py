@@ -24,9 +24,9 @@ app = app_key
 
 def subscribe(key: str, callback: Callable[[Any], None]) -> Any:
     """Subscribe to ``key``; returns a subscription with ``.cancel()``. Needs Serve to be running."""
-    from serve_nb.runtime.client import get_client
+    from serve_nb.data.client import get_client
 
-    client = get_client(create=False)
+    client = get_client()
     if client is None:
         raise RayServeException("serve_nb is not running; call serve.start() or serve.run() first.")
     return client.longpoll.subscribe(key, callback)

@@ -1,7 +1,7 @@
 """Live ipywidgets: an application widget and a dashboard, fed by the controller's long-poll.
 
 Updates arrive on serve_nb's background thread (so they keep coming while other cells run or the
-kernel idles). Each update builds a plain view-model (``serve_nb.core.views``) and copies into
+kernel idles). Each update builds a plain view-model (``serve_nb.notebook.views``) and copies into
 traits only the parts that changed. Buttons never block the kernel waiting for the cluster.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from serve_nb.core import views
+from serve_nb.notebook import views
 from serve_nb.core.snapshots import STATUS_KEY, app_key
 
 _CSS = "font-family: var(--jp-code-font-family, monospace); font-size: 12px;"
@@ -38,9 +38,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _client() -> Any:
-    from serve_nb.runtime.client import get_client
+    from serve_nb.data.client import get_client
 
-    return get_client(create=False)
+    return get_client()
 
 
 class _Feed:

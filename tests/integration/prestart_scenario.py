@@ -8,7 +8,7 @@ from pathlib import Path
 
 import ray
 
-from serve_nb.runtime import spare
+from serve_nb import bootstrap as spare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -410,8 +410,9 @@ def test_delete_removes_app_and_its_replicas(serve_instance):
 def test_controller_is_detached_named_and_checkpoints(serve_instance):
     from ray.experimental import internal_kv
 
-    from serve_nb.runtime.controller import CHECKPOINT_KEY, CONTROLLER_NAME, NAMESPACE
-    from serve_nb.runtime.serialization import loads
+    from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
+    from serve_nb.control.controller import CHECKPOINT_KEY
+    from serve_nb.common.serialization import loads
 
     serve.run(Counter.bind(), name="ckpt", route_prefix="/ckpt")
     actor = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
@@ -442,7 +443,7 @@ def test_public_feed_pushes_status_changes(serve_instance):
 
 
 def test_status_without_controller_is_empty_and_starts_nothing(ray_session):
-    from serve_nb.runtime.controller import CONTROLLER_NAME, NAMESPACE
+    from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 
     serve.shutdown()
     assert serve.status().applications == {}
@@ -478,7 +479,7 @@ def test_handle_backpressure_raises_at_once(serve_instance):
 
 def _queued(handle) -> int:
     """How many of this process's requests wait in the router for a replica slot."""
-    from serve_nb.runtime.client import current_client
+    from serve_nb.data.client import current_client
     from serve_nb.types import DeploymentID
 
     client = current_client()

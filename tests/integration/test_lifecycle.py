@@ -204,7 +204,7 @@ class Steady:
 
 
 def test_controller_restart_readopts_replicas_and_no_request_fails(serve_instance):
-    from serve_nb.runtime.controller import CONTROLLER_NAME, NAMESPACE
+    from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 
     @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0.1})
     class Survivor:

@@ -1,4 +1,4 @@
-"""serve.run leaves one idle worker process behind for the next replica (see serve_nb/runtime/spare.py)."""
+"""serve.run leaves one idle worker process behind for the next replica (see serve_nb/bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import ray
 
 from helpers import run_scenario, wait_until
-from serve_nb.runtime import spare
+from serve_nb import bootstrap as spare
 
 
 def _process_title(pid: int) -> str:

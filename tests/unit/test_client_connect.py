@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from serve_nb.runtime.client import is_transient_client_failure, _init_with_retries
+from serve_nb.bootstrap import is_transient_client_failure, _init_with_retries
 
 SPAWN_FAILURE = ConnectionAbortedError(
     "Initialization failure from server:\nTraceback ...\nRuntimeError: Starting Ray client server failed. "

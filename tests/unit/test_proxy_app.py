@@ -9,7 +9,7 @@ import pytest
 
 from serve_nb.config import HTTPOptions
 from serve_nb.core.snapshots import ROUTES_KEY
-from serve_nb.runtime.proxy import ProxyApp
+from serve_nb.data.http.proxy import ProxyApp
 
 
 class FakeLongPoll:

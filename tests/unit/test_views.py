@@ -1,4 +1,4 @@
-"""serve_nb.core.views: widget view-models built from AppDetail snapshots (no Ray, no widgets)."""
+"""serve_nb.notebook.views: widget view-models built from AppDetail snapshots (no Ray, no widgets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from serve_nb.config import AutoscalingConfig
-from serve_nb.core.views import (
+from serve_nb.notebook.views import (
     BADGE_COLORS,
     app_view,
     badge_color,

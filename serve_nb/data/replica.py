@@ -15,12 +15,12 @@ import os
 import time
 from typing import Any, AsyncIterator, Callable
 
-from serve_nb.runtime.channel import ChannelServer
-from serve_nb.runtime.context import ReplicaContext, set_replica_context
-from serve_nb.runtime import logcapture
-from serve_nb.runtime.http_replica import HTTP_METHOD, HTTPAdapter
-from serve_nb.runtime.messages import InitResult, ReplicaInit, ReplicaMetadata
-from serve_nb.runtime.serialization import loads, user_traceback
+from serve_nb.data.channel import ChannelServer
+from serve_nb.data.context import ReplicaContext, set_replica_context
+from serve_nb.data import logcapture
+from serve_nb.data.http.replica_adapter import HTTP_METHOD, HTTPAdapter
+from serve_nb.common.messages import InitResult, ReplicaInit, ReplicaMetadata
+from serve_nb.common.serialization import loads, user_traceback
 from serve_nb.types import ReplicaInfo
 
 
@@ -80,7 +80,7 @@ class ReplicaCore:
             self._methods = public_methods(self._obj, init.is_class)
             self._http = HTTPAdapter(self._obj, init.is_class, self._invoke, init.deployment)
             if init.controller is not None:
-                from serve_nb.runtime.client import install_client
+                from serve_nb.data.client import install_client
 
                 install_client(init.controller, init.cluster_info)
             node_id = ray.get_runtime_context().get_node_id()

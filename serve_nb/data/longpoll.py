@@ -1,4 +1,4 @@
-"""The long-poll feed: the controller hosts versioned snapshots, every process keeps one listener.
+"""The long-poll feed, listener side: every process keeps one outstanding call to the controller.
 
 Routers subscribe to replica sets, proxies to the route table, widgets to status and app details.
 A listener's call returns as soon as anything it holds is stale, or after a timeout; so nobody
@@ -9,51 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 from typing import Any, Callable, Mapping
 
-from serve_nb.core.snapshots import SnapshotStore, Update
+from serve_nb.core.snapshots import Update
+from serve_nb.ray_private import ray_client_connected
 
 logger = logging.getLogger(__name__)
-
-LISTEN_TIMEOUT_S = 30.0
-
-
-class LongPollHost:
-    """Controller side: a SnapshotStore plus waiting for changes. Runs on the controller's loop."""
-
-    def __init__(self, epoch: str) -> None:
-        self.store = SnapshotStore(epoch)
-        self._changed = asyncio.Event()
-
-    def publish(self, key: str, value: Any) -> None:
-        if self.store.set(key, value):
-            self._notify()
-
-    def remove(self, key: str) -> None:
-        if self.store.delete(key):
-            self._notify()
-
-    def _notify(self) -> None:
-        old, self._changed = self._changed, asyncio.Event()
-        old.set()
-
-    async def listen(self, known: Mapping[str, tuple[str, int] | None], timeout_s: float = LISTEN_TIMEOUT_S) -> dict[str, Update]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s * random.uniform(0.9, 1.1)
-        while True:
-            updates = self.store.updates_since(known)
-            if updates:
-                return updates
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return {}
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return {}
-
 
 Callback = Callable[[Any], None]
 
@@ -84,7 +46,6 @@ class LongPollClient:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._lock = threading.Lock()
-        self.on_controller_lost: Callable[[BaseException], None] | None = None
 
     def subscribe(self, key: str, callback: Callback) -> Subscription:
         """Thread-safe. The callback gets the current value at once if one is known."""
@@ -115,9 +76,6 @@ class LongPollClient:
                 del self._subs[sub.key]
                 self._known.pop(sub.key, None)
                 self._values.pop(sub.key, None)
-
-    def value(self, key: str) -> Any:
-        return self._values.get(key)
 
     def _deliver(self, sub: Subscription, value: Any) -> None:
         try:
@@ -152,7 +110,7 @@ class LongPollClient:
             done, _ = await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
             if poll not in done:
                 changed.cancel()
-                if not _ray_client_mode():  # Ray Client errors on cancelled awaits: let it finish unheeded
+                if not ray_client_connected():  # Ray Client errors on cancelled awaits: let it finish unheeded
                     poll.cancel()
                     _cancel_ref(ref)
                 continue
@@ -170,8 +128,6 @@ class LongPollClient:
     def _lost(self, exc: BaseException, failures: int) -> None:
         if failures == 1:
             logger.debug("serve_nb long-poll: controller unreachable (%s); retrying", exc)
-        if self.on_controller_lost is not None:
-            self.on_controller_lost(exc)
 
     def close(self) -> None:
         """Stop polling; every subscriber hears ``None`` once (as if its key were deleted)."""
@@ -197,15 +153,6 @@ def _consume(fut: "asyncio.Future[Any]") -> None:
 
 async def _await_ref(ref: Any) -> Any:
     return await ref
-
-
-def _ray_client_mode() -> bool:
-    try:
-        from ray.util.client import ray as client_ray
-
-        return bool(client_ray.is_connected())
-    except Exception:
-        return False
 
 
 def _cancel_ref(ref: Any) -> None:

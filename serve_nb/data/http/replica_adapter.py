@@ -16,7 +16,7 @@ import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from serve_nb.ingress import ASGI_ATTR, is_builder
-from serve_nb.runtime.serialization import user_traceback
+from serve_nb.common.serialization import user_traceback
 
 logger = logging.getLogger("serve_nb.replica")
 

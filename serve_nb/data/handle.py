@@ -18,9 +18,9 @@ _UNSET: Any = object()
 
 
 def _client() -> Any:
-    from serve_nb.runtime.client import get_client
+    from serve_nb.data.client import get_client
 
-    client = get_client(create=False)
+    client = get_client()
     if client is None:
         raise RayServeException("serve_nb is not running in this Ray cluster; call serve.run() or serve.start() first.")
     return client
@@ -82,7 +82,9 @@ class DeploymentResponseGenerator:
 
     async def _pump(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
         try:
-            async for item in client.stream(dep, method, args, kwargs, {"stream": True}):
+            if args or kwargs:
+                args, kwargs = await _resolve_responses(args, kwargs)
+            async for item in client.router(dep).stream(method, args, kwargs, {"stream": True}):
                 await self._queue.put(("item", item))
             await self._queue.put(("end", None))
         except asyncio.CancelledError:
@@ -165,7 +167,7 @@ class DeploymentHandle:
         client = _client()
         if self._stream:
             return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs)
-        return DeploymentResponse(client.bg.submit(client.call(self._dep, self._method, args, kwargs, {})), client.bg)
+        return DeploymentResponse(client.bg.submit(_call(client, self._dep, self._method, args, kwargs)), client.bg)
 
     def __reduce__(self) -> Any:
         return (_rebuild_handle, (self._dep.name, self._dep.app, self._method, self._stream))
@@ -177,3 +179,21 @@ class DeploymentHandle:
 
 def _rebuild_handle(name: str, app: str, method: str, stream: bool) -> DeploymentHandle:
     return DeploymentHandle(name, app, method_name=method, stream=stream)
+
+
+async def _call(client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> Any:
+    """One request, on the background loop: resolve response arguments, then route it."""
+    if args or kwargs:
+        args, kwargs = await _resolve_responses(args, kwargs)
+    return await client.router(dep).call(method, args, kwargs, {})
+
+
+async def _resolve_responses(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Top-level DeploymentResponse arguments become their values (the caller never blocks on them)."""
+    if not any(isinstance(a, DeploymentResponse) for a in args) and not any(
+        isinstance(v, DeploymentResponse) for v in kwargs.values()
+    ):
+        return args, kwargs
+    args = tuple([await a if isinstance(a, DeploymentResponse) else a for a in args])
+    kwargs = {k: (await v if isinstance(v, DeploymentResponse) else v) for k, v in kwargs.items()}
+    return args, kwargs

@@ -24,7 +24,7 @@ from enum import IntEnum
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from serve_nb.exceptions import ReplicaUnavailableError, RequestCancelledError
-from serve_nb.runtime.serialization import dumps, loads, pack_exception, unpack_exception
+from serve_nb.common.serialization import dumps, loads, pack_exception, unpack_exception
 
 HEADER = struct.Struct("!IBQ")
 _SMALL = 64 * 1024

@@ -18,7 +18,7 @@ from serve_nb.config import HTTPOptions
 from serve_nb.core.routing import RouteTable, root_path_for
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
-from serve_nb.runtime.http_replica import HTTP_METHOD
+from serve_nb.data.http.replica_adapter import HTTP_METHOD
 from serve_nb.types import DeploymentID
 
 logger = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class ProxyActor:
 
     async def start(self) -> str | None:
         """Bind and serve; returns an error message instead of raising (e.g. the port is taken)."""
-        from serve_nb.runtime.client import install_client
+        from serve_nb.data.client import install_client
 
         client = install_client(self._controller, self._info)
         try:
@@ -244,7 +244,7 @@ class ProxyActor:
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         if self._app is None:
             return False
-        from serve_nb.runtime.client import current_client
+        from serve_nb.data.client import current_client
 
         client = current_client()
         assert client is not None

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Callable
 
 from serve_nb.core.choice import choose_replica
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
-from serve_nb.runtime.channel import Address, ChannelClient, NotSent, Rejected
+from serve_nb.data.channel import Address, ChannelClient, NotSent, Rejected
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
 
 _REJECT_BACKOFF_S = 0.005

@@ -18,18 +18,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.experimental import internal_kv
 
+from serve_nb import ray_private
+from serve_nb.common.names import (
+    NAMESPACE,
+    PROXY_PREFIX,
+    REPLICA_PREFIX,
+    parse_proxy_actor_name,
+    parse_replica_actor_name,
+    proxy_actor_name,
+    replica_actor_name,
+)
 from serve_nb.config import HTTPOptions
 from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
 from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, app_key, replicas_key
 from serve_nb.core.status import DeploymentFacts, application_status, deployment_status, replica_state_counts
-from serve_nb.runtime.longpoll import LongPollHost
-from serve_nb.runtime.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaInit
-from serve_nb.runtime.proxy import ProxyActor
-from serve_nb.runtime.replica import ReplicaActor
-from serve_nb.runtime.serialization import dumps, loads
+from serve_nb.control.longpoll import LongPollHost
+from serve_nb.common.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaInit
+from serve_nb.data.http.proxy import ProxyActor
+from serve_nb.data.replica import ReplicaActor
+from serve_nb.common.serialization import dumps, loads
 from serve_nb.types import (
     AppDetail,
     ApplicationStatus,
@@ -49,10 +58,6 @@ from serve_nb.types import (
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "serve_nb"
-CONTROLLER_NAME = "serve_nb_controller"
-REPLICA_PREFIX = "SERVE_NB_REPLICA::"
-PROXY_PREFIX = "SERVE_NB_PROXY::"
 PROXY_RETRY_S = 5.0
 CHECKPOINT_KEY = b"serve_nb:checkpoint"
 MAX_CONSTRUCTOR_ATTEMPTS = 3
@@ -62,10 +67,6 @@ RECONCILE_PERIOD_S = 0.25
 QUEUED_REPORT_TTL_S = 10.0
 HISTORY_POINTS = 600
 APP_LOG_LINES = 200
-
-
-def replica_actor_name(dep: DeploymentID, replica_id: str) -> str:
-    return f"{REPLICA_PREFIX}{dep.app}#{dep.name}#{replica_id}"
 
 
 @dataclass
@@ -126,11 +127,6 @@ class ProxyRecord:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
-def proxy_actor_name(node_id: str) -> str:
-    # A fresh suffix per start: the name of a proxy just killed may not be free yet.
-    return f"{PROXY_PREFIX}{node_id}#{secrets.token_hex(3)}"
-
-
 @dataclass
 class AppState:
     name: str
@@ -174,7 +170,7 @@ class ControllerCore:
         asyncio.get_running_loop().create_task(self._control_loop())
 
     async def _recover(self) -> None:
-        blob = internal_kv._internal_kv_get(CHECKPOINT_KEY, namespace=NAMESPACE)
+        blob = ray_private.kv_get(CHECKPOINT_KEY, NAMESPACE)
         if not blob:
             return
         try:
@@ -259,7 +255,7 @@ class ControllerCore:
             for name, app in self._apps.items()
         }
         blob = dumps({"token": self._token, "http_options": self._http_options, "apps": apps})
-        internal_kv._internal_kv_put(CHECKPOINT_KEY, blob, overwrite=True, namespace=NAMESPACE)
+        ray_private.kv_put(CHECKPOINT_KEY, blob, NAMESPACE)
 
     # -- remote API ----------------------------------------------------------------------------
 
@@ -376,7 +372,7 @@ class ControllerCore:
             except Exception:
                 pass
             _kill(record.actor)
-        internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=NAMESPACE)
+        ray_private.kv_delete(CHECKPOINT_KEY, NAMESPACE)
         self._publish()
 
     async def record_replica_metrics(

@@ -1,0 +1,147 @@
+"""The data plane's side of serve_nb in one process: the controller handle, the long-poll, the routers.
+
+One ``ServeClient`` per process, on the process's background loop. Handles, the HTTP proxy and
+replicas (for their own handles) use it; it finds a running controller by name and never creates
+one (``serve_nb.bootstrap`` does that for ``serve.start``/``serve.run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import ray
+
+from serve_nb import ray_private
+from serve_nb.common.messages import ClusterInfo
+from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
+from serve_nb.core.snapshots import replicas_key
+from serve_nb.data.loop import BackgroundLoop, get_loop
+from serve_nb.data.longpoll import LongPollClient
+from serve_nb.data.router import Router
+from serve_nb.types import DeploymentID
+
+logger = logging.getLogger(__name__)
+
+LOOKUP_TIMEOUT_S = 60.0
+_lock = threading.RLock()
+_client: "ServeClient | None" = None
+
+
+class ServeClient:
+    """One per process. All routers and the long-poll live on the process's background loop."""
+
+    def __init__(self, controller: Any, info: ClusterInfo) -> None:
+        self.controller = controller
+        self.info = info
+        self.bg: BackgroundLoop = get_loop()
+        self.longpoll = LongPollClient(self.bg.loop, lambda: self.controller)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self._routers: dict[DeploymentID, Router] = {}
+        self.ray_session = ray_private.connection_id()
+        self._queued_sent: dict[DeploymentID, int] = {}
+        self._queued_latest: dict[DeploymentID, int] = {}
+        self._flush_scheduled: set[DeploymentID] = set()
+        self.caller_id = f"{os.getpid()}-{id(self):x}"
+        self.closed = False
+
+    def router(self, dep: DeploymentID) -> Router:
+        """The router for ``dep`` (call on the background loop)."""
+        router = self._routers.get(dep)
+        if router is None:
+            router = Router(
+                dep, self.info.token, local_node_id=self.node_id,
+                on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
+                on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
+            )
+            self._routers[dep] = router
+            self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)
+        return router
+
+    def _queue_changed(self, dep: DeploymentID, queued: int) -> None:
+        """Tell the controller how many requests wait here: at once when a queue forms (cold start
+        from zero replicas), otherwise at most every 0.25 s."""
+        self._queued_latest[dep] = queued
+        if self._queued_sent.get(dep, 0) == 0 and queued > 0:
+            self._send_queued(dep)
+        elif dep not in self._flush_scheduled:
+            self._flush_scheduled.add(dep)
+            self.bg.loop.call_later(0.25, self._send_queued, dep)
+
+    def _send_queued(self, dep: DeploymentID) -> None:
+        self._flush_scheduled.discard(dep)
+        queued = self._queued_latest.get(dep, 0)
+        if self._queued_sent.get(dep) == queued:
+            return
+        self._queued_sent[dep] = queued
+        try:
+            self.controller.record_queued.remote(dep.app, dep.name, self.caller_id, queued)
+        except Exception:
+            pass
+
+    def _report_unreachable(self, dep: DeploymentID, replica_id: str) -> None:
+        try:
+            self.controller.report_unreachable.remote(dep.app, dep.name, replica_id)
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.longpoll.close()
+
+        def _close_routers() -> None:
+            for router in self._routers.values():
+                router.close()
+            self._routers.clear()
+
+        self.bg.call_soon(_close_routers)
+
+
+def get_client() -> ServeClient | None:
+    """This process's client, if Serve runs in the Ray cluster it is connected to (found by name).
+
+    Never starts Ray or the controller (``serve_nb.bootstrap`` does); a client left from an earlier
+    Ray connection is dropped.
+    """
+    global _client
+    client = _client
+    if client is not None and not client.closed and client.ray_session == ray_private.connection_id():
+        return client
+    with _lock:
+        if _client is not None and not _client.closed:
+            if _client.ray_session == ray_private.connection_id():
+                return _client
+            _client.close()  # Ray was shut down (and maybe re-initialized) under us
+            _client = None
+        if not ray.is_initialized():
+            return None
+        try:
+            controller = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+        except ValueError:
+            return None
+        info = ray.get(controller.ready.remote(), timeout=LOOKUP_TIMEOUT_S)
+        _client = ServeClient(controller, info)
+        return _client
+
+
+def install_client(controller: Any, info: ClusterInfo) -> ServeClient:
+    """Set this process's client from what the controller handed over (replicas, proxies): no lookups."""
+    global _client
+    with _lock:
+        if _client is None or _client.closed:
+            _client = ServeClient(controller, info)
+        return _client
+
+
+def current_client() -> ServeClient | None:
+    return _client if _client is not None and not _client.closed else None
+
+
+def forget_client() -> None:
+    global _client
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client = None

@@ -1,0 +1,1 @@
+"""HTTP: the per-node proxy (uvicorn + an ASGI app) and the replica-side ASGI adapter."""

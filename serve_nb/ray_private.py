@@ -1,0 +1,104 @@
+"""Every use of a private Ray API, in one place.
+
+Ray's public API has no call for these; each is wrapped so that on another Ray version it fails
+softly (returns a neutral value, or raises a clear error) and so that a Ray upgrade is checked here
+and nowhere else. Ray 2.60 is the version these were written against.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+
+# -- the GCS key-value store (the controller's checkpoint) -----------------------------------------
+
+
+def kv_get(key: bytes, namespace: str) -> bytes | None:
+    from ray.experimental import internal_kv
+
+    return internal_kv._internal_kv_get(key, namespace=namespace)
+
+
+def kv_put(key: bytes, value: bytes, namespace: str) -> None:
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(key, value, overwrite=True, namespace=namespace)
+
+
+def kv_delete(key: bytes, namespace: str) -> None:
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_del(key, namespace=namespace)
+
+
+# -- connecting ----------------------------------------------------------------------------------
+
+
+def recorded_cluster_address() -> str | None:
+    """The address Ray would join without being told one: RAY_ADDRESS, or the record `ray start` leaves."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        return get_ray_address_from_environment(None, None) or None
+    except Exception:
+        return None
+
+
+def enable_local_auth_token() -> None:
+    """Send this machine's Ray auth token when connecting, if there is one (Ray 2.60 `ray start`
+    clusters require token auth, and a driver only sends it when told to)."""
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+
+        log = logging.getLogger(auth.__name__)
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        finally:
+            log.setLevel(level)
+    except Exception:  # another Ray version: connect as Ray would
+        pass
+
+
+def connection_id() -> int:
+    """Identifies this process's Ray connection; it changes after ray.shutdown() and a new ray.init()."""
+    worker = ray._private.worker.global_worker
+    return id(getattr(worker, "core_worker", None)) if worker.connected else 0
+
+
+# -- worker processes ------------------------------------------------------------------------------
+
+
+def prestart_python_worker(node: dict[str, Any], job_id_hex: str, keep_alive_s: int) -> None:
+    """Ask the raylet of ``node`` (an entry of ``ray.nodes()``) to start one idle Python worker for
+    the job now, kept for ``keep_alive_s`` even if idle. Raises if this Ray lacks the call."""
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+    request = node_manager_pb2.PrestartWorkersRequest(
+        language=common_pb2.PYTHON,
+        job_id=ray.JobID.from_hex(job_id_hex).binary(),
+        keep_alive_duration_secs=keep_alive_s,
+        num_workers=1,
+    )
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=5)
+    finally:
+        channel.close()
+
+
+def ray_client_connected() -> bool:
+    """True when this process reaches Ray through Ray Client (a ``ray://`` address)."""
+    try:
+        from ray.util.client import ray as client_ray
+
+        return bool(client_ray.is_connected())
+    except Exception:
+        return False
