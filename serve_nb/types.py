@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
+from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
+
 
 class _StrEnum(str, Enum):
     """A str enum whose members compare equal to, and print as, their value."""
@@ -42,6 +44,14 @@ class ReplicaState(_StrEnum):
     STOPPING = "STOPPING"
 
 
+class ProxyStatus(_StrEnum):
+    """An HTTP proxy's state; values equal the strings ``serve.status()`` always reported."""
+
+    STARTING = "STARTING"
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+
+
 class DeploymentID(NamedTuple):
     """A deployment is named uniquely within its application."""
 
@@ -59,6 +69,8 @@ class DeploymentStatusInfo:
     message: str = ""
     replica_states: dict[str, int] = field(default_factory=dict)
     target_replicas: int = 0
+    # True when ``message`` says replicas are waiting for cluster resources (so callers need not parse it).
+    waiting_for_resources: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class ApplicationStatusInfo:
 class ProxyStatusInfo:
     node_id: str
     address: str
-    status: str  # STARTING, HEALTHY or UNHEALTHY
+    status: ProxyStatus
     message: str = ""
 
 
@@ -105,7 +117,7 @@ class ReplicaSet:
     """A deployment's routable replicas. ``unavailable`` says why requests cannot be served at all."""
 
     replicas: tuple[ReplicaInfo, ...] = ()
-    max_ongoing_requests: int = 5
+    max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS
     max_queued_requests: int = -1
     unavailable: str | None = None
     methods: tuple[str, ...] = ()

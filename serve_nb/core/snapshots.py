@@ -7,6 +7,7 @@ earlier incarnation is answered at once rather than waiting for numbers to catch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Mapping
 
 
@@ -58,13 +59,47 @@ class SnapshotStore:
         return out
 
 
+class FeedKeyKind(Enum):
+    """What a feed key holds. The keys stay plain strings on the wire; this is how code tells them apart."""
+
+    ROUTES = "routes"  # {prefix: (app, ingress)}
+    STATUS = "status"  # ServeStatus
+    REPLICAS = "replicas"  # ReplicaSet of one deployment
+    APP = "app"  # AppDetail of one application
+
+
+@dataclass(frozen=True)
+class FeedKey:
+    """A parsed feed key: its kind and, for per-app or per-deployment keys, what it names."""
+
+    kind: FeedKeyKind
+    app: str = ""
+    deployment: str = ""
+
+
 ROUTES_KEY = "routes"
 STATUS_KEY = "status"
+_REPLICAS_PREFIX = "replicas:"
+_APP_PREFIX = "app:"
 
 
 def replicas_key(app: str, deployment: str) -> str:
-    return f"replicas:{app}#{deployment}"
+    return f"{_REPLICAS_PREFIX}{app}#{deployment}"
 
 
 def app_key(app: str) -> str:
-    return f"app:{app}"
+    return f"{_APP_PREFIX}{app}"
+
+
+def parse_key(key: str) -> FeedKey | None:
+    """The inverse of the key builders above; None for a key no builder makes."""
+    if key == ROUTES_KEY:
+        return FeedKey(FeedKeyKind.ROUTES)
+    if key == STATUS_KEY:
+        return FeedKey(FeedKeyKind.STATUS)
+    if key.startswith(_APP_PREFIX):
+        return FeedKey(FeedKeyKind.APP, key[len(_APP_PREFIX):])
+    if key.startswith(_REPLICAS_PREFIX):
+        app, sep, deployment = key[len(_REPLICAS_PREFIX):].partition("#")
+        return FeedKey(FeedKeyKind.REPLICAS, app, deployment) if sep else None
+    return None

@@ -1,0 +1,442 @@
+"""One deployment and its replicas: desired state (version, config, target), and each replica's lifecycle.
+
+The role of Ray Serve's ``DeploymentState``: the controller tells it what the deployment should be
+and asks it to reconcile; it starts, health-checks, reconfigures and stops replicas. A replica's
+state changes only through the named phases of ``ReplicaRecord`` (STARTING -> RUNNING <-> UPDATING,
+any -> STOPPING). Actors are reached through the ``ReplicaHandle`` protocol, so all of this runs
+in unit tests with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine, Mapping, Sequence
+
+from serve_nb.common.messages import DeploymentSpec, InitResult, ReplicaMetadata
+from serve_nb.control.clock import Clock
+from serve_nb.control.protocols import ActorCallFailed, ReplicaHandle
+from serve_nb.core import reconcile
+from serve_nb.core.autoscaling import ScalingState, decide
+from serve_nb.core.policy import LoadWindow, redeploy_target
+from serve_nb.core.resources import StartingReplica, pending_resources_message
+from serve_nb.core.status import DeploymentFacts, Scaling
+from serve_nb.types import (
+    DeploymentID,
+    DeploymentStatus,
+    ReplicaDetail,
+    ReplicaInfo,
+    ReplicaSet,
+    ReplicaState,
+    ScalingEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+# A constructor that fails this often at one version is a bug in it, not bad luck: stop retrying.
+MAX_CONSTRUCTOR_ATTEMPTS = 3
+# One slow or failed check is noise (a long request, GC); this many in a row means replace it.
+HEALTH_FAILURES_BEFORE_REPLACE = 3
+# A STARTING replica Ray has not placed by then is waiting for resources (see reconcile.plan).
+UNPLACED_AFTER_S = 3.0
+# A router that stopped reporting its queue (gone, or idle) no longer counts after this.
+QUEUED_REPORT_TTL_S = 10.0
+# A router's "unreachable" report is checked at once; a live replica answers well within this.
+UNREACHABLE_CHECK_TIMEOUT_S = 2.0
+# Scaling decisions kept for the app widget.
+SCALING_EVENTS_KEPT = 50
+
+_SERVING = (ReplicaState.RUNNING, ReplicaState.UPDATING)
+_TRANSITIONS: dict[ReplicaState, tuple[ReplicaState, ...]] = {
+    ReplicaState.STARTING: (ReplicaState.RUNNING, ReplicaState.STOPPING),
+    ReplicaState.RUNNING: (ReplicaState.UPDATING, ReplicaState.STOPPING),
+    ReplicaState.UPDATING: (ReplicaState.RUNNING, ReplicaState.STOPPING),
+    ReplicaState.STOPPING: (ReplicaState.STOPPING,),
+}
+
+
+@dataclass(frozen=True)
+class DeploymentContext:
+    """What a deployment needs from the controller around it."""
+
+    clock: Clock
+    launch: Callable[[DeploymentID, str, DeploymentSpec], ReplicaHandle]  # create a replica actor
+    wake: Callable[[], None]  # run the reconcile loop soon
+    publish: Callable[[], None]  # publish replica sets now (routers drop a replica before it drains)
+
+
+@dataclass(eq=False)
+class ReplicaRecord:
+    """One replica as the controller tracks it. ``state`` changes only through the phase methods."""
+
+    replica_id: str
+    actor: ReplicaHandle
+    version: str
+    config_version: str
+    started_at: float
+    state: ReplicaState = ReplicaState.STARTING
+    info: ReplicaInfo | None = None  # how to reach it, once initialized
+    health_failures: int = 0  # in a row
+    ongoing: int = 0  # as last reported by the replica
+    placed: bool = False  # Ray has put it on a node
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @classmethod
+    def adopted(cls, replica_id: str, actor: ReplicaHandle, meta: ReplicaMetadata) -> ReplicaRecord:
+        """A replica a restarted controller found running."""
+        return cls(replica_id, actor, meta.version, meta.config_version, meta.started_at, ReplicaState.RUNNING,
+                   meta.info, placed=True)
+
+    @property
+    def serving(self) -> bool:
+        return self.state in _SERVING
+
+    def _move(self, to: ReplicaState) -> None:
+        if to not in _TRANSITIONS[self.state]:
+            raise ValueError(f"replica {self.replica_id}: no transition {self.state} -> {to}")
+        self.state = to
+
+    def on_placed(self) -> None:
+        self.placed = True
+
+    def on_initialized(self, info: ReplicaInfo | None) -> None:
+        """The constructor ran and a first health check passed: it serves from now on."""
+        self._move(ReplicaState.RUNNING)
+        self.info = info
+
+    def begin_reconfigure(self) -> None:
+        self._move(ReplicaState.UPDATING)
+
+    def on_reconfigured(self, config_version: str) -> None:
+        """Back to RUNNING at ``config_version``, whatever the outcome: not retried until the config changes."""
+        self._move(ReplicaState.RUNNING)
+        self.config_version = config_version
+
+    def on_health_ok(self) -> None:
+        self.health_failures = 0
+
+    def on_health_failure(self) -> int:
+        """One more failed check; the count in a row."""
+        self.health_failures += 1
+        return self.health_failures
+
+    def begin_stop(self) -> None:
+        """STOPPING: its lifecycle tasks end (except the caller's own, which is finishing it)."""
+        self._move(ReplicaState.STOPPING)
+        current = asyncio.current_task() if self.tasks else None
+        for task in self.tasks:
+            if task is not current:
+                task.cancel()
+        self.tasks = [t for t in self.tasks if t is current]
+
+    def view(self, now: float) -> reconcile.ReplicaView:
+        waiting = self.state == ReplicaState.STARTING and not self.placed and now - self.started_at > UNPLACED_AFTER_S
+        return reconcile.ReplicaView(self.replica_id, self.version, self.config_version, self.state, self.started_at, waiting)
+
+    def detail(self) -> ReplicaDetail:
+        info = self.info
+        return ReplicaDetail(self.replica_id, str(self.state), info.node_id if info else "", info.pid if info else 0,
+                             self.started_at, self.ongoing, self.version)
+
+
+class DeploymentState:
+    """One deployment's desired state and its replicas."""
+
+    def __init__(self, dep: DeploymentID, spec: DeploymentSpec, target: int, ctx: DeploymentContext,
+                 removing: bool = False) -> None:
+        self.dep = dep
+        self.spec = spec
+        self.target = target
+        self.removing = removing  # dropped from its app by a redeploy, or its app is being deleted
+        self.replicas: dict[str, ReplicaRecord] = {}
+        self.methods: tuple[str, ...] = ()
+        self.ctor_failures = 0
+        self.failed_message: str | None = None  # the current version failed to deploy
+        self.unhealthy_message: str | None = None  # replicas failed after having been healthy
+        self.scaling: Scaling | None = None  # a scaling decision is being carried out
+        self.queued: dict[str, tuple[int, float]] = {}  # caller id -> (queued, when reported)
+        self.last_decision = ""
+        self.events: collections.deque[ScalingEvent] = collections.deque(maxlen=SCALING_EVENTS_KEPT)
+        self._window = LoadWindow()
+        self._scaling_state = ScalingState()
+        self._ctx = ctx
+
+    # -- desired state ----------------------------------------------------------------------------
+
+    def goal(self) -> reconcile.Goal:
+        target = 0 if self.removing else self.target
+        return reconcile.Goal(self.spec.version, self.spec.config_version, target, self.failed_message is not None)
+
+    def load(self, now: float) -> float:
+        """Ongoing requests on serving replicas plus requests queued in callers (fresh reports only)."""
+        executing = sum(r.ongoing for r in self.replicas.values() if r.serving)
+        waiting = sum(q for q, t in self.queued.values() if now - t < QUEUED_REPORT_TTL_S)
+        return float(executing + waiting)
+
+    def update(self, spec: DeploymentSpec) -> bool:
+        """Redeployed with ``spec``; True if anything is to change. Re-submitting always clears a failure,
+        so "fix and re-run" (or just re-run) retries."""
+        old = self.spec
+        was_failed = self.failed_message is not None
+        self.removing = False
+        self.spec = spec
+        self.failed_message = None
+        self.ctor_failures = 0
+        new_target = redeploy_target(old.config, spec.config, self.target)
+        changed = was_failed or old.version != spec.version or old.config_version != spec.config_version
+        changed |= new_target != self.target
+        self.target = new_target
+        self.scaling = None
+        return changed
+
+    def remove(self) -> bool:
+        """Stop all replicas and go (the app dropped it or is being deleted); True if that is news."""
+        if self.removing:
+            return False
+        self.removing = True
+        return True
+
+    def scale(self, target: int, now: float, reason: str) -> None:
+        """A scaling decision: remember it for the widget, and move the target."""
+        self.events.append(ScalingEvent(now, self.target, target, reason))
+        self.scaling = Scaling.UP if target > self.target else Scaling.DOWN
+        self.target = target
+
+    def autoscale(self, now: float) -> bool:
+        """One autoscaling step (a load sample, then the policy); True if the target changed."""
+        config = self.spec.config.autoscaling_config
+        if config is None or self.removing or self.failed_message is not None:
+            return False
+        average = self._window.add(now, self.load(now), config.look_back_period_s)
+        decision = decide(self.target, average, config, now, self._scaling_state)
+        self._scaling_state = decision.state
+        self.last_decision = decision.reason
+        if decision.desired == self.target:
+            return False
+        self.scale(decision.desired, now, decision.reason)
+        return True
+
+    def settle(self, status: DeploymentStatus) -> None:
+        """Apply what the latest status says: a scaling that reached its target is over."""
+        if status == DeploymentStatus.HEALTHY:
+            self.scaling = None
+
+    def record_metrics(self, replica_id: str, ongoing: int) -> None:
+        record = self.replicas.get(replica_id)
+        if record is not None:
+            record.ongoing = ongoing
+
+    def record_queued(self, caller: str, queued: int, now: float) -> None:
+        """A router's queue; requests waiting with no replica running wake the loop (cold start)."""
+        self.queued[caller] = (queued, now)
+        if queued and not any(r.state == ReplicaState.RUNNING for r in self.replicas.values()):
+            self._ctx.wake()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def facts(self) -> DeploymentFacts:
+        replicas = [(r.version, r.state) for r in self.replicas.values()]
+        return DeploymentFacts(self.goal().target, self.spec.version, replicas, self.failed_message,
+                               self.unhealthy_message, self.scaling)
+
+    def pending_resources(self, nodes: Callable[[], Sequence[Mapping[str, float]]]) -> str:
+        """Why replicas wait for resources, if they likely do; "" otherwise. ``nodes`` asked only if needed."""
+        starting = [StartingReplica(r.started_at, r.placed) for r in self.replicas.values()
+                    if r.state == ReplicaState.STARTING]
+        if not starting:
+            return ""
+        return pending_resources_message(self.spec.config.ray_actor_options, nodes(), starting, self._ctx.clock.time())
+
+    def running(self) -> int:
+        return sum(1 for r in self.replicas.values() if r.state == ReplicaState.RUNNING)
+
+    def replica_details(self) -> list[ReplicaDetail]:
+        return [r.detail() for r in sorted(self.replicas.values(), key=lambda r: r.started_at)]
+
+    def replica_set(self, app: str, app_deleting: bool) -> ReplicaSet:
+        """What routers get: the serving replicas, or why there are none."""
+        serving = tuple(sorted((r.info for r in self.replicas.values() if r.info is not None and r.serving),
+                               key=lambda i: i.replica_id))
+        unavailable = None
+        if not serving:
+            if app_deleting or self.removing:
+                unavailable = f"Application '{app}' is being deleted."
+            elif self.failed_message is not None:
+                unavailable = f"Deployment '{self.dep.name}' of application '{app}' failed to deploy:\n{self.failed_message}"
+        config = self.spec.config
+        return ReplicaSet(serving, config.max_ongoing_requests, config.max_queued_requests, unavailable, self.methods)
+
+    # -- reconciling --------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Start, stop or reconfigure replicas as ``reconcile.plan`` says."""
+        now = self._ctx.clock.time()
+        for action in reconcile.plan(self.goal(), [r.view(now) for r in self.replicas.values()]):
+            if isinstance(action, reconcile.StartReplicas):
+                for _ in range(action.count):
+                    self._start_replica()
+            elif isinstance(action, reconcile.StopReplica):
+                self._stop_replica(self.replicas[action.replica_id])
+            elif isinstance(action, reconcile.ReconfigureReplica):
+                self._reconfigure_replica(self.replicas[action.replica_id])
+
+    def adopt(self, replica_id: str, actor: ReplicaHandle, meta: ReplicaMetadata) -> None:
+        """Take over a replica found running after a controller restart."""
+        record = ReplicaRecord.adopted(replica_id, actor, meta)
+        self.replicas[replica_id] = record
+        self.methods = meta.methods or self.methods
+        self._watch(record)
+
+    async def check_reachable(self, replica_id: str) -> None:
+        """A router lost its connection to a replica: check it now rather than at the next period."""
+        record = self.replicas.get(replica_id)
+        if record is None or not record.serving:
+            return
+        try:
+            await record.actor.check_health(UNREACHABLE_CHECK_TIMEOUT_S)
+        except ActorCallFailed as exc:
+            self.fail(record, f"replica {replica_id} is unreachable: {exc.brief}")
+
+    def fail(self, record: ReplicaRecord, why: str) -> None:
+        """Drop a broken replica at once; the next reconcile starts a replacement."""
+        if self.replicas.get(record.replica_id) is not record:
+            return
+        logger.warning("serve_nb: %s", why)
+        self.replicas.pop(record.replica_id)
+        record.begin_stop()
+        record.actor.kill()
+        self.unhealthy_message = why
+        self._ctx.wake()
+
+    def kill_all(self) -> None:
+        """Kill every replica outright (shutdown's last resort after its deadline)."""
+        for record in self.replicas.values():
+            record.actor.kill()
+
+    # -- one replica's lifecycle ----------------------------------------------------------------------
+
+    def _spawn(self, record: ReplicaRecord, work: Coroutine[Any, Any, None]) -> None:
+        record.tasks.append(asyncio.get_running_loop().create_task(work))
+
+    def _start_replica(self) -> None:
+        spec = self.spec
+        replica_id = secrets.token_hex(4)
+        actor = self._ctx.launch(self.dep, replica_id, spec)
+        record = ReplicaRecord(replica_id, actor, spec.version, spec.config_version, self._ctx.clock.time())
+        self.replicas[replica_id] = record
+        self._spawn(record, self._initialize(record))
+        self._spawn(record, self._await_placement(record))
+
+    async def _await_placement(self, record: ReplicaRecord) -> None:
+        if await record.actor.wait_placed():
+            record.on_placed()
+
+    async def _initialize(self, record: ReplicaRecord) -> None:
+        config = self.spec.config
+        try:
+            result = await record.actor.initialize()
+        except ActorCallFailed as exc:  # the process died while starting (OOM, killed, bad runtime_env, ...)
+            result = InitResult(ok=False, error=f"The replica process failed while starting: {exc.brief}")
+        if result.ok:  # a replica counts as started once it also passes a first health check
+            try:
+                await record.actor.check_health(self.spec.config.health_check_timeout_s)
+            except ActorCallFailed as exc:
+                result = InitResult(ok=False, error=f"check_health() failed on a new replica: {exc.cause}")
+        if record.state != ReplicaState.STARTING:
+            return  # stopped meanwhile
+        if result.ok:
+            self._on_started(record, result)
+        else:
+            self._on_start_failed(record, result.error)
+        self._ctx.wake()
+
+    def _on_started(self, record: ReplicaRecord, result: InitResult) -> None:
+        record.on_initialized(result.info)
+        self.methods = result.methods
+        if all(r.health_failures == 0 for r in self.replicas.values()):
+            self.unhealthy_message = None  # the replacement is up: healthy again
+        if record.version == self.spec.version:
+            self.ctor_failures = 0
+        self._watch(record)
+
+    def _on_start_failed(self, record: ReplicaRecord, error: str) -> None:
+        self.replicas.pop(record.replica_id, None)
+        record.begin_stop()
+        record.actor.kill()
+        if record.version != self.spec.version:
+            return  # an old version's failure says nothing about the current one
+        self.ctor_failures += 1
+        if self.ctor_failures >= MAX_CONSTRUCTOR_ATTEMPTS:
+            self.failed_message = (
+                f"The replica constructor failed {self.ctor_failures} times; giving up until the "
+                f"deployment is updated. Last error:\n{error}"
+            )
+
+    def _watch(self, record: ReplicaRecord) -> None:
+        self._spawn(record, self._death_watch(record))
+        self._spawn(record, self._health_loop(record))
+
+    async def _death_watch(self, record: ReplicaRecord) -> None:
+        try:
+            await record.actor.wait_for_death()
+        except ActorCallFailed as exc:
+            if record.state != ReplicaState.STOPPING:
+                self.fail(record, f"replica {record.replica_id} died: {exc.brief}")
+
+    async def _health_loop(self, record: ReplicaRecord) -> None:
+        while record.serving:
+            config = self.spec.config
+            await self._ctx.clock.sleep(config.health_check_period_s)
+            if not record.serving:
+                return
+            try:
+                await record.actor.check_health(config.health_check_timeout_s)
+            except ActorCallFailed as exc:
+                failures = record.on_health_failure()
+                if failures >= HEALTH_FAILURES_BEFORE_REPLACE:
+                    why = f"replica {record.replica_id} failed {failures} health checks in a row: {exc.cause}"
+                    self.fail(record, why)
+                    return
+                continue
+            record.on_health_ok()
+            if self.unhealthy_message and all(r.health_failures == 0 for r in self.replicas.values()):
+                self.unhealthy_message = None
+                self._ctx.wake()
+
+    def _stop_replica(self, record: ReplicaRecord) -> None:
+        if record.state == ReplicaState.STOPPING:
+            return
+        was_started = record.info is not None
+        record.begin_stop()
+        self._spawn(record, self._graceful_stop(record, was_started))
+
+    async def _graceful_stop(self, record: ReplicaRecord, was_started: bool) -> None:
+        self._ctx.publish()  # routers drop it before it starts draining
+        if was_started:
+            await record.actor.prepare_for_shutdown(self.spec.config.graceful_shutdown_timeout_s)
+        record.actor.kill()
+        if self.replicas.get(record.replica_id) is record:
+            del self.replicas[record.replica_id]
+        self._ctx.wake()
+
+    def _reconfigure_replica(self, record: ReplicaRecord) -> None:
+        record.begin_reconfigure()
+        config = self.spec.replica_config
+        target_version = config.config_version
+
+        async def run() -> None:
+            try:
+                error = await record.actor.reconfigure(config)
+            except ActorCallFailed as exc:
+                error = f"reconfigure failed: {exc.brief}"
+            if record.state != ReplicaState.UPDATING:
+                return
+            record.on_reconfigured(target_version)
+            if error:
+                self.failed_message = f"reconfigure(user_config) raised:\n{error}"
+            self._ctx.wake()
+
+        self._spawn(record, run())
