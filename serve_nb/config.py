@@ -2,6 +2,12 @@
 
 Every check here runs in the caller before anything reaches the cluster, so bad input
 never leaves a half-deployed application behind.
+
+Each deployment option is one row of ``DEPLOYMENT_OPTION_SPECS``: its name (what
+``@serve.deployment`` accepts), its default, and its ``OptionEffect`` (what a change does to
+running replicas, hence which version it is hashed into). Each ``ray_actor_options`` key is one
+row of ``RAY_ACTOR_OPTION_SPECS`` (how it is validated; every key set is passed to Ray).
+Adding an option means adding a row; the tests walk the tables.
 """
 
 from __future__ import annotations
@@ -11,23 +17,90 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+# --------------------------------------------------------------------------- defaults
+
+DEFAULT_NUM_REPLICAS = 1
+DEFAULT_MAX_ONGOING_REQUESTS = 5
+#: ``max_queued_requests`` value meaning "no limit" (Ray Serve's spelling).
+UNLIMITED_QUEUED_REQUESTS = -1
+DEFAULT_MAX_QUEUED_REQUESTS = UNLIMITED_QUEUED_REQUESTS
+DEFAULT_HEALTH_CHECK_PERIOD_S = 10.0
+DEFAULT_HEALTH_CHECK_TIMEOUT_S = 30.0
+DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
+DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
+#: Ray Serve reserves one CPU per replica unless ``ray_actor_options`` says otherwise.
+DEFAULT_REPLICA_NUM_CPUS = 1.0
+DEFAULT_RAY_ACTOR_OPTIONS: Mapping[str, Any] = MappingProxyType({"num_cpus": DEFAULT_REPLICA_NUM_CPUS})
+#: ``num_replicas=AUTO_NUM_REPLICAS`` autoscales, with these settings unless given (as in Ray Serve).
+AUTO_NUM_REPLICAS = "auto"
+AUTO_NUM_REPLICAS_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2.0}
+)
+MAX_PORT = 65535
+
+
+# --------------------------------------------------------------------------- the option table
+
+
+class OptionEffect(Enum):
+    """What changing a deployment option on a redeploy does to its running replicas.
+
+    This is the one place that decides it: ``core.versions`` hashes RESTART options into the
+    replica (code) version and RECONFIGURE options into the config version, and the replica
+    receives exactly the options that reach it (``reaches_replicas``) in its ``ReplicaConfig``.
+    """
+
+    #: Part of the replica version: replicas are replaced (code inputs, process resources).
+    RESTART = "restart"
+    #: Part of the config version: running replicas get their new ``ReplicaConfig`` in place.
+    RECONFIGURE = "reconfigure"
+    #: Read by replicas, but not versioned: a change alone leaves running replicas alone; they
+    #: see it when next started or reconfigured. (Ray Serve reconfigures for these.)
+    DEFERRED = "deferred"
+    #: Published to routers with the replica set; replicas are not touched.
+    ROUTING = "routing"
+    #: Used by the controller only (scaling, health checks, stop timing); replicas are not touched.
+    CONTROLLER = "controller"
+    #: Names the deployment: another value is another deployment, not a change to this one.
+    IDENTITY = "identity"
+
+    @property
+    def reaches_replicas(self) -> bool:
+        """True if replicas read the option (so it belongs in their ``ReplicaConfig``)."""
+        return self in (OptionEffect.RECONFIGURE, OptionEffect.DEFERRED)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option ``@serve.deployment`` / ``.options()`` accepts."""
+
+    name: str
+    default: Any
+    effect: OptionEffect
+
+
+#: Every deployment option, in the order error messages list them.
+DEPLOYMENT_OPTION_SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec("name", None, OptionEffect.IDENTITY),  # None: the class or function name
+    OptionSpec("num_replicas", DEFAULT_NUM_REPLICAS, OptionEffect.CONTROLLER),
+    OptionSpec("ray_actor_options", DEFAULT_RAY_ACTOR_OPTIONS, OptionEffect.RESTART),
+    OptionSpec("max_ongoing_requests", DEFAULT_MAX_ONGOING_REQUESTS, OptionEffect.RECONFIGURE),
+    OptionSpec("max_queued_requests", DEFAULT_MAX_QUEUED_REQUESTS, OptionEffect.ROUTING),
+    OptionSpec("user_config", None, OptionEffect.RECONFIGURE),
+    OptionSpec("autoscaling_config", None, OptionEffect.CONTROLLER),
+    OptionSpec("health_check_period_s", DEFAULT_HEALTH_CHECK_PERIOD_S, OptionEffect.CONTROLLER),
+    OptionSpec("health_check_timeout_s", DEFAULT_HEALTH_CHECK_TIMEOUT_S, OptionEffect.CONTROLLER),
+    OptionSpec("graceful_shutdown_timeout_s", DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S, OptionEffect.CONTROLLER),
+    OptionSpec("graceful_shutdown_wait_loop_s", DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S, OptionEffect.DEFERRED),
+    OptionSpec("version", None, OptionEffect.RESTART),  # None: the code's structural hash
+)
 
 #: Options ``@serve.deployment`` and ``Deployment.options`` accept.
-DEPLOYMENT_OPTIONS = (
-    "name",
-    "num_replicas",
-    "ray_actor_options",
-    "max_ongoing_requests",
-    "max_queued_requests",
-    "user_config",
-    "autoscaling_config",
-    "health_check_period_s",
-    "health_check_timeout_s",
-    "graceful_shutdown_timeout_s",
-    "graceful_shutdown_wait_loop_s",
-    "version",
-)
+DEPLOYMENT_OPTIONS: tuple[str, ...] = tuple(spec.name for spec in DEPLOYMENT_OPTION_SPECS)
 
 #: Ray Serve options serve_nb knows of but does not implement: named in the error.
 UNSUPPORTED_RAY_SERVE_OPTIONS = (
@@ -40,18 +113,45 @@ UNSUPPORTED_RAY_SERVE_OPTIONS = (
     "deployment_actors",
 )
 
-#: Keys ``ray_actor_options`` accepts (as in Ray Serve).
-RAY_ACTOR_OPTION_KEYS = (
-    "num_cpus",
-    "num_gpus",
-    "memory",
-    "object_store_memory",
-    "resources",
-    "accelerator_type",
-    "runtime_env",
-)
 
-DEFAULT_REPLICA_NUM_CPUS = 1.0
+def option_names(*effects: OptionEffect) -> tuple[str, ...]:
+    """The deployment options with any of ``effects``, in table order."""
+    return tuple(spec.name for spec in DEPLOYMENT_OPTION_SPECS if spec.effect in effects)
+
+
+def option_values(config: "DeploymentConfig", *effects: OptionEffect) -> dict[str, Any]:
+    """``{name: value}`` of ``config``'s options with any of ``effects`` (what a version hashes)."""
+    return {name: getattr(config, name) for name in option_names(*effects)}
+
+
+class ActorOptionKind(Enum):
+    """How a ``ray_actor_options`` value is checked."""
+
+    AMOUNT = "amount"  # a number >= 0 (or None)
+    RESOURCES = "resources"  # {resource name: number >= 0}
+    TEXT = "text"  # a string (or None)
+    MAPPING = "mapping"  # a dict (or None)
+
+
+@dataclass(frozen=True)
+class ActorOptionSpec:
+    """One key ``ray_actor_options`` accepts; every key that is set is passed on to Ray."""
+
+    name: str
+    kind: ActorOptionKind
+
+
+#: Keys ``ray_actor_options`` accepts (as in Ray Serve).
+RAY_ACTOR_OPTION_SPECS: tuple[ActorOptionSpec, ...] = (
+    ActorOptionSpec("num_cpus", ActorOptionKind.AMOUNT),
+    ActorOptionSpec("num_gpus", ActorOptionKind.AMOUNT),
+    ActorOptionSpec("memory", ActorOptionKind.AMOUNT),
+    ActorOptionSpec("object_store_memory", ActorOptionKind.AMOUNT),
+    ActorOptionSpec("resources", ActorOptionKind.RESOURCES),
+    ActorOptionSpec("accelerator_type", ActorOptionKind.TEXT),
+    ActorOptionSpec("runtime_env", ActorOptionKind.MAPPING),
+)
+RAY_ACTOR_OPTION_KEYS: tuple[str, ...] = tuple(spec.name for spec in RAY_ACTOR_OPTION_SPECS)
 
 
 def check_option_names(options: Mapping[str, Any]) -> None:
@@ -152,7 +252,7 @@ class AutoscalingConfig:
         if isinstance(value, AutoscalingConfig):
             return value
         _check_mapping(cls, value, "autoscaling_config")
-        merged: dict[str, Any] = {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2.0} if auto else {}
+        merged: dict[str, Any] = dict(AUTO_NUM_REPLICAS_DEFAULTS) if auto else {}
         merged.update(value)
         return cls(**merged)
 
@@ -163,6 +263,45 @@ class AutoscalingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- ray_actor_options
+
+
+def _actor_amount(key: str, value: Any) -> Any:
+    if value is not None:
+        _non_negative(f"ray_actor_options['{key}']", value)
+    return value
+
+
+def _actor_resources(key: str, value: Any) -> Any:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and _is_number(v) and v >= 0 for k, v in value.items()
+    ):
+        raise ValueError(f"ray_actor_options['{key}'] must map resource names to numbers >= 0.")
+    return dict(value)
+
+
+def _actor_text(key: str, value: Any) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"ray_actor_options['{key}'] must be a string.")
+    return value
+
+
+def _actor_mapping(key: str, value: Any) -> Any:
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"ray_actor_options['{key}'] must be a dict.")
+    return value
+
+
+_ACTOR_OPTION_CHECKS: Mapping[ActorOptionKind, Callable[[str, Any], Any]] = MappingProxyType(
+    {
+        ActorOptionKind.AMOUNT: _actor_amount,
+        ActorOptionKind.RESOURCES: _actor_resources,
+        ActorOptionKind.TEXT: _actor_text,
+        ActorOptionKind.MAPPING: _actor_mapping,
+    }
+)
 
 
 def validate_ray_actor_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -178,22 +317,23 @@ def validate_ray_actor_options(options: Mapping[str, Any] | None) -> dict[str, A
             f"Valid keys: {', '.join(RAY_ACTOR_OPTION_KEYS)}."
         )
     out = dict(options)
-    for key in ("num_cpus", "num_gpus", "memory", "object_store_memory"):
-        if key in out and out[key] is not None:
-            _non_negative(f"ray_actor_options['{key}']", out[key])
-    if "resources" in out:
-        res = out["resources"]
-        if not isinstance(res, Mapping) or not all(
-            isinstance(k, str) and _is_number(v) and v >= 0 for k, v in res.items()
-        ):
-            raise ValueError("ray_actor_options['resources'] must map resource names to numbers >= 0.")
-        out["resources"] = dict(res)
-    if "runtime_env" in out and out["runtime_env"] is not None and not isinstance(out["runtime_env"], Mapping):
-        raise ValueError("ray_actor_options['runtime_env'] must be a dict.")
-    if "accelerator_type" in out and out["accelerator_type"] is not None and not isinstance(out["accelerator_type"], str):
-        raise ValueError("ray_actor_options['accelerator_type'] must be a string.")
-    out.setdefault("num_cpus", DEFAULT_REPLICA_NUM_CPUS)
+    for spec in RAY_ACTOR_OPTION_SPECS:
+        if spec.name in out:
+            out[spec.name] = _ACTOR_OPTION_CHECKS[spec.kind](spec.name, out[spec.name])
+    for key, value in DEFAULT_RAY_ACTOR_OPTIONS.items():
+        out.setdefault(key, value)
     return out
+
+
+def actor_options(config: "DeploymentConfig") -> dict[str, Any]:
+    """The Ray actor options for one of ``config``'s replicas: every ``ray_actor_options`` key
+    that is set (not None), as copies. The controller adds its own (name, lifetime, ...) on top;
+    going through this one function is what keeps validated options from being dropped."""
+    opts = config.ray_actor_options
+    return {key: copy.deepcopy(opts[key]) for key in RAY_ACTOR_OPTION_KEYS if opts.get(key) is not None}
+
+
+# --------------------------------------------------------------------------- DeploymentConfig
 
 
 def _check_json(name: str, value: Any) -> None:
@@ -205,32 +345,33 @@ def _check_json(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class DeploymentConfig:
-    """Validated per-deployment settings. Which fields force a restart is decided in core.versions."""
+    """Validated per-deployment settings: one field per row of ``DEPLOYMENT_OPTION_SPECS`` (but
+    ``name``); the row's effect says whether a change restarts, reconfigures or spares replicas."""
 
-    num_replicas: int | None = 1
-    max_ongoing_requests: int = 5
-    max_queued_requests: int = -1
+    num_replicas: int | None = DEFAULT_NUM_REPLICAS
+    max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
     user_config: Any = None
     autoscaling_config: AutoscalingConfig | None = None
-    health_check_period_s: float = 10.0
-    health_check_timeout_s: float = 30.0
-    graceful_shutdown_timeout_s: float = 20.0
-    graceful_shutdown_wait_loop_s: float = 2.0
-    ray_actor_options: dict[str, Any] = field(default_factory=lambda: {"num_cpus": DEFAULT_REPLICA_NUM_CPUS})
+    health_check_period_s: float = DEFAULT_HEALTH_CHECK_PERIOD_S
+    health_check_timeout_s: float = DEFAULT_HEALTH_CHECK_TIMEOUT_S
+    graceful_shutdown_timeout_s: float = DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+    graceful_shutdown_wait_loop_s: float = DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
+    ray_actor_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RAY_ACTOR_OPTIONS))
     version: str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "DeploymentConfig":
         """Validate user options (already name-checked) into a config; raise ValueError/TypeError."""
         check_option_names(options)
-        kw: dict[str, Any] = {k: _own(v) for k, v in options.items() if k not in ("name",)}
+        kw: dict[str, Any] = {k: _own(v) for k, v in options.items() if k != "name"}
         autoscaling = kw.get("autoscaling_config")
-        num_replicas = kw.get("num_replicas", None if autoscaling is not None else 1)
-        if num_replicas == "auto":
+        num_replicas = kw.get("num_replicas", None if autoscaling is not None else DEFAULT_NUM_REPLICAS)
+        if num_replicas == AUTO_NUM_REPLICAS:
             kw["autoscaling_config"] = AutoscalingConfig.from_user(autoscaling or {}, auto=True)
             kw["num_replicas"] = None
         elif num_replicas is None:
-            kw["num_replicas"] = None if autoscaling is not None else 1
+            kw["num_replicas"] = None if autoscaling is not None else DEFAULT_NUM_REPLICAS
         else:
             if isinstance(num_replicas, str):
                 raise ValueError(f"num_replicas must be a positive integer or \"auto\", got {num_replicas!r}.")
@@ -246,8 +387,11 @@ class DeploymentConfig:
             _positive_int("max_ongoing_requests", kw["max_ongoing_requests"])
         if "max_queued_requests" in kw:
             mq = kw["max_queued_requests"]
-            if not isinstance(mq, int) or isinstance(mq, bool) or (mq < 1 and mq != -1):
-                raise ValueError(f"max_queued_requests must be -1 (unlimited) or an integer >= 1, got {mq!r}.")
+            if not isinstance(mq, int) or isinstance(mq, bool) or (mq < 1 and mq != UNLIMITED_QUEUED_REQUESTS):
+                raise ValueError(
+                    f"max_queued_requests must be {UNLIMITED_QUEUED_REQUESTS} (unlimited) or an integer >= 1, "
+                    f"got {mq!r}."
+                )
         if "user_config" in kw and kw["user_config"] is not None:
             _check_json("user_config", kw["user_config"])
         for name in ("health_check_period_s", "health_check_timeout_s"):
@@ -265,7 +409,31 @@ class DeploymentConfig:
     def initial_replicas(self) -> int:
         if self.autoscaling_config is not None:
             return self.autoscaling_config.start_replicas
-        return self.num_replicas or 1
+        return self.num_replicas or DEFAULT_NUM_REPLICAS
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class ProxyLocation(str, Enum):
+    """Where the HTTP proxies run. Members equal their strings, so ``location="HeadOnly"`` and
+    ``location=ProxyLocation.HeadOnly`` mean the same (member names as in Ray Serve)."""
+
+    EveryNode = "EveryNode"
+    HeadOnly = "HeadOnly"
+    NoServer = "NoServer"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def from_user(cls, value: "ProxyLocation | str") -> "ProxyLocation":
+        """The member for ``value``; a ValueError naming the valid locations otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(repr(member.value) for member in cls)
+            raise ValueError(f"http_options location must be one of {valid}, got {value!r}.") from None
 
 
 @dataclass(frozen=True)
@@ -277,7 +445,7 @@ class HTTPOptions:
     root_path: str = ""
     request_timeout_s: float | None = None
     keep_alive_timeout_s: float = 5.0
-    location: str = "EveryNode"
+    location: ProxyLocation = ProxyLocation.EveryNode
     start_timeout_s: float = 30.0
     debug_errors: bool = False
     #: Let several proxies share the port (simulated multi-node clusters on one machine). Off by default:
@@ -288,14 +456,12 @@ class HTTPOptions:
         if not isinstance(self.host, str) or not self.host:
             raise ValueError(f"http_options host must be a non-empty string, got {self.host!r}.")
         _positive_int("http_options port", self.port, minimum=0)
-        if self.port > 65535:
-            raise ValueError(f"http_options port must be <= 65535, got {self.port}.")
+        if self.port > MAX_PORT:
+            raise ValueError(f"http_options port must be <= {MAX_PORT}, got {self.port}.")
         if self.request_timeout_s is not None:
             _non_negative("http_options request_timeout_s", self.request_timeout_s, strict=True)
-        if self.location not in ("EveryNode", "HeadOnly", "NoServer"):
-            raise ValueError(
-                f"http_options location must be 'EveryNode', 'HeadOnly' or 'NoServer', got {self.location!r}."
-            )
+        # Frozen: the string a user passed becomes its member here, so every reader sees the enum.
+        object.__setattr__(self, "location", ProxyLocation.from_user(self.location))
 
     @classmethod
     def from_user(cls, value: "HTTPOptions | Mapping[str, Any] | None") -> "HTTPOptions":

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Callable, TypeVar, overload
+from typing import Any, Callable, overload
 
-from serve_nb.config import DeploymentConfig, check_option_names
-
-T = TypeVar("T")
-
-_UNSET: Any = object()
+from serve_nb.config import AUTO_NUM_REPLICAS, DeploymentConfig, check_option_names
 
 
 class Application:
@@ -48,7 +44,8 @@ class Deployment:
             raise ValueError(f"Deployment name may not contain '#' or '/', got {name!r}.")
         self._func_or_class = func_or_class
         # Own copies: later changes to the caller's dicts must not leak into this deployment.
-        self._options = {**{k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in options.items()}, "name": name}
+        owned = {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in options.items()}
+        self._options = {**owned, "name": name}
         self._config = DeploymentConfig.from_options(self._options)
         self._check_user_config()
 
@@ -111,9 +108,13 @@ class Deployment:
         """A copy with some options replaced; unspecified options keep their values."""
         check_option_names(options)
         merged = {**self._options, **options}
-        if "num_replicas" in options and "autoscaling_config" not in options and options["num_replicas"] != "auto":
+        # A fixed count and autoscaling exclude each other: setting one drops the other it replaces
+        # (but "auto" keeps its autoscaling settings, and settings keep an "auto" count).
+        sets_count = "num_replicas" in options and "autoscaling_config" not in options
+        if sets_count and options["num_replicas"] != AUTO_NUM_REPLICAS:
             merged.pop("autoscaling_config", None)
-        if "autoscaling_config" in options and "num_replicas" not in options and self._options.get("num_replicas") != "auto":
+        sets_autoscaling = "autoscaling_config" in options and "num_replicas" not in options
+        if sets_autoscaling and self._options.get("num_replicas") != AUTO_NUM_REPLICAS:
             merged.pop("num_replicas", None)
         if "name" not in options:
             merged["name"] = self.name

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from serve_nb.config import DeploymentConfig, HTTPOptions
+from serve_nb.config import (
+    DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
+    DEFAULT_MAX_ONGOING_REQUESTS,
+    DeploymentConfig,
+    HTTPOptions,
+    OptionEffect,
+    option_values,
+)
+from serve_nb.core import versions
 from serve_nb.types import ReplicaInfo
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """The settings a replica applies: sent whole when it is created, and again, whole, on every
+    reconfigure, so a replica never holds half of an old config and half of a new one.
+
+    One field per deployment option whose effect reaches replicas (``OptionEffect.reaches_replicas``)
+    plus the config version they add up to, which the replica reports back once applied.
+    """
+
+    user_config: Any = None
+    max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS
+    graceful_shutdown_wait_loop_s: float = DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
+    config_version: str = ""
+
+    @classmethod
+    def of(cls, config: DeploymentConfig) -> "ReplicaConfig":
+        """The replica-facing part of ``config``, picked by the option table."""
+        values = option_values(config, OptionEffect.RECONFIGURE, OptionEffect.DEFERRED)
+        return cls(**values, config_version=versions.config_version(config))
 
 
 @dataclass(frozen=True)
@@ -22,10 +51,13 @@ class DeploymentSpec:
 
     @property
     def config_version(self) -> str:
-        """Changes here reconfigure replicas in place (user_config, max_ongoing_requests)."""
-        from serve_nb.core.versions import json_version
+        """Changes here reconfigure replicas in place (the RECONFIGURE options)."""
+        return versions.config_version(self.config)
 
-        return json_version({"user_config": self.config.user_config, "max_ongoing": self.config.max_ongoing_requests})
+    @property
+    def replica_config(self) -> ReplicaConfig:
+        """What each replica of this spec is created with, and reconfigured to."""
+        return ReplicaConfig.of(self.config)
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,8 @@ class ClusterInfo:
 
 @dataclass(frozen=True)
 class ReplicaInit:
+    """What a replica actor is constructed with: its identity, its code and its ReplicaConfig."""
+
     app: str
     deployment: str
     replica_id: str
@@ -46,12 +80,36 @@ class ReplicaInit:
     args_blob: bytes
     is_class: bool
     version: str
-    config_version: str
-    max_ongoing_requests: int
-    graceful_shutdown_wait_loop_s: float
+    config: ReplicaConfig
     token: bytes
     controller: Any = None  # handle to the controller, so the replica's own handles need no lookup
-    cluster_info: "ClusterInfo | None" = None
+    cluster_info: ClusterInfo | None = None
+
+    @classmethod
+    def for_replica(
+        cls,
+        spec: DeploymentSpec,
+        *,
+        app: str,
+        replica_id: str,
+        token: bytes,
+        controller: Any = None,
+        cluster_info: ClusterInfo | None = None,
+    ) -> "ReplicaInit":
+        """The construction record of replica ``replica_id`` of ``spec`` in application ``app``."""
+        return cls(
+            app=app,
+            deployment=spec.name,
+            replica_id=replica_id,
+            def_blob=spec.def_blob,
+            args_blob=spec.args_blob,
+            is_class=spec.is_class,
+            version=spec.version,
+            config=spec.replica_config,
+            token=token,
+            controller=controller,
+            cluster_info=cluster_info,
+        )
 
 
 @dataclass(frozen=True)
@@ -72,4 +130,3 @@ class ReplicaMetadata:
     info: ReplicaInfo | None
     methods: tuple[str, ...] = ()
     started_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,5 +1,8 @@
 """Code and config versions: decide whether a redeploy restarts, reconfigures or leaves replicas alone.
 
+Which options go into which version is not decided here but by each option's ``OptionEffect``
+in ``serve_nb.config``; this module only hashes.
+
 A notebook re-run creates a new class object each time, and pickling two such objects gives
 different bytes. So the code version is a structural hash: bytecode, constants, names, defaults,
 closures and the user-defined globals the code refers to -- not line numbers, not object ids.
@@ -14,7 +17,12 @@ import sys
 import types
 from typing import Any, Callable, Mapping
 
+from serve_nb.config import DeploymentConfig, OptionEffect, option_values
+
 Serializer = Callable[[Any], bytes]
+
+#: Hex characters kept of each sha256: short enough to show in status, ample against collisions.
+DIGEST_CHARS = 16
 
 _SKIP_CLASS_ATTRS = frozenset(
     {"__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__", "__static_attributes__"}
@@ -173,7 +181,7 @@ def code_version(target: Any, serialize: Serializer | None = None) -> str:
         hasher.klass(target)
     else:
         hasher.value(target)
-    return hasher.digest()[:16]
+    return hasher.digest()[:DIGEST_CHARS]
 
 
 def args_version(args: tuple[Any, ...], kwargs: Mapping[str, Any], serialize: Serializer) -> str:
@@ -181,16 +189,28 @@ def args_version(args: tuple[Any, ...], kwargs: Mapping[str, Any], serialize: Se
     hasher = _Hasher(None, serialize)
     hasher.value(tuple(args))
     hasher.value(dict(sorted(kwargs.items())))
-    return hasher.digest()[:16]
+    return hasher.digest()[:DIGEST_CHARS]
 
 
 def json_version(value: Any) -> str:
     """Hash of a JSON-able value (user_config, actor options), key-order independent."""
     text = json.dumps(value, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
 
 
-def replica_version(code: str, args: str, ray_actor_options: Mapping[str, Any], explicit: str | None) -> str:
-    """The version a running replica carries: a change means the replica must be replaced."""
-    base = explicit if explicit is not None else code
-    return hashlib.sha256(f"{base}|{args}|{json_version(dict(ray_actor_options))}".encode()).hexdigest()[:16]
+def replica_version(code: str, args: str, config: DeploymentConfig) -> str:
+    """The version a running replica carries: a change means the replica must be replaced.
+
+    Hashes the code and constructor arguments with every RESTART option of ``config`` (see
+    ``OptionEffect``). An explicit ``version`` stands in for the code, so users can keep replicas
+    across code edits they declare compatible; it never hides an argument or resource change.
+    """
+    base = config.version if config.version is not None else code
+    restart = json_version(option_values(config, OptionEffect.RESTART))
+    return hashlib.sha256(f"{base}|{args}|{restart}".encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def config_version(config: DeploymentConfig) -> str:
+    """The version of the settings replicas apply in place: a change reconfigures running
+    replicas (the RECONFIGURE options of ``config``) instead of replacing them."""
+    return json_version(option_values(config, OptionEffect.RECONFIGURE))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from serve_nb.config import (
+    DEFAULT_MAX_ONGOING_REQUESTS,
     DEFAULT_REPLICA_NUM_CPUS,
     DEPLOYMENT_OPTIONS,
     UNSUPPORTED_RAY_SERVE_OPTIONS,
     AutoscalingConfig,
     DeploymentConfig,
     HTTPOptions,
+    ProxyLocation,
     check_option_names,
     validate_route_prefix,
 )
@@ -63,7 +65,7 @@ def test_from_options_defaults():
     cfg = DeploymentConfig.from_options({})
     assert cfg.num_replicas == 1
     assert cfg.autoscaling_config is None
-    assert cfg.max_ongoing_requests == 5
+    assert cfg.max_ongoing_requests == 5 == DEFAULT_MAX_ONGOING_REQUESTS
     assert cfg.max_queued_requests == -1
     assert cfg.user_config is None
     assert cfg.ray_actor_options == {"num_cpus": 1.0}
@@ -388,6 +390,26 @@ def test_http_options_from_dict():
     opts = HTTPOptions.from_user({"host": "0.0.0.0", "port": 0, "location": "HeadOnly", "request_timeout_s": 2})
     assert (opts.host, opts.port, opts.location, opts.request_timeout_s) == ("0.0.0.0", 0, "HeadOnly", 2)
     assert HTTPOptions.from_user({"port": 65535}).port == 65535
+
+
+@pytest.mark.parametrize("location", list(ProxyLocation))
+def test_http_options_location_string_or_member_becomes_the_member(location):
+    by_string = HTTPOptions.from_user({"location": location.value})
+    by_member = HTTPOptions.from_user({"location": location})
+    assert by_string == by_member == HTTPOptions(location=location.value)
+    assert by_string.location is location
+    assert by_string.location == location.value  # users comparing with strings still work
+    assert str(by_string.location) == location.value
+
+
+def test_proxy_location_values_are_the_strings_users_pass():
+    assert [loc.value for loc in ProxyLocation] == ["EveryNode", "HeadOnly", "NoServer"]
+    assert HTTPOptions().location is ProxyLocation.EveryNode
+
+
+def test_http_options_bad_location_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="'EveryNode', 'HeadOnly', 'NoServer', got 'Everywhere'"):
+        HTTPOptions(location="Everywhere")
 
 
 def test_http_options_unknown_keys_value_error():

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from serve_nb.core.versions import args_version, code_version, json_version, replica_version
+from serve_nb.config import DeploymentConfig
+from serve_nb.core.versions import args_version, code_version, config_version, json_version, replica_version
 
 CELL = textwrap.dedent(
     '''
@@ -246,35 +247,62 @@ def test_json_version_tolerates_non_json_values():
     assert json_version({"x": object}) == json_version({"x": object})
 
 
-# --------------------------------------------------------------------------- replica_version
+# --------------------------------------------------------------------------- replica_version / config_version
 
-OPTS = {"num_cpus": 1.0}
+
+def cfg(**options):
+    return DeploymentConfig.from_options(options)
+
+
+BASE = cfg()
 
 
 def test_replica_version_deterministic_and_sensitive_to_each_part():
-    base = replica_version("code1", "args1", OPTS, None)
-    assert base == replica_version("code1", "args1", {"num_cpus": 1.0}, None)
-    assert replica_version("code2", "args1", OPTS, None) != base
-    assert replica_version("code1", "args2", OPTS, None) != base
-    assert replica_version("code1", "args1", {"num_cpus": 2.0}, None) != base
-    assert replica_version("code1", "args1", {"num_cpus": 1.0, "num_gpus": 1}, None) != base
+    base = replica_version("code1", "args1", BASE)
+    assert base == replica_version("code1", "args1", cfg(ray_actor_options={"num_cpus": 1.0}))
+    assert replica_version("code2", "args1", BASE) != base
+    assert replica_version("code1", "args2", BASE) != base
+    assert replica_version("code1", "args1", cfg(ray_actor_options={"num_cpus": 2.0})) != base
+    assert replica_version("code1", "args1", cfg(ray_actor_options={"num_cpus": 1.0, "num_gpus": 1})) != base
+    assert len(base) == 16
 
 
 def test_replica_version_actor_options_key_order_independent():
-    a = replica_version("c", "a", {"num_cpus": 1, "num_gpus": 1}, None)
-    b = replica_version("c", "a", {"num_gpus": 1, "num_cpus": 1}, None)
+    a = replica_version("c", "a", cfg(ray_actor_options={"num_cpus": 1, "num_gpus": 1}))
+    b = replica_version("c", "a", cfg(ray_actor_options={"num_gpus": 1, "num_cpus": 1}))
     assert a == b
 
 
 def test_explicit_version_overrides_code_part():
-    assert replica_version("code1", "args", OPTS, "v1") == replica_version("code2", "args", OPTS, "v1")
-    assert replica_version("code1", "args", OPTS, "v1") != replica_version("code1", "args", OPTS, "v2")
-    assert replica_version("code1", "args", OPTS, "v1") != replica_version("code1", "args", OPTS, None)
+    v1, v2 = cfg(version="v1"), cfg(version="v2")
+    assert replica_version("code1", "args", v1) == replica_version("code2", "args", v1)
+    assert replica_version("code1", "args", v1) != replica_version("code1", "args", v2)
+    assert replica_version("code1", "args", v1) != replica_version("code1", "args", BASE)
 
 
 def test_explicit_version_still_depends_on_args_and_actor_options():
-    assert replica_version("c", "args1", OPTS, "v1") != replica_version("c", "args2", OPTS, "v1")
-    assert replica_version("c", "args1", OPTS, "v1") != replica_version("c", "args1", {"num_cpus": 3}, "v1")
+    v1 = cfg(version="v1")
+    assert replica_version("c", "args1", v1) != replica_version("c", "args2", v1)
+    assert replica_version("c", "args1", v1) != replica_version(
+        "c", "args1", cfg(version="v1", ray_actor_options={"num_cpus": 3})
+    )
+
+
+def test_in_place_changes_keep_the_replica_version():
+    """user_config and max_ongoing_requests reconfigure, scaling is the controller's: no restart."""
+    base = replica_version("c", "a", BASE)
+    for options in ({"user_config": {"x": 1}}, {"max_ongoing_requests": 9}, {"num_replicas": 4}):
+        assert replica_version("c", "a", cfg(**options)) == base, options
+
+
+def test_config_version_follows_user_config_and_max_ongoing_requests_only():
+    base = config_version(BASE)
+    assert config_version(cfg()) == base
+    assert config_version(cfg(user_config={"x": 1})) != base
+    assert config_version(cfg(user_config={"x": 1})) == config_version(cfg(user_config={"x": 1}))
+    assert config_version(cfg(max_ongoing_requests=9)) != base
+    assert config_version(cfg(ray_actor_options={"num_cpus": 2})) == base
+    assert config_version(cfg(version="v9")) == base
 
 
 def test_end_to_end_notebook_rerun_keeps_replica_version():
@@ -282,7 +310,7 @@ def test_end_to_end_notebook_rerun_keeps_replica_version():
 
     def version_of(source):
         cls = run_cell(source)
-        return replica_version(code_version(cls), args_version((1,), {"k": 2}, pickle.dumps), OPTS, None)
+        return replica_version(code_version(cls), args_version((1,), {"k": 2}, pickle.dumps), BASE)
 
     assert version_of(CELL) == version_of("\n" + CELL)
     assert version_of(CELL) != version_of(changed("factor = 5", "factor = 7"))
