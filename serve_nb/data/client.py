@@ -20,12 +20,15 @@ from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 from serve_nb.core.snapshots import replicas_key
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
-from serve_nb.data.router import Router
+from serve_nb.data.router import Router, channel_connector
 from serve_nb.types import DeploymentID
 
 logger = logging.getLogger(__name__)
 
 LOOKUP_TIMEOUT_S = 60.0
+#: Queue lengths go to the controller at most this often (autoscaling averages them anyway); a
+#: queue that forms from nothing is sent at once, since that is a cold start waiting for a replica.
+QUEUE_REPORT_PERIOD_S = 0.25
 _lock = threading.RLock()
 _client: "ServeClient | None" = None
 
@@ -52,7 +55,7 @@ class ServeClient:
         router = self._routers.get(dep)
         if router is None:
             router = Router(
-                dep, self.info.token, local_node_id=self.node_id,
+                dep, channel_connector(self.info.token, self.node_id), local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
             )
@@ -62,13 +65,13 @@ class ServeClient:
 
     def _queue_changed(self, dep: DeploymentID, queued: int) -> None:
         """Tell the controller how many requests wait here: at once when a queue forms (cold start
-        from zero replicas), otherwise at most every 0.25 s."""
+        from zero replicas), otherwise at most every ``QUEUE_REPORT_PERIOD_S``."""
         self._queued_latest[dep] = queued
         if self._queued_sent.get(dep, 0) == 0 and queued > 0:
             self._send_queued(dep)
         elif dep not in self._flush_scheduled:
             self._flush_scheduled.add(dep)
-            self.bg.loop.call_later(0.25, self._send_queued, dep)
+            self.bg.loop.call_later(QUEUE_REPORT_PERIOD_S, self._send_queued, dep)
 
     def _send_queued(self, dep: DeploymentID) -> None:
         self._flush_scheduled.discard(dep)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from enum import Enum
 from typing import Any, AsyncIterator, Iterator
 
+from serve_nb.data.request import Request, RequestKind
 from serve_nb.exceptions import RayServeException, RequestCancelledError
 from serve_nb.types import DeploymentID
 
 _UNSET: Any = object()
+#: Items a stream may run ahead of a slow consumer before the pump stops reading from the replica.
+STREAM_BUFFER_ITEMS = 64
 
 
 def _client() -> Any:
@@ -72,33 +76,41 @@ class DeploymentResponse:
         return f"DeploymentResponse(done={self._future.done()})"
 
 
+class _Next(Enum):
+    """What the stream's pump hands the iterating thread next."""
+
+    ITEM = 1
+    END = 2
+    ERROR = 3
+
+
 class DeploymentResponseGenerator:
     """Items streamed by a generator method (``handle.options(stream=True)``); iterate sync or async."""
 
     def __init__(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
         self._bg = client.bg
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)  # binds to a loop on first use
+        self._queue: asyncio.Queue[tuple[_Next, Any]] = asyncio.Queue(maxsize=STREAM_BUFFER_ITEMS)  # binds to a loop on first use
         self._task = self._bg.submit(self._pump(client, dep, method, args, kwargs))
 
     async def _pump(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
         try:
             if args or kwargs:
                 args, kwargs = await _resolve_responses(args, kwargs)
-            async for item in client.router(dep).stream(method, args, kwargs, {"stream": True}):
-                await self._queue.put(("item", item))
-            await self._queue.put(("end", None))
+            async for item in client.router(dep).stream(Request(RequestKind.STREAM, method, args, kwargs)):
+                await self._queue.put((_Next.ITEM, item))
+            await self._queue.put((_Next.END, None))
         except asyncio.CancelledError:
-            self._queue.put_nowait(("error", RequestCancelledError("The request was cancelled.")))
+            self._queue.put_nowait((_Next.ERROR, RequestCancelledError("The request was cancelled.")))
             raise
         except BaseException as exc:  # noqa: BLE001
-            await self._queue.put(("error", exc))
+            await self._queue.put((_Next.ERROR, exc))
 
     async def _next(self) -> Any:
         kind, value = await self._queue.get()
-        if kind == "item":
+        if kind is _Next.ITEM:
             return value
         self._queue.put_nowait((kind, value))  # stay finished for further calls
-        if kind == "end":
+        if kind is _Next.END:
             raise StopAsyncIteration
         raise value
 
@@ -185,7 +197,7 @@ async def _call(client: Any, dep: DeploymentID, method: str, args: tuple, kwargs
     """One request, on the background loop: resolve response arguments, then route it."""
     if args or kwargs:
         args, kwargs = await _resolve_responses(args, kwargs)
-    return await client.router(dep).call(method, args, kwargs, {})
+    return await client.router(dep).call(Request(RequestKind.CALL, method, args, kwargs))
 
 
 async def _resolve_responses(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from serve_nb.core.snapshots import Update
 from serve_nb.ray_private import ray_client_connected
@@ -18,6 +18,13 @@ from serve_nb.ray_private import ray_client_connected
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Any], None]
+Sleep = Callable[[float], Awaitable[None]]
+Abandon = Callable[["asyncio.Future[Any]", Any], None]
+
+#: After the n-th failed call in a row wait RETRY_BASE_S * 2**n, at most RETRY_MAX_S: a restarting
+#: controller is back within seconds, and a stopped one must not be hammered.
+RETRY_BASE_S = 0.05
+RETRY_MAX_S = 2.0
 
 
 class Subscription:
@@ -36,9 +43,20 @@ class LongPollClient:
     Callbacks run on the background loop whenever a key's value changes (``None`` once deleted).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, get_controller: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        get_controller: Callable[[], Any],
+        *,
+        sleep: Sleep = asyncio.sleep,
+        abandon: "Abandon | None" = None,
+    ) -> None:
         self._loop = loop
         self._get_controller = get_controller
+        # Seams, so the listener is tested with a fake controller and no Ray: how to wait between
+        # retries, and how to give up an outstanding call when the subscribed keys change.
+        self._sleep = sleep
+        self._abandon = abandon or abandon_ray_call
         self._subs: dict[str, list[Subscription]] = {}
         self._known: dict[str, tuple[str, int]] = {}
         self._values: dict[str, Any] = {}
@@ -102,7 +120,7 @@ class LongPollClient:
             except Exception as exc:  # controller gone (serve shut down) or not yet back
                 failures += 1
                 self._lost(exc, failures)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                await self._sleep(min(RETRY_BASE_S * 2**failures, RETRY_MAX_S))
                 continue
             poll = asyncio.ensure_future(_await_ref(ref))
             poll.add_done_callback(_consume)  # an abandoned poll must not log "never retrieved"
@@ -110,9 +128,7 @@ class LongPollClient:
             done, _ = await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
             if poll not in done:
                 changed.cancel()
-                if not ray_client_connected():  # Ray Client errors on cancelled awaits: let it finish unheeded
-                    poll.cancel()
-                    _cancel_ref(ref)
+                self._abandon(poll, ref)
                 continue
             changed.cancel()
             try:
@@ -120,7 +136,7 @@ class LongPollClient:
             except Exception as exc:
                 failures += 1
                 self._lost(exc, failures)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                await self._sleep(min(RETRY_BASE_S * 2**failures, RETRY_MAX_S))
                 continue
             failures = 0
             self._apply(updates)
@@ -153,6 +169,14 @@ def _consume(fut: "asyncio.Future[Any]") -> None:
 
 async def _await_ref(ref: Any) -> Any:
     return await ref
+
+
+def abandon_ray_call(poll: "asyncio.Future[Any]", ref: Any) -> None:
+    """Stop waiting for an outstanding call and cancel its Ray task. Ray Client errors on cancelled
+    awaits, so there the call is left to finish unheeded."""
+    if not ray_client_connected():
+        poll.cancel()
+        _cancel_ref(ref)
 
 
 def _cancel_ref(ref: Any) -> None:

@@ -18,10 +18,21 @@ from typing import Any, AsyncIterator, Callable
 from serve_nb.data.channel import ChannelServer
 from serve_nb.data.context import ReplicaContext, set_replica_context
 from serve_nb.data import logcapture
-from serve_nb.data.http.replica_adapter import HTTP_METHOD, HTTPAdapter
-from serve_nb.common.messages import InitResult, ReplicaInit, ReplicaMetadata
+from serve_nb.data.http.replica_adapter import HTTPAdapter
+from serve_nb.data.request import Request, RequestKind
+from serve_nb.common.messages import InitResult, ReplicaConfig, ReplicaInit, ReplicaMetadata
 from serve_nb.common.serialization import loads, user_traceback
 from serve_nb.types import ReplicaInfo
+
+#: In-flight counts go to the controller at most this often; autoscaling averages over seconds.
+REPORT_PERIOD_S = 0.25
+#: A report at least this often even when nothing changed, so the controller sees the replica alive.
+HEARTBEAT_S = 5.0
+#: Before GOODBYE, time for routers to hear of the removal on the long-poll and stop sending here.
+GOODBYE_BEAT_S = 0.2
+#: Threads for sync user code: at least this many, so health checks and reconfigure calls do not
+#: wait behind requests when max_ongoing_requests is small.
+MIN_THREADS = 4
 
 
 def public_methods(obj: Any, is_class: bool) -> tuple[str, ...]:
@@ -46,8 +57,8 @@ class ReplicaCore:
         self._methods: tuple[str, ...] = ()
         self._server: ChannelServer | None = None
         self._info: ReplicaInfo | None = None
-        self._max_ongoing = init.max_ongoing_requests
-        self._config_version = init.config_version
+        self._config: ReplicaConfig = init.config  # replaced whole by reconfigure() once applied
+        self._max_ongoing = init.config.max_ongoing_requests  # per-request copy of self._config's
         self._user_config: Any = None
         self._ongoing = 0
         self._draining = False
@@ -56,13 +67,15 @@ class ReplicaCore:
         self._logs = logcapture.LogBuffer()
         self._reporter: asyncio.Task[None] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(4, init.max_ongoing_requests), thread_name_prefix="serve_nb-replica"
+            max_workers=max(MIN_THREADS, init.config.max_ongoing_requests), thread_name_prefix="serve_nb-replica"
         )
 
     # -- lifecycle (delegated from the actor) -----------------------------------------------------
 
-    async def initialize(self, user_config: Any) -> InitResult:
+    async def initialize(self) -> InitResult:
+        """Construct the user's object and apply the ReplicaConfig it was created with."""
         init = self._init
+        user_config = self._config.user_config
         try:
             import ray
 
@@ -77,8 +90,7 @@ class ReplicaCore:
             set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id, self._obj))
             if user_config is not None:
                 await self._call_user_reconfigure(user_config)
-            self._methods = public_methods(self._obj, init.is_class)
-            self._http = HTTPAdapter(self._obj, init.is_class, self._invoke, init.deployment)
+            self.accept_requests_for(self._obj)
             if init.controller is not None:
                 from serve_nb.data.client import install_client
 
@@ -94,15 +106,16 @@ class ReplicaCore:
         except BaseException as exc:  # noqa: BLE001 - the user's constructor error goes to status
             return InitResult(ok=False, error=user_traceback(exc))
 
-    async def reconfigure(self, user_config: Any, max_ongoing_requests: int, config_version: str) -> str | None:
-        """Apply in-place changes; returns the user's traceback if their reconfigure raised."""
-        self._max_ongoing = max_ongoing_requests
+    async def reconfigure(self, config: ReplicaConfig) -> str | None:
+        """Apply a whole new ReplicaConfig in place; returns the user's traceback if their
+        reconfigure raised (the config version then stays the old one)."""
+        self._max_ongoing = config.max_ongoing_requests
         try:
-            if user_config is not None and user_config != self._user_config:
-                await self._call_user_reconfigure(user_config)
+            if config.user_config is not None and config.user_config != self._user_config:
+                await self._call_user_reconfigure(config.user_config)
         except BaseException as exc:  # noqa: BLE001
             return user_traceback(exc)
-        self._config_version = config_version
+        self._config = config
         return None
 
     async def check_health(self) -> None:
@@ -117,10 +130,10 @@ class ReplicaCore:
             return
         self._draining = True
         # Routers learn of the removal through the long-poll; give them a beat before saying goodbye.
-        await asyncio.sleep(min(self._init.graceful_shutdown_wait_loop_s, 0.2, timeout_s))
+        await asyncio.sleep(min(self._config.graceful_shutdown_wait_loop_s, GOODBYE_BEAT_S, timeout_s))
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.close_gracefully(), max(0.0, timeout_s - 0.2))
+                await asyncio.wait_for(self._server.close_gracefully(), max(0.0, timeout_s - GOODBYE_BEAT_S))
             except asyncio.TimeoutError:
                 self._server.abort()
         self._stopped = True
@@ -134,14 +147,14 @@ class ReplicaCore:
                 pass
 
     async def _report_loop(self, controller: Any) -> None:
-        """Push the in-flight count when it changes (at most 4 times a second) and new log lines;
-        a heartbeat every 5 s. The controller averages these for autoscaling and shows them in widgets."""
+        """Push the in-flight count when it changes (at most every ``REPORT_PERIOD_S``) and new log
+        lines; a heartbeat every ``HEARTBEAT_S``. The controller averages these for autoscaling and shows them in widgets."""
         last_value, last_sent = -1, 0.0
         while not self._stopped:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(REPORT_PERIOD_S)
             lines = self._logs.drain()
             now = time.monotonic()
-            if self._ongoing != last_value or lines or now - last_sent >= 5.0:
+            if self._ongoing != last_value or lines or now - last_sent >= HEARTBEAT_S:
                 last_value, last_sent = self._ongoing, now
                 try:
                     await controller.record_replica_metrics.remote(
@@ -152,7 +165,8 @@ class ReplicaCore:
 
     def metadata(self) -> ReplicaMetadata:
         return ReplicaMetadata(
-            self._init.replica_id, self._init.version, self._config_version, self._info, self._methods, self._started_at
+            self._init.replica_id, self._init.version, self._config.config_version, self._info, self._methods,
+            self._started_at,
         )
 
     @property
@@ -160,6 +174,13 @@ class ReplicaCore:
         return self._ongoing
 
     # -- the channel's RequestHandler ----------------------------------------------------------
+
+    def accept_requests_for(self, obj: Any) -> None:
+        """Send requests to ``obj`` (the user's instance, or their function): the methods a handle
+        may call, and the HTTP entry point. ``initialize`` calls it; unit tests call it without Ray."""
+        self._obj = obj
+        self._methods = public_methods(obj, self._init.is_class)
+        self._http = HTTPAdapter(obj, self._init.is_class, self._invoke, self._init.deployment)
 
     def try_acquire(self) -> bool:
         if self._draining or self._ongoing >= self._max_ongoing:
@@ -170,12 +191,15 @@ class ReplicaCore:
     def release(self) -> None:
         self._ongoing -= 1
 
-    def handle(self, method: str, args: tuple, kwargs: dict, meta: dict) -> Any:
-        if method == HTTP_METHOD and self._http is not None:
-            return self._http.handle(*args, **kwargs)
-        if meta.get("stream"):
-            return self._stream(method, args, kwargs)
-        return self._call(method, args, kwargs)
+    def handle(self, request: Request) -> Any:
+        """A coroutine for a call; an async iterator for a stream or an HTTP request."""
+        kind = request.kind
+        if kind is RequestKind.CALL:
+            return self._call(request.method, request.args, request.kwargs)
+        if kind is RequestKind.STREAM:
+            return self._stream(request.method, request.args, request.kwargs)
+        assert self._http is not None  # set in initialize(), before the channel accepts anything
+        return self._http.handle(*request.args)
 
     async def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         fn = self._resolve(method)
@@ -249,11 +273,11 @@ class ReplicaActor:
     def __init__(self, init: ReplicaInit) -> None:
         self._core = ReplicaCore(init)
 
-    async def initialize(self, user_config: Any) -> InitResult:
-        return await self._core.initialize(user_config)
+    async def initialize(self) -> InitResult:
+        return await self._core.initialize()
 
-    async def reconfigure(self, user_config: Any, max_ongoing_requests: int, config_version: str) -> str | None:
-        return await self._core.reconfigure(user_config, max_ongoing_requests, config_version)
+    async def reconfigure(self, config: ReplicaConfig) -> str | None:
+        return await self._core.reconfigure(config)
 
     async def check_health(self) -> None:
         await self._core.check_health()
@@ -271,6 +295,3 @@ class ReplicaActor:
 
     async def get_metadata(self) -> ReplicaMetadata:
         return self._core.metadata()
-
-    async def get_num_ongoing_requests(self) -> int:
-        return self._core.ongoing

@@ -8,14 +8,53 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Protocol
 
+from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import choose_replica
-from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.data.channel import Address, ChannelClient, NotSent, Rejected
+from serve_nb.data.request import Request
+from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
 
-_REJECT_BACKOFF_S = 0.005
+#: After a REJECT (replica full, or its in-flight count here is stale) skip that replica this long,
+#: so a retry goes elsewhere instead of spinning on the same one.
+REJECT_BACKOFF_S = 0.005
+#: A lost or departing replica stays blocked "for good": the long-poll removes it (or the controller
+#: brings back a new one under a new id) long before this passes.
+BLOCKED_FOR_GOOD_S = 3600.0
+#: A queued request wakes for a blocked replica's return only if that is sooner than this; blocks
+#: longer than it (the for-good ones) wait for a replica set update instead.
+UNBLOCK_HORIZON_S = 60.0
+
+
+class ReplicaClient(Protocol):
+    """What the router needs from a connection to one replica (a ChannelClient, or a test fake)."""
+
+    lost: bool
+    on_unusable: Callable[[Any], None] | None
+
+    @property
+    def usable(self) -> bool: ...
+
+    async def call(self, request: Request) -> Any: ...
+
+    def stream(self, request: Request) -> AsyncIterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+Connect = Callable[[ReplicaInfo], ReplicaClient]
+
+
+def channel_connector(token: bytes, local_node_id: str) -> Connect:
+    """Connections over the channel; a Unix socket when the replica is on this node."""
+
+    def connect(info: ReplicaInfo) -> ReplicaClient:
+        address = Address(info.host, info.port, info.uds_path, info.node_id)
+        return ChannelClient(address, token, local_node_id=local_node_id)
+
+    return connect
 
 
 class Router:
@@ -24,7 +63,7 @@ class Router:
     def __init__(
         self,
         deployment: DeploymentID,
-        token: bytes,
+        connect: Connect,
         *,
         local_node_id: str = "",
         rng: random.Random | None = None,
@@ -32,18 +71,18 @@ class Router:
         on_queue_change: Callable[[int], None] | None = None,
     ) -> None:
         self.deployment = deployment
-        self._token = token
+        self._connect = connect
         self._local_node_id = local_node_id
         self._rng = rng or random.Random()
         self._on_unreachable = on_replica_unreachable
         self._on_queue_change = on_queue_change
-        self._clients: dict[str, ChannelClient] = {}
+        self._clients: dict[str, ReplicaClient] = {}
         self._infos: dict[str, ReplicaInfo] = {}
         self._in_flight: dict[str, int] = {}
         self._capacity: dict[str, int] = {}
         self._blocked_until: dict[str, float] = {}
         self._local: frozenset[str] = frozenset()
-        self._max_ongoing = 5
+        self._max_ongoing = DEFAULT_MAX_ONGOING_REQUESTS
         self._max_queued = -1
         self._unavailable: str | None = None
         self._known = False
@@ -81,37 +120,24 @@ class Router:
         self._local = frozenset(rid for rid, i in self._infos.items() if i.node_id == self._local_node_id)
         self._wake(all_waiters=True)
 
-    @property
-    def replica_ids(self) -> list[str]:
-        return list(self._infos)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(self._in_flight.values())
-
     # -- choosing and waiting -------------------------------------------------------------------
 
-    def _client(self, rid: str) -> ChannelClient:
+    def _client(self, rid: str) -> ReplicaClient:
         client = self._clients.get(rid)
         if client is None or not client.usable:
-            info = self._infos[rid]
-            client = ChannelClient(
-                Address(info.host, info.port, info.uds_path, info.node_id), self._token, local_node_id=self._local_node_id
-            )
+            client = self._connect(self._infos[rid])
             client.on_unusable = lambda c, rid=rid: self._mark_unusable(rid, c)
             self._clients[rid] = client
         return client
 
-    def _mark_unusable(self, rid: str, client: ChannelClient) -> None:
+    def _mark_unusable(self, rid: str, client: ReplicaClient) -> None:
         if self._clients.get(rid) is client:
             self._clients.pop(rid, None)
-            if client.lost:
-                # Until the controller confirms, do not send more requests there.
-                self._blocked_until[rid] = asyncio.get_running_loop().time() + 3600
-                if self._on_unreachable is not None:
-                    self._on_unreachable(rid)
-            else:  # goodbye: the replica is draining; the long-poll will drop it
-                self._blocked_until[rid] = asyncio.get_running_loop().time() + 3600
+            # Lost: until the controller confirms, send nothing more there. Goodbye: the replica is
+            # draining and the long-poll will drop it.
+            self._blocked_until[rid] = asyncio.get_running_loop().time() + BLOCKED_FOR_GOOD_S
+            if client.lost and self._on_unreachable is not None:
+                self._on_unreachable(rid)
 
     def _choose(self) -> str | None:
         now = asyncio.get_running_loop().time()
@@ -130,7 +156,7 @@ class Router:
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         now = asyncio.get_running_loop().time()
-        blocked = [t for t in self._blocked_until.values() if now < t < now + 60]
+        blocked = [t for t in self._blocked_until.values() if now < t < now + UNBLOCK_HORIZON_S]
         timeout = max(0.0, min(blocked) - now) if blocked else None
         try:
             await asyncio.wait_for(fut, timeout)
@@ -173,16 +199,17 @@ class Router:
         self._wake()
 
     def _rejected(self, rid: str) -> None:
-        self._blocked_until[rid] = asyncio.get_running_loop().time() + _REJECT_BACKOFF_S
+        self._blocked_until[rid] = asyncio.get_running_loop().time() + REJECT_BACKOFF_S
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def call(self, method: str, args: tuple, kwargs: dict, meta: dict) -> Any:
+    async def call(self, request: Request) -> Any:
+        """Send a one-value request; a REJECT or a request never sent is retried on another choice."""
         while True:
             rid = await self._acquire()
             client = self._client(rid)
             try:
-                return await client.call(method, args, kwargs, meta)
+                return await client.call(request)
             except Rejected:
                 self._rejected(rid)
             except NotSent:
@@ -190,13 +217,14 @@ class Router:
             finally:
                 self._release(rid)
 
-    async def stream(self, method: str, args: tuple, kwargs: dict, meta: dict) -> AsyncIterator[Any]:
+    async def stream(self, request: Request) -> AsyncIterator[Any]:
+        """Send a streaming request; retried like ``call`` until its first item arrives."""
         while True:
             rid = await self._acquire()
             client = self._client(rid)
             started = False
             try:
-                async for item in client.stream(method, args, kwargs, meta):
+                async for item in client.stream(request):
                     started = True
                     yield item
                 return

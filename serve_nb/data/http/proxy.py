@@ -12,32 +12,34 @@ import errno
 import json
 import logging
 import socket
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from serve_nb.config import HTTPOptions
 from serve_nb.core.routing import RouteTable, root_path_for
 from serve_nb.core.snapshots import ROUTES_KEY
+from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, Headers, Receive, Scope, Send
+from serve_nb.data.request import Request
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
-from serve_nb.data.http.replica_adapter import HTTP_METHOD
 from serve_nb.types import DeploymentID
 
 logger = logging.getLogger(__name__)
 
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
+#: Connections the kernel queues before uvicorn accepts them: a load burst must not be refused.
+LISTEN_BACKLOG = 2048
 
+#: What the ingress sees of the client's scope (uvicorn's extensions and state stay here).
 _SCOPE_KEYS = ("type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string", "headers", "client", "server")
 
 
-async def _plain(send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _plain(send: Send, status: int, text: str, headers: Headers | None = None) -> None:
     body = text.encode()
     await send({
-        "type": "http.response.start",
+        "type": RESPONSE_START,
         "status": status,
         "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
         + (headers or []),
     })
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": RESPONSE_BODY, "body": body})
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -86,7 +88,7 @@ class ProxyApp:
                 return False
         return True
 
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -102,7 +104,7 @@ class ProxyApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    async def _http(self, scope: dict, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if path.startswith("/-/"):
             await self._builtin(path, send)
@@ -120,7 +122,8 @@ class ProxyApp:
         inner["headers"] = list(scope["headers"])
         router = self._client.router(DeploymentID(app, ingress))
         started = [False]
-        forward = asyncio.ensure_future(self._forward(router, inner, body, send, started))
+        request = Request.http(inner, body, self._options.debug_errors)
+        forward = asyncio.ensure_future(self._forward(router, request, send, started))
         watch = asyncio.ensure_future(receive())  # resolves with http.disconnect if the client leaves
         try:
             done, _ = await asyncio.wait(
@@ -137,16 +140,14 @@ class ProxyApp:
         finally:
             watch.cancel()
 
-    async def _forward(self, router: Any, scope: dict, body: bytes, send: Send, started: list[bool]) -> None:
-        """Stream the replica's reply to the client; ``started[0]`` tells whether a response began."""
+    async def _forward(self, router: Any, request: Request, send: Send, started: list[bool]) -> None:
+        """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began."""
         try:
-            async for status, headers, chunk, more in router.stream(
-                HTTP_METHOD, (scope, body, self._options.debug_errors), {}, {"stream": True}
-            ):
-                if status is not None:
-                    started[0] = True
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            async for messages in router.stream(request):
+                for message in messages:
+                    if message["type"] == RESPONSE_START:
+                        started[0] = True
+                    await send(message)
         except asyncio.CancelledError:
             raise
         except (DeploymentUnavailableError, BackPressureError) as exc:
@@ -156,7 +157,7 @@ class ProxyApp:
             if not started[0]:
                 await _plain(send, 502, f"Bad Gateway: {exc}")
         except Exception as exc:  # noqa: BLE001
-            logger.exception("serve_nb proxy: request to %s failed", scope.get("path"))
+            logger.exception("serve_nb proxy: request to %s failed", request.args[0].get("path"))
             if not started[0]:
                 await _plain(send, 500, f"Internal Server Error: {type(exc).__name__}")
 
@@ -164,9 +165,9 @@ class ProxyApp:
         if path == "/-/routes":
             table = {prefix: app for prefix, (app, _) in sorted(self._routes.as_dict().items())}
             body = json.dumps(table).encode()
-            await send({"type": "http.response.start", "status": 200,
+            await send({"type": RESPONSE_START, "status": 200,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send({"type": RESPONSE_BODY, "body": body})
         elif path == "/-/healthz":
             if self.routes_known.is_set():
                 await _plain(send, 200, "success")
@@ -195,7 +196,7 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
                 f"serve.start(http_options={{'port': {port + 1}}}).",
             ) from None
         raise
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -225,19 +226,22 @@ class ProxyActor:
     async def _serve(self, client: Any, sock: socket.socket) -> str | None:
         import uvicorn
 
+        from serve_nb.data.http.server import ObservedServer  # uvicorn loads only in proxies
+
         self._app = ProxyApp(client, self._options)
         config = uvicorn.Config(
             self._app, lifespan="off", log_level="warning", access_log=False, http="auto",
             timeout_keep_alive=int(self._options.keep_alive_timeout_s), ws="auto", server_header=False,
             date_header=False,
         )
-        self._server = uvicorn.Server(config)
-        task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if task.done():
-                exc = task.exception()
-                return f"The HTTP server stopped while starting: {exc!r}"
-            await asyncio.sleep(0.005)
+        self._server = server = ObservedServer(config)
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        started = asyncio.ensure_future(server.started_event.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not server.started:
+            started.cancel()
+            exc = task.exception() if not task.cancelled() else None
+            return f"The HTTP server stopped while starting: {exc!r}"
         await self._app.routes_known.wait()
         return None
 

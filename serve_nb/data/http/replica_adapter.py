@@ -1,8 +1,8 @@
 """HTTP inside a replica: rebuild the request the proxy forwarded, run the user's code, stream the reply.
 
 A plain deployment gets a real ``starlette.requests.Request`` on ``__call__``; an ``@serve.ingress``
-class serves its ASGI app. Responses go back as (status, headers, body, more) then (None, None,
-body, more) items, so streaming responses stream.
+class serves its ASGI app. The app's ASGI response messages go back unchanged, so streaming
+responses stream.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import logging
 import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from serve_nb.ingress import ASGI_ATTR, is_builder
 from serve_nb.common.serialization import user_traceback
+from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, ASGIApp, Message, Receive, Scope, Send
+from serve_nb.ingress import ASGI_ATTR, is_builder
 
 logger = logging.getLogger("serve_nb.replica")
 
-HTTP_METHOD = "__serve_http__"
 _DONE = object()
 
 Invoke = Callable[[Callable[..., Any], tuple, dict], Awaitable[Any]]
@@ -83,7 +83,7 @@ class HTTPAdapter:
         self._obj = obj
         self._invoke = invoke
         self._deployment = deployment
-        self._asgi: Any = None
+        self._asgi: ASGIApp | None = None
         if is_class:
             app = getattr(type(obj), ASGI_ATTR, None)
             if app is not None:
@@ -103,12 +103,17 @@ class HTTPAdapter:
                 except (TypeError, ValueError):
                     self._takes_request = True
 
-    async def handle(self, scope: dict, body: bytes, debug_errors: bool = False) -> AsyncIterator[tuple]:
+    async def handle(self, scope: Scope, body: bytes, debug_errors: bool = False) -> AsyncIterator[list[Message]]:
+        """Run the app on one request; yield its response messages as the app sent them.
+
+        The start message is held back until the first body message and both go in one batch, so
+        an app that fails in between still becomes a clean 500; then each body message alone.
+        """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         disconnected = asyncio.Event()
         body_sent = False
 
-        async def receive() -> dict:
+        async def receive() -> Message:
             nonlocal body_sent
             if not body_sent:
                 body_sent = True
@@ -116,7 +121,7 @@ class HTTPAdapter:
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict) -> None:
+        async def send(message: Message) -> None:
             queue.put_nowait(message)
 
         task = asyncio.get_running_loop().create_task(self._run(scope, receive, send))
@@ -125,7 +130,7 @@ class HTTPAdapter:
         started = False
         finished = False
         try:
-            pending_start: dict | None = None
+            pending_start: Message | None = None
             while True:
                 message = await queue.get()
                 if message is _DONE:
@@ -137,18 +142,19 @@ class HTTPAdapter:
                     finished = True
                     return
                 kind = message["type"]
-                if kind == "http.response.start":
+                if kind == RESPONSE_START:
                     pending_start = message
-                elif kind == "http.response.body":
-                    more = bool(message.get("more_body", False))
-                    chunk = bytes(message.get("body", b""))
+                elif kind == RESPONSE_BODY:
+                    chunk = message.get("body", b"")
+                    if type(chunk) is not bytes:  # a bytearray or memoryview: bytes pickle, views do not
+                        message = {**message, "body": bytes(chunk)}
                     if pending_start is not None:
                         started = True
-                        yield (pending_start["status"], list(pending_start.get("headers", [])), chunk, more)
+                        yield [pending_start, message]
                         pending_start = None
                     else:
-                        yield (None, None, chunk, more)
-                    if not more:
+                        yield [message]
+                    if not message.get("more_body", False):
                         finished = True  # background tasks (starlette BackgroundTask) may still run
                         return
         finally:
@@ -156,7 +162,7 @@ class HTTPAdapter:
                 disconnected.set()
                 task.cancel()
 
-    async def _run(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._asgi is not None:
             await self._asgi(scope, receive, send)
             return
@@ -169,7 +175,7 @@ class HTTPAdapter:
         result = await self._invoke(self._call, args, {})
         await to_response(result)(scope, receive, send)
 
-    def _error_response(self, exc: BaseException | None, scope: dict, debug: bool) -> tuple:
+    def _error_response(self, exc: BaseException | None, scope: Scope, debug: bool) -> list[Message]:
         request_id = uuid.uuid4().hex[:12]
         if exc is None:
             text = "The application finished without sending a response."
@@ -180,4 +186,7 @@ class HTTPAdapter:
             if debug:
                 text += "\n\n" + user_traceback(exc)
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-request-id", request_id.encode())]
-        return (500, headers, text.encode(), False)
+        return [
+            {"type": RESPONSE_START, "status": 500, "headers": headers},
+            {"type": RESPONSE_BODY, "body": text.encode(), "more_body": False},
+        ]

@@ -1,0 +1,18 @@
+"""The data plane: a persistent, multiplexed socket between a caller (handle or proxy) and a replica.
+
+One Ray actor call costs about a millisecond; a frame on an open socket costs tens of
+microseconds. Ray still places, starts and stops replicas; requests travel here.
+
+``frames`` is the wire format, ``server`` the replica's end, ``client`` the caller's end.
+Guarantees:
+- REJECT means the replica did not run the request (full or draining): the caller may retry.
+- GOODBYE is sent once every accepted request was answered; anything the caller sent after it
+  was never run, so a caller may retry it elsewhere. Only a connection lost without GOODBYE
+  leaves requests in doubt.
+"""
+
+from serve_nb.data.channel.client import ChannelClient
+from serve_nb.data.channel.frames import Address, Kind, NotSent, Rejected
+from serve_nb.data.channel.server import ChannelServer, RequestHandler
+
+__all__ = ["Address", "ChannelClient", "ChannelServer", "Kind", "NotSent", "Rejected", "RequestHandler"]

@@ -1,0 +1,112 @@
+"""Frames survive any split of the byte stream, in either direction, whatever their size."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from serve_nb.data.channel import Kind
+from serve_nb.data.channel.frames import HEADER, SMALL_WRITE_BYTES, FrameProtocol
+
+
+class Recorder(FrameProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[tuple[int, int, bytes]] = []
+
+    def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+        self.frames.append((kind, rid, payload))
+
+
+class Wire:
+    """A transport that records what was written."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        self.writes += 1
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        for part in parts:
+            self.data += part
+        self.writes += 1
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+FRAMES = [
+    (Kind.HELLO, 0, b"token"),
+    (Kind.CALL, 1, b"x" * 100),
+    (Kind.CANCEL, 1, b""),
+    (Kind.OK, 2**64 - 1, bytes(range(256)) * 3),
+    (Kind.END, 7, b""),
+]
+
+
+def encode(frames: list[tuple[int, int, bytes]]) -> bytes:
+    return b"".join(HEADER.pack(len(p), k, r) + p for k, r, p in frames)
+
+
+def feed(data: bytes, cuts: list[int]) -> list[tuple[int, int, bytes]]:
+    protocol = Recorder()
+    last = 0
+    for cut in sorted(cuts) + [len(data)]:
+        protocol.data_received(data[last:cut])
+        last = cut
+    return protocol.frames
+
+
+def test_every_single_split_point_gives_the_same_frames():
+    data = encode(FRAMES)
+    for cut in range(len(data) + 1):
+        assert feed(data, [cut]) == FRAMES, f"split at byte {cut}"
+
+
+def test_byte_by_byte_and_random_chunking_give_the_same_frames():
+    data = encode(FRAMES)
+    assert feed(data, list(range(1, len(data)))) == FRAMES
+    rng = random.Random(7)
+    for _ in range(200):
+        cuts = rng.sample(range(1, len(data)), rng.randint(1, 12))
+        assert feed(data, cuts) == FRAMES
+
+
+def test_a_large_payload_arrives_whole_across_many_reads():
+    big = bytes(random.Random(1).randbytes(3 * 1024 * 1024 + 17))
+    data = encode([(Kind.CHUNK, 5, big), (Kind.END, 5, b"")])
+    cuts = list(range(65536, len(data), 65536))
+    assert feed(data, cuts) == [(Kind.CHUNK, 5, big), (Kind.END, 5, b"")]
+
+
+@pytest.mark.parametrize("size", [0, 10, SMALL_WRITE_BYTES - 1, SMALL_WRITE_BYTES, 5 * SMALL_WRITE_BYTES])
+def test_send_writes_a_frame_that_parses_back(size):
+    sender, wire = Recorder(), Wire()
+    sender.connection_made(wire)  # type: ignore[arg-type]
+    payload = b"p" * size
+    sender.send(Kind.OK, 42, payload)
+    assert feed(bytes(wire.data), []) == [(Kind.OK, 42, payload)]
+    assert wire.writes == 1
+
+
+def test_nothing_is_sent_after_the_connection_is_lost():
+    sender, wire = Recorder(), Wire()
+    sender.connection_made(wire)  # type: ignore[arg-type]
+    sender.connection_lost(None)
+    sender.send(Kind.OK, 1, b"late")
+    assert wire.data == b""
+
+
+def test_frames_after_close_in_the_same_read_are_not_delivered():
+    class ClosesOnFirst(Recorder):
+        def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+            super().on_frame(kind, rid, payload)
+            self.closed = True
+
+    protocol = ClosesOnFirst()
+    protocol.data_received(encode(FRAMES))
+    assert protocol.frames == FRAMES[:1]

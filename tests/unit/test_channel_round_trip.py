@@ -1,0 +1,319 @@
+"""A caller and a replica talking over real sockets on one event loop, with a fake request handler:
+values, errors, streams, limits, cancellation, goodbye and lost connections."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from serve_nb.common.serialization import remote_traceback_of
+from serve_nb.data.channel import Address, ChannelClient, ChannelServer, NotSent, Rejected
+from serve_nb.data.request import Request, RequestKind
+from serve_nb.exceptions import ReplicaUnavailableError, RequestCancelledError
+
+TOKEN = b"secret-token"
+
+
+class FakeReplica:
+    """The channel's RequestHandler: ``echo``, ``block`` (until ``gate`` opens), ``fail``; streams ``count``."""
+
+    def __init__(self, capacity: int = 10) -> None:
+        self.capacity = capacity
+        self.ongoing = 0
+        self.draining = False
+        self.requests: list[Request] = []
+        self.gate = asyncio.Event()
+        self.blocked = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    def try_acquire(self) -> bool:
+        if self.draining or self.ongoing >= self.capacity:
+            return False
+        self.ongoing += 1
+        return True
+
+    def release(self) -> None:
+        self.ongoing -= 1
+
+    def handle(self, request: Request) -> Awaitable[Any] | AsyncIterator[Any]:
+        self.requests.append(request)
+        return self._stream(request) if request.streams else self._call(request)
+
+    async def _call(self, request: Request) -> Any:
+        if request.method == "fail":
+            raise ValueError("user code failed")
+        if request.method == "block":
+            return await self._block()
+        return request.args, request.kwargs
+
+    async def _block(self) -> str:
+        self.blocked.set()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return "unblocked"
+
+    async def _stream(self, request: Request) -> AsyncIterator[Any]:
+        count, size = request.args
+        for i in range(count):
+            yield (i, b"z" * size)
+        if request.method == "fail":
+            raise ValueError("stream failed")
+        if request.method == "block":
+            yield await self._block()
+
+
+def call(method: str, *args: Any, **kwargs: Any) -> Request:
+    return Request(RequestKind.CALL, method, args, kwargs)
+
+
+def stream(method: str, count: int, size: int = 0) -> Request:
+    return Request(RequestKind.STREAM, method, (count, size), {})
+
+
+def scenario(test: Callable[..., Awaitable[Any]], capacity: int = 10, token: bytes = TOKEN) -> Any:
+    """Run ``test(replica, server, client)`` with a server on 127.0.0.1 and a client to it."""
+
+    async def main() -> Any:
+        replica = FakeReplica(capacity)
+        server = ChannelServer(replica, TOKEN)
+        address = await server.start("127.0.0.1", use_uds=False)
+        client = ChannelClient(address, token)
+        try:
+            return await asyncio.wait_for(test(replica, server, client), 30)
+        finally:
+            client.close()
+            server.abort()
+
+    return asyncio.run(main())
+
+
+def test_a_call_round_trips_args_kwargs_and_the_request_kind():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        assert await client.call(call("echo", 1, "two", three=3)) == ((1, "two"), {"three": 3})
+        (seen,) = replica.requests
+        assert seen == call("echo", 1, "two", three=3) and seen.kind is RequestKind.CALL
+        assert replica.ongoing == 0
+
+    scenario(test)
+
+
+def test_many_concurrent_calls_share_one_connection():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        results = await asyncio.gather(*(client.call(call("echo", i)) for i in range(50)))
+        assert [args for args, _ in results] == [(i,) for i in range(50)]
+        assert len(server._connections) == 1
+
+    scenario(test, capacity=100)
+
+
+def test_a_user_error_comes_back_with_its_type_message_and_traceback():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        with pytest.raises(ValueError, match="user code failed") as info:
+            await client.call(call("fail"))
+        assert "user code failed" in (remote_traceback_of(info.value) or "")
+
+    scenario(test)
+
+
+def test_a_full_replica_rejects_and_takes_requests_again_once_a_slot_frees():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        first = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        with pytest.raises(Rejected):
+            await client.call(call("echo"))
+        with pytest.raises(Rejected):
+            async for _ in client.stream(stream("echo", 3)):
+                pass
+        replica.gate.set()
+        assert await first == "unblocked"
+        assert await client.call(call("echo", 1)) == ((1,), {})
+        assert [r.method for r in replica.requests] == ["block", "echo"]  # the rejected ones never ran
+
+    scenario(test, capacity=1)
+
+
+def test_a_bad_token_is_denied_and_the_client_becomes_unusable():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        with pytest.raises(ReplicaUnavailableError, match="refused the connection: bad or missing channel token"):
+            await client.call(call("echo"))
+        assert client.lost and not client.usable and replica.requests == []
+
+    scenario(test, token=b"wrong")
+
+
+def test_goodbye_lets_in_flight_requests_finish_then_later_ones_are_not_sent():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        unusable: list[ChannelClient] = []
+        client.on_unusable = unusable.append
+        in_flight = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        closing = asyncio.ensure_future(server.close_gracefully())
+        replica.draining = True  # the replica stops taking requests while it drains
+        with pytest.raises(Rejected):
+            await client.call(call("echo"))
+        assert not closing.done()
+        replica.gate.set()
+        assert await in_flight == "unblocked"  # finished before the goodbye
+        await closing
+        while client.usable:  # until the GOODBYE frame arrives
+            await asyncio.sleep(0)
+        assert client.goodbye and not client.lost and unusable == [client]
+        with pytest.raises(NotSent):
+            await client.call(call("echo"))
+
+    scenario(test)
+
+
+def test_a_request_unanswered_when_goodbye_arrives_fails_as_not_sent():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        waiting = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        (conn,) = server._connections
+        conn.say_goodbye()  # GOODBYE promises nothing unanswered will run: the caller may retry it
+        with pytest.raises(NotSent):
+            await waiting
+
+    scenario(test)
+
+
+def test_a_lost_connection_fails_in_flight_requests_as_replica_unavailable():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        unusable: list[ChannelClient] = []
+        client.on_unusable = unusable.append
+        in_flight = asyncio.ensure_future(client.call(call("block")))
+        streaming = client.stream(stream("block", 2))
+        assert (await streaming.__anext__())[0] == 0
+        await replica.blocked.wait()
+        server.abort()  # the replica process died
+        with pytest.raises(ReplicaUnavailableError, match="Lost the connection"):
+            await in_flight
+        with pytest.raises(ReplicaUnavailableError):
+            async for _ in streaming:
+                pass
+        assert client.lost and unusable == [client]  # reported once
+
+    scenario(test)
+
+
+def test_cancelling_a_call_cancels_the_work_on_the_replica_and_frees_its_slot():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        task = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        task.cancel()
+        await replica.cancelled.wait()
+        while replica.ongoing:  # until the server's task has finished
+            await asyncio.sleep(0)
+        assert await client.call(call("echo", 2)) == ((2,), {})
+
+    scenario(test, capacity=1)
+
+
+def test_a_caller_going_away_cancels_its_work_on_the_replica():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        task = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        client.close()
+        await replica.cancelled.wait()
+        with pytest.raises(ReplicaUnavailableError):
+            await task
+
+    scenario(test)
+
+
+def test_a_cancelled_request_reports_request_cancelled():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        task = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        (conn,) = server._connections
+        (server_task,) = conn._tasks.values()
+        server_task.cancel()  # e.g. the replica's drain timed out
+        with pytest.raises(RequestCancelledError):
+            await task
+
+    scenario(test)
+
+
+def test_a_stream_yields_every_chunk_then_ends():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        items = [i async for i, _ in client.stream(stream("echo", 5))]
+        assert items == [0, 1, 2, 3, 4] and replica.requests[0].kind is RequestKind.STREAM
+        assert [i async for i in client.stream(stream("echo", 0))] == []
+
+    scenario(test)
+
+
+def test_a_stream_error_arrives_after_the_items_before_it():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        seen = []
+        with pytest.raises(ValueError, match="stream failed"):
+            async for i, _ in client.stream(stream("fail", 2)):
+                seen.append(i)
+        assert seen == [0, 1]
+
+    scenario(test)
+
+
+def test_leaving_a_stream_early_cancels_it_on_the_replica():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        agen = client.stream(stream("block", 1))
+        assert (await agen.__anext__())[0] == 0
+        await replica.blocked.wait()
+        await agen.aclose()
+        await replica.cancelled.wait()
+
+    scenario(test)
+
+
+def test_large_payloads_travel_whole_both_ways():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        big = bytes(range(256)) * (16 * 1024)  # 4 MiB
+        assert await client.call(call("echo", big)) == ((big,), {})
+        sizes = [len(chunk) async for _, chunk in client.stream(stream("echo", 8, 2 * 1024 * 1024))]
+        assert sizes == [2 * 1024 * 1024] * 8
+
+    scenario(test)
+
+
+def test_an_unreachable_replica_is_not_sent_and_reported_once():
+    async def main() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # nothing listens here once closed
+        client = ChannelClient(Address("127.0.0.1", port), TOKEN)
+        unusable: list[ChannelClient] = []
+        client.on_unusable = unusable.append
+        with pytest.raises(NotSent, match="cannot connect"):
+            await client.call(call("echo"))
+        with pytest.raises(NotSent):
+            await client.call(call("echo"))
+        assert client.lost and unusable == [client]
+
+    asyncio.run(main())
+
+
+def test_a_caller_on_the_same_node_uses_the_unix_socket():
+    async def main() -> None:
+        replica = FakeReplica()
+        server = ChannelServer(replica, TOKEN)
+        address = await server.start("127.0.0.1", node_id="node-1")
+        assert address.uds_path is not None
+        local = ChannelClient(address, TOKEN, local_node_id="node-1")
+        remote = ChannelClient(address, TOKEN, local_node_id="node-2")
+        try:
+            assert await local.call(call("echo", 1)) == ((1,), {})
+            assert await remote.call(call("echo", 2)) == ((2,), {})
+            families = {c: c._conn.transport.get_extra_info("socket").family for c in (local, remote)}
+            assert families == {local: socket.AF_UNIX, remote: socket.AF_INET}
+        finally:
+            local.close()
+            remote.close()
+            await server.close_gracefully()
+        assert not __import__("os").path.exists(address.uds_path)
+
+    asyncio.run(main())

@@ -1,0 +1,294 @@
+"""The router with fake replica connections: choice under per-replica limits, queueing and waking,
+back-pressure, unavailability, retries after REJECT or NotSent, unreachable replicas, replica set updates."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from serve_nb.data.channel import NotSent, Rejected
+from serve_nb.data.request import Request, RequestKind
+from serve_nb.data.router import Router
+from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
+from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
+
+DEP = DeploymentID("app", "Model")
+CALL = Request(RequestKind.CALL, "__call__", (), {})
+STREAM = Request(RequestKind.STREAM, "gen", (), {})
+
+
+class FakeConnection:
+    """One connection to a fake replica; what each request does is ``fleet.mode[replica]``."""
+
+    def __init__(self, fleet: "Fleet", info: ReplicaInfo) -> None:
+        self.fleet = fleet
+        self.replica = info.replica_id
+        self.info = info
+        self.lost = False
+        self.goodbye = False
+        self.closed = False
+        self.on_unusable: Callable[[Any], None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        return not (self.lost or self.goodbye)
+
+    async def _outcome(self, request: Request) -> None:
+        self.fleet.sent.append((self.replica, request))
+        mode = self.fleet.mode.get(self.replica, "ok")
+        if mode == "reject":
+            raise Rejected()
+        if mode in ("unreachable", "goodbye"):
+            if mode == "unreachable":
+                self.lost = True
+            else:
+                self.goodbye = True
+            if self.on_unusable is not None:
+                cb, self.on_unusable = self.on_unusable, None
+                cb(self)
+            raise NotSent(mode)
+        if mode == "hold":
+            fut = asyncio.get_running_loop().create_future()
+            self.fleet.held.append((self.replica, fut))
+            await fut
+
+    async def call(self, request: Request) -> Any:
+        await self._outcome(request)
+        return self.replica
+
+    async def stream(self, request: Request) -> AsyncIterator[Any]:
+        await self._outcome(request)
+        for i in range(3):
+            yield (self.replica, i)
+            if self.fleet.mode.get(self.replica) == "dies-mid-stream":
+                raise NotSent("gone after the first item")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Fleet:
+    """The router's ``connect``: makes FakeConnections and remembers them."""
+
+    def __init__(self) -> None:
+        self.mode: dict[str, str] = {}
+        self.connections: list[FakeConnection] = []
+        self.sent: list[tuple[str, Request]] = []
+        self.held: list[tuple[str, asyncio.Future[None]]] = []
+
+    def __call__(self, info: ReplicaInfo) -> FakeConnection:
+        conn = FakeConnection(self, info)
+        self.connections.append(conn)
+        return conn
+
+    def held_by(self, replica: str) -> int:
+        return sum(1 for r, f in self.held if r == replica and not f.done())
+
+    def release_one(self, replica: str) -> None:
+        for r, fut in self.held:
+            if r == replica and not fut.done():
+                fut.set_result(None)
+                return
+        raise AssertionError(f"nothing held on {replica}")
+
+    def release_all(self) -> None:
+        for _, fut in self.held:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def info(name: str, port: int = 1) -> ReplicaInfo:
+    return ReplicaInfo(name, "10.0.0.1", port, None, "node", 1)
+
+
+def replica_set(*names: str, max_ongoing: int = 2, max_queued: int = -1) -> ReplicaSet:
+    return ReplicaSet(tuple(info(n) for n in names), max_ongoing_requests=max_ongoing, max_queued_requests=max_queued)
+
+
+async def until(condition: Callable[[], bool], what: str = "condition") -> None:
+    """Let the loop run until ``condition`` holds (bounded by turns, not by time)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never reached: {what}")
+
+
+def run(test: Callable[[Router, Fleet, dict[str, list[Any]]], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        fleet = Fleet()
+        events: dict[str, list[Any]] = {"unreachable": [], "queued": []}
+        router = Router(DEP, fleet, local_node_id="node", rng=random.Random(0),
+                        on_replica_unreachable=events["unreachable"].append,
+                        on_queue_change=events["queued"].append)
+        try:
+            return await asyncio.wait_for(test(router, fleet, events), 30)
+        finally:
+            fleet.release_all()
+            router.close()
+
+    return asyncio.run(main())
+
+
+def test_no_replica_gets_more_than_max_ongoing_and_a_queued_request_waits_for_a_free_slot():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2", "r3", max_ongoing=2))
+        for name in ("r1", "r2", "r3"):
+            fleet.mode[name] = "hold"
+        calls = [asyncio.ensure_future(router.call(CALL)) for _ in range(6)]
+        await until(lambda: len(fleet.held) == 6, "six requests running")
+        assert [fleet.held_by(r) for r in ("r1", "r2", "r3")] == [2, 2, 2]
+        seventh = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: router.num_queued == 1, "the seventh request queued")
+        assert len(fleet.sent) == 6 and events["queued"] == [1]
+        fleet.mode["r2"] = "ok"
+        fleet.release_one("r2")
+        assert await seventh == "r2"  # it woke up and took the freed slot
+        assert router.num_queued == 0 and events["queued"] == [1, 0]
+        fleet.release_all()
+        assert sorted(await asyncio.gather(*calls)) == ["r1", "r1", "r2", "r2", "r3", "r3"]
+
+    run(test)
+
+
+def test_requests_before_the_first_replica_set_wait_for_it():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        call = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: router.num_queued == 1, "queued for the replica set")
+        router.update(replica_set("r1"))
+        assert await call == "r1"
+
+    run(test)
+
+
+def test_a_full_queue_raises_back_pressure():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", max_ongoing=1, max_queued=1))
+        fleet.mode["r1"] = "hold"
+        running = asyncio.ensure_future(router.call(CALL))
+        queued = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: router.num_queued == 1, "one queued")
+        with pytest.raises(BackPressureError, match="max_queued_requests=1"):
+            await router.call(CALL)
+        fleet.mode["r1"] = "ok"
+        fleet.release_all()
+        assert [await running, await queued] == ["r1", "r1"]
+
+    run(test)
+
+
+def test_an_unavailable_deployment_fails_new_and_queued_requests():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        queued = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: router.num_queued == 1, "queued")
+        router.update(ReplicaSet(unavailable="the constructor raised"))
+        with pytest.raises(DeploymentUnavailableError, match="the constructor raised"):
+            await queued
+        router.update(None)
+        with pytest.raises(DeploymentUnavailableError, match="no longer exists"):
+            await router.call(CALL)
+        router.update(replica_set("r1"))  # back: replicas win over an old reason
+        assert await router.call(CALL) == "r1"
+
+    run(test)
+
+
+def test_a_rejected_request_is_retried_on_another_replica():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode["r1"] = "reject"
+        results = [await router.call(CALL) for _ in range(10)]
+        assert results == ["r2"] * 10
+        assert any(r == "r1" for r, _ in fleet.sent)  # r1 was tried and rejected
+        assert events["unreachable"] == []  # a REJECT is not a failure
+
+    run(test)
+
+
+def test_a_request_not_sent_is_retried_and_a_departing_replica_is_avoided():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode["r1"] = "goodbye"
+        results = [await router.call(CALL) for _ in range(10)]
+        assert results == ["r2"] * 10
+        assert [r for r, _ in fleet.sent].count("r1") == 1
+        assert events["unreachable"] == []  # goodbye is orderly: nothing to report
+
+    run(test)
+
+
+def test_an_unreachable_replica_is_reported_once_and_blocked():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode["r1"] = "unreachable"
+        results = await asyncio.gather(*(router.call(CALL) for _ in range(20)))
+        assert results == ["r2"] * 20
+        assert events["unreachable"] == ["r1"]
+        assert [c.replica for c in fleet.connections].count("r1") == 1  # never reconnected
+
+    run(test)
+
+
+def test_a_removed_replica_keeps_its_connection_until_its_requests_finish():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("busy", max_ongoing=1))
+        fleet.mode["busy"] = "hold"
+        running = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: fleet.held_by("busy") == 1, "a request on the busy replica")
+        router.update(replica_set("busy", "idle", max_ongoing=1))
+        assert await router.call(CALL) == "idle"
+        conns = {c.replica: c for c in fleet.connections}
+        router.update(replica_set("new"))
+        assert conns["idle"].closed and not conns["busy"].closed
+        fleet.release_all()
+        assert await running == "busy"  # finished on the old connection
+        assert await router.call(CALL) == "new"
+
+    run(test)
+
+
+def test_a_replica_that_moved_gets_a_new_connection():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(ReplicaSet((info("r1", port=1),)))
+        await router.call(CALL)
+        router.update(ReplicaSet((info("r1", port=2),)))
+        await router.call(CALL)
+        first, second = fleet.connections
+        assert first.closed and (first.info.port, second.info.port) == (1, 2) and not second.closed
+
+    run(test)
+
+
+def test_a_stream_is_retried_until_its_first_item_then_errors_propagate():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode["r1"] = "reject"
+        assert [item async for item in router.stream(STREAM)] == [("r2", 0), ("r2", 1), ("r2", 2)]
+        fleet.mode["r2"] = "dies-mid-stream"
+        seen = []
+        with pytest.raises(NotSent):
+            async for item in router.stream(STREAM):
+                seen.append(item)
+        assert seen == [("r2", 0)]  # not retried once items were delivered
+        assert all(request is STREAM for _, request in fleet.sent)  # passed on unchanged
+
+    run(test)
+
+
+def test_closing_the_router_fails_waiting_requests():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", max_ongoing=1))
+        fleet.mode["r1"] = "hold"
+        running = asyncio.ensure_future(router.call(CALL))
+        waiting = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: router.num_queued == 1, "one waiting")
+        router.close()
+        with pytest.raises(DeploymentUnavailableError, match="shut down"):
+            await waiting
+        assert fleet.connections[0].closed
+        running.cancel()
+
+    run(test)
