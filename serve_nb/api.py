@@ -18,10 +18,9 @@ from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.core.versions import args_version, code_version, replica_version
 from serve_nb.deployment import Application
 from serve_nb.exceptions import DeployError, RayServeException
-from serve_nb.types import ApplicationStatus, ServeStatus
+from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
 _DEFAULT_PREFIX: Any = object()
-PENDING_RESOURCES_TAG = "Waiting for resources"
 logger = logging.getLogger("serve_nb")
 
 
@@ -83,11 +82,11 @@ def _wait_for_proxies(options: HTTPOptions) -> None:
     if options.location == "NoServer":
         return
     status = _wait_for_status(
-        lambda s: bool(s.proxies) and all(p.status != "STARTING" for p in s.proxies.values()),
+        lambda s: bool(s.proxies) and all(p.status != ProxyStatus.STARTING for p in s.proxies.values()),
         timeout_s=options.start_timeout_s,
         what=f"the HTTP proxies to start on {options.host}:{options.port}",
     )
-    bad = [p for p in status.proxies.values() if p.status != "HEALTHY"]
+    bad = [p for p in status.proxies.values() if p.status != ProxyStatus.HEALTHY]
     if bad:
         raise RayServeException(f"The HTTP proxy could not start: {bad[0].message}")
 
@@ -112,10 +111,7 @@ def _build_specs(graph: AppGraph) -> list[Any]:
                     "Pass picklable values (or create the object inside the constructor)."
                 ) from exc
         version = replica_version(
-            code_version(dep.func_or_class, dumps),
-            args_version(node.args, node.kwargs, dumps),
-            dep.config.ray_actor_options,
-            dep.config.version,
+            code_version(dep.func_or_class, dumps), args_version(node.args, node.kwargs, dumps), dep.config
         )
         specs.append(DeploymentSpec(node.name, def_blob, args_blob, dep.config, version, dep.is_class))
     return specs
@@ -159,7 +155,7 @@ def run(
             if app is None:
                 return False
             for dep in app.deployments.values():
-                if dep.message.startswith(PENDING_RESOURCES_TAG) and dep.name not in warned:
+                if dep.waiting_for_resources and dep.name not in warned:
                     warned.add(dep.name)
                     logger.warning("serve.run('%s'): deployment '%s' is not up yet. %s", name, dep.name, dep.message)
             return app.status in (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOY_FAILED)
@@ -212,6 +208,35 @@ def delete(name: str, _blocking: bool = True) -> None:
     ray.get(client.controller.delete_apps.remote([name]))
     if _blocking:
         _wait_for_status(lambda s: name not in s.applications)
+
+
+def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> None:
+    """Set a fixed-size deployment's replica count, in place, without redeploying its application.
+
+    A serve_nb extension: Ray Serve has no such call (there you redeploy with a new
+    ``num_replicas``). It exists so a notebook user (and the widget's +/- buttons) can try a
+    size without re-running the cell. Returns once the controller has taken the new target; the
+    replicas start or stop afterwards (watch ``serve.status()`` or ``serve.feed``).
+
+    Raises ValueError for a bad count, an unknown application or deployment, or a deployment
+    that autoscales (change its ``autoscaling_config`` instead); RayServeException if serve_nb
+    is not running.
+    """
+    for what, value in (("app_name", app_name), ("deployment_name", deployment_name)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{what} must be a non-empty string, got {value!r}.")
+    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+        raise ValueError(
+            f"num_replicas must be an integer >= 1, got {num_replicas!r}. To stop every replica, delete the app."
+        )
+    client = _data_client().get_client()
+    if client is None:
+        raise RayServeException("serve_nb is not running; call serve.start() or serve.run() first.")
+    import ray
+
+    error = ray.get(client.controller.scale_deployment.remote(app_name, deployment_name, num_replicas))
+    if error:
+        raise ValueError(error)
 
 
 def status() -> ServeStatus:

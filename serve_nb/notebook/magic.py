@@ -4,26 +4,33 @@
 ``@serve.deployment`` object, else the last class or function it defines), applies the flags as
 deployment options, binds ``--args`` and runs it as one application. Re-running the cell updates
 that application in place; the cell's previous widget is closed so only one stays live.
+``widget_for(app)`` returns the live widget of an application from any later cell.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line
 
+if TYPE_CHECKING:  # ipywidgets is imported only when a widget is first shown
+    from serve_nb.notebook.widgets import AppWidget
+
 
 @magics_class
 class ServeMagics(Magics):
+    """The magics of one IPython shell, and the widgets its ``%%serve`` cells show."""
+
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self._cell_id: str | None = None
-        self._widgets: dict[str, Any] = {}  # cell id (or app name) -> its live widget
+        self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
@@ -73,11 +80,11 @@ class ServeMagics(Magics):
         filename = compiler.cache(cell, self.shell.execution_count)
         exec(compiler(cell, filename, "exec"), self.shell.user_ns)
 
-    def _bind_args(self, expr: str | None) -> tuple[tuple, dict]:
+    def _bind_args(self, expr: str | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if not expr:
             return (), {}
 
-        def collect(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        def collect(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
             return args, kwargs
 
         try:
@@ -95,6 +102,15 @@ class ServeMagics(Magics):
         widget = AppWidget(app_name, handle)
         self._widgets[key] = widget
         display(widget)
+
+    def widget_for(self, app_name: str) -> AppWidget:
+        """The widget a ``%%serve`` cell of this shell last showed for ``app_name``."""
+        for widget in reversed(self._widgets.values()):
+            if widget.app_name == app_name:
+                return widget
+        shown = sorted({w.app_name for w in self._widgets.values()})
+        raise LookupError(f"No %%serve cell has shown a widget for '{app_name}'. "
+                          f"Widgets shown: {', '.join(shown) or '(none)'}.")
 
     # -- line magics -------------------------------------------------------------------------
 
@@ -141,7 +157,22 @@ class ServeMagics(Magics):
         print("serve_nb shut down.")
 
 
+def widget_for(app_name: str) -> AppWidget:
+    """The live widget of application ``app_name`` as its ``%%serve`` cell showed it.
+
+    For a later cell: read its ``.view``, call its ``.handle``, or ``display()`` it again.
+    Raises LookupError when no ``%%serve`` cell in this kernel has shown one (for any app,
+    ``serve_nb.widgets.AppWidget(name)`` builds a new widget instead).
+    """
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get(ServeMagics.__name__) if shell is not None else None
+    if magics is None:
+        raise LookupError("The serve_nb magics are not loaded in this kernel: run %load_ext serve_nb first.")
+    return magics.widget_for(app_name)
+
+
 def load(shell: Any) -> None:
+    """Register the magics with ``shell`` (``%load_ext serve_nb`` calls this)."""
     magics = ServeMagics(shell)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)

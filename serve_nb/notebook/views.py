@@ -1,6 +1,8 @@
 """Widget view-models: controller snapshots in, plain display data out (rows, badges, chart).
 
-The ipywidgets layer only copies these strings into traits, and only when they changed.
+The ipywidgets layer only copies these strings into traits, and only when they changed. Numbers a
+widget acts on (replica counts) stay numbers here; their display text is derived from them, so no
+widget ever parses text back. Pure: no Ray, no ipywidgets, so it is unit-tested as is.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ import html
 import json
 import shlex
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-from serve_nb.types import AppDetail, ApplicationStatusInfo, DeploymentDetail
+from serve_nb.types import AppDetail, ApplicationStatus, ApplicationStatusInfo, DeploymentDetail
 
 BADGE_COLORS = {
     "RUNNING": "#1a7f37",
@@ -26,16 +28,35 @@ BADGE_COLORS = {
     "DELETED": "#6e7781",
     "NOT_STARTED": "#6e7781",
 }
+UNKNOWN_COLOR = "#6e7781"
+#: The application states whose message is an error worth showing under the header.
+FAILED_STATUSES = frozenset({ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY})
+#: Pseudo-status of a widget whose application was deleted (the controller has no such state).
+DELETED = "DELETED"
+NODE_ID_CHARS = 8  # enough to tell nodes apart in a table
+LOG_LINES = 60  # replica output lines kept in the log pane
+RECENT_EVENTS = 5  # scaling events listed per deployment
+CHART_WINDOW_S = 300.0
+CHART_WIDTH, CHART_HEIGHT = 360.0, 90.0
+RESPONSE_PREVIEW_CHARS = 5000  # longer answers are cut, so the request panel stays responsive
 
 
 @dataclass(frozen=True)
 class DeploymentRow:
+    """One deployment in the table. ``running`` and ``target`` are what the +/- buttons act on."""
+
     name: str
     status: str
     color: str
-    replicas: str  # "running / target"
+    running: int
+    target: int
     message: str
     autoscaling: bool
+
+    @property
+    def replicas(self) -> str:
+        """The "running / target" cell, derived from the numbers (never parsed back)."""
+        return f"{self.running} / {self.target}"
 
 
 @dataclass(frozen=True)
@@ -71,9 +92,24 @@ class AppView:
     chart_svg: str
     logs: str
 
+    @property
+    def failure(self) -> str:
+        """The message to show as an error under the header, or "" when the app is not failing."""
+        return self.message if self.status in FAILED_STATUSES else ""
+
+
+class DashboardRow(NamedTuple):
+    """One application in the dashboard."""
+
+    name: str
+    status: str
+    color: str
+    route_prefix: str  # "(no HTTP)" when the app has none
+    replicas: str  # "running / target replicas" summed over its deployments
+
 
 def badge_color(status: str) -> str:
-    return BADGE_COLORS.get(status, "#6e7781")
+    return BADGE_COLORS.get(status, UNKNOWN_COLOR)
 
 
 def format_uptime(seconds: float) -> str:
@@ -93,6 +129,12 @@ def endpoint_url(detail: AppDetail) -> str | None:
     return f"http://{detail.http_address}{'' if detail.route_prefix == '/' else detail.route_prefix}"
 
 
+def request_url(endpoint: str, path: str = "") -> str:
+    """The endpoint plus the request panel's sub-path (with or without its leading slash)."""
+    path = path.strip()
+    return endpoint.rstrip("/") + ("/" + path.lstrip("/") if path else "")
+
+
 def curl_line(url: str, method: str = "GET", body: str | None = None) -> str:
     parts = ["curl", "-s", "-X", method, url]
     if body:
@@ -108,18 +150,19 @@ def _autoscaling_settings(auto: dict) -> str:
 
 
 def deployment_row(dep: DeploymentDetail) -> DeploymentRow:
-    return DeploymentRow(dep.name, dep.status, badge_color(dep.status), f"{dep.running} / {dep.target}",
+    return DeploymentRow(dep.name, dep.status, badge_color(dep.status), dep.running, dep.target,
                          dep.message.splitlines()[0] if dep.message else "", dep.autoscaling is not None)
 
 
 def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
     """Build what the application widget shows; ``None`` (deleted) gives a DELETED view."""
     if detail is None:
-        return AppView(name, "DELETED", badge_color("DELETED"), "The application was deleted.", None, None,
+        return AppView(name, DELETED, badge_color(DELETED), "The application was deleted.", None, None,
                        (), (), (), chart_svg([], now), "")
     url = endpoint_url(detail)
     replicas = tuple(
-        ReplicaRow(d.name, r.replica_id, r.state, r.node_id[:8], str(r.pid or ""), r.ongoing, format_uptime(now - r.started_at))
+        ReplicaRow(d.name, r.replica_id, r.state, r.node_id[:NODE_ID_CHARS], str(r.pid or ""), r.ongoing,
+                   format_uptime(now - r.started_at))
         for d in detail.deployments
         for r in d.replicas
     )
@@ -127,7 +170,7 @@ def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
         AutoscalingView(
             d.name, _autoscaling_settings(d.autoscaling), d.last_decision or "no decision yet",
             tuple(f"{format_uptime(now - e.time)} ago: {e.from_replicas} → {e.to_replicas} ({e.reason})"
-                  for e in reversed(d.events[-5:])),
+                  for e in reversed(d.events[-RECENT_EVENTS:])),
         )
         for d in detail.deployments
         if d.autoscaling is not None
@@ -135,13 +178,13 @@ def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
     return AppView(
         detail.name, detail.status, badge_color(detail.status), detail.message, url,
         curl_line(url) if url else None, tuple(deployment_row(d) for d in detail.deployments), replicas,
-        autoscaling, chart_svg(detail.history, now), "\n".join(detail.logs[-60:]),
+        autoscaling, chart_svg(detail.history, now), "\n".join(detail.logs[-LOG_LINES:]),
     )
 
 
 def chart_points(
-    history: Sequence[tuple[float, int, float]], now: float, window_s: float = 300.0,
-    width: float = 360.0, height: float = 90.0,
+    history: Sequence[tuple[float, int, float]], now: float, window_s: float = CHART_WINDOW_S,
+    width: float = CHART_WIDTH, height: float = CHART_HEIGHT,
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], float]:
     """Step-line points (x, y) for running replicas and ongoing requests over the last ``window_s``.
 
@@ -174,9 +217,9 @@ def chart_points(
     return series(1), series(2), top
 
 
-def chart_svg(history: Sequence[tuple[float, int, float]], now: float, window_s: float = 300.0) -> str:
-    """An inline SVG: replicas (blue) and ongoing requests (orange) over the last five minutes."""
-    width, height = 360.0, 90.0
+def chart_svg(history: Sequence[tuple[float, int, float]], now: float, window_s: float = CHART_WINDOW_S) -> str:
+    """An inline SVG: replicas (blue) and ongoing requests (orange) over the last ``window_s``."""
+    width, height = CHART_WIDTH, CHART_HEIGHT
     replicas, ongoing, top = chart_points(history, now, window_s, width, height)
 
     def poly(points: list[tuple[float, float]], color: str) -> str:
@@ -197,15 +240,15 @@ def chart_svg(history: Sequence[tuple[float, int, float]], now: float, window_s:
     )
 
 
-def dashboard_rows(apps: dict[str, ApplicationStatusInfo]) -> list[tuple[str, str, str, str, str]]:
-    """(name, status, color, route prefix, replicas summary) per application, sorted by name."""
+def dashboard_rows(apps: dict[str, ApplicationStatusInfo]) -> list[DashboardRow]:
+    """One row per application, sorted by name."""
     rows = []
     for name in sorted(apps):
         app = apps[name]
         running = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
         target = sum(d.target_replicas for d in app.deployments.values())
-        rows.append((name, str(app.status), badge_color(str(app.status)), app.route_prefix or "(no HTTP)",
-                     f"{running} / {target} replicas"))
+        rows.append(DashboardRow(name, str(app.status), badge_color(str(app.status)), app.route_prefix or "(no HTTP)",
+                                 f"{running} / {target} replicas"))
     return rows
 
 
@@ -221,6 +264,6 @@ def format_response(status: int, body: bytes, latency_s: float, content_type: st
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
         except ValueError:
             pass
-    if len(text) > 5000:
-        text = text[:5000] + f"\n... ({len(body)} bytes)"
+    if len(text) > RESPONSE_PREVIEW_CHARS:
+        text = text[:RESPONSE_PREVIEW_CHARS] + f"\n... ({len(body)} bytes)"
     return f"{status} in {latency_s * 1000:.1f} ms\n{text}"

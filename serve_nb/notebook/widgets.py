@@ -1,8 +1,11 @@
 """Live ipywidgets: an application widget and a dashboard, fed by the controller's long-poll.
 
-Updates arrive on serve_nb's background thread (so they keep coming while other cells run or the
-kernel idles). Each update builds a plain view-model (``serve_nb.notebook.views``) and copies into
-traits only the parts that changed. Buttons never block the kernel waiting for the cluster.
+Updates arrive on serve_nb's background thread through the public ``serve_nb.feed`` (so they keep
+coming while other cells run or the kernel idles). Each update builds a plain view-model
+(``serve_nb.notebook.views``) and copies into traits only the parts that changed. Buttons act
+through the public API (``serve.scale_deployment``, ``serve.delete``) or, for the request panel,
+plain HTTP to the app's endpoint, always on a thread: they never block the kernel waiting for the
+cluster.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 import ipywidgets as widgets
 
+import serve_nb as serve
+from serve_nb import feed
+from serve_nb.exceptions import RayServeException
 from serve_nb.notebook import views
-from serve_nb.core.snapshots import STATUS_KEY, app_key
 
 _CSS = "font-family: var(--jp-code-font-family, monospace); font-size: 12px;"
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
+REQUEST_TIMEOUT_S = 60.0  # the request panel gives up after this long
 
 
 def _badge(text: str, color: str) -> str:
@@ -37,18 +44,32 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f'<table style="border-collapse:collapse;{_CSS}"><tr>{head}</tr>{body}</table>'
 
 
-def _client() -> Any:
-    from serve_nb.data.client import get_client
+def _http_request(method: str, url: str, body: str) -> tuple[int, bytes, str]:
+    """Send the request panel's request as any HTTP client would: (status, body, content type).
 
-    return get_client()
+    Plain HTTP on purpose: the panel shows what the endpoint answers, through the proxy, exactly
+    as ``curl`` would. An HTTP error status is an answer, not a failure; OSError means no answer.
+    """
+    request = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+                                     headers={"content-type": "application/json"} if body else {})
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as resp:
+            return resp.status, resp.read(), resp.headers.get("content-type", "")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), err.headers.get("content-type", "")
 
 
 class _Feed:
-    """A widget's subscription to one long-poll key; callbacks land on the background thread."""
+    """A widget's subscription to one feed key; callbacks land on the background thread.
 
-    def __init__(self, key: str, callback: Any) -> None:
-        client = _client()
-        self._sub = client.longpoll.subscribe(key, callback) if client is not None else None
+    Inactive (rather than raising) when serve_nb is not running, so a widget can still be shown.
+    """
+
+    def __init__(self, key: str, callback: Callable[[Any], None]) -> None:
+        try:
+            self._sub: Any = feed.subscribe(key, callback)
+        except RayServeException:
+            self._sub = None
 
     @property
     def active(self) -> bool:
@@ -84,7 +105,8 @@ class AppWidget(widgets.VBox):
         self._confirm = widgets.HBox([], layout=widgets.Layout(display="none"))
         self._delete.on_click(lambda _: self._ask_delete())
         self._notice = widgets.HTML()
-        self._method = widgets.Dropdown(options=["GET", "POST", "PUT", "DELETE"], value="GET", layout=widgets.Layout(width="90px"))
+        self._method = widgets.Dropdown(options=list(HTTP_METHODS), value=HTTP_METHODS[0],
+                                        layout=widgets.Layout(width="90px"))
         self._path = widgets.Text(placeholder="/sub/path?x=1", layout=widgets.Layout(width="260px"))
         self._body = widgets.Textarea(placeholder='JSON body, e.g. {"text": "hello"}', layout=widgets.Layout(width="100%", height="60px"))
         send = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
@@ -100,11 +122,16 @@ class AppWidget(widgets.VBox):
             tabs.set_title(i, title)
         controls = widgets.HBox([self._scale_target, minus, plus, self._delete, self._confirm])
         super().__init__([self._header, self._curl, tabs, controls, self._notice], **kwargs)
-        self._feed = _Feed(app_key(app_name), self._on_detail)
+        self._feed = _Feed(feed.app(app_name), self._on_detail)
         if not self._feed.active:
             self._header.value = f"<b>{views.escape(app_name)}</b> — serve_nb is not running."
 
     # -- feed ---------------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        """Whether the widget still follows the controller (False once closed, replaced or deleted)."""
+        return self._feed.active
 
     def _on_detail(self, detail: Any) -> None:
         view = views.app_view(detail, time.time(), self.app_name)
@@ -122,8 +149,9 @@ class AppWidget(widgets.VBox):
 
         if any(changed(a) for a in ("name", "status", "color", "url", "message")):
             link = f' · <a href="{views.escape(view.url)}" target="_blank">{views.escape(view.url)}</a>' if view.url else ""
-            msg = (f'<pre style="white-space:pre-wrap;color:#cf222e;{_CSS}">{views.escape(view.message)}</pre>'
-                   if view.message and view.status in ("DEPLOY_FAILED", "UNHEALTHY") else "")
+            failure = view.failure
+            msg = (f'<pre style="white-space:pre-wrap;color:{views.badge_color(view.status)};{_CSS}">'
+                   f'{views.escape(failure)}</pre>' if failure else "")
             self._header.value = f"<b>{views.escape(view.name)}</b> {_badge(view.status, view.color)}{link}{msg}"
         if changed("curl"):
             self._curl.value = view.curl or "(no HTTP route: call it through the handle)"
@@ -164,19 +192,18 @@ class AppWidget(widgets.VBox):
         row = next((d for d in (self._view.deployments if self._view else ()) if d.name == name), None)
         if row is None:
             return
-        target = int(row.replicas.split("/")[1]) + step
+        target = row.target + step
         if target < 1:
             self._notice.value = "<i>A fixed-size deployment keeps at least one replica; delete the app instead.</i>"
             return
-        client = _client()
-        if client is None:
-            return
 
         def run() -> None:
-            import ray
-
-            error = ray.get(client.controller.scale_deployment.remote(self.app_name, name, target))
-            self._notice.value = views.escape(error) if error else f"Scaling {views.escape(name)} to {target}."
+            try:
+                serve.scale_deployment(self.app_name, name, target)
+            except (ValueError, RayServeException) as exc:
+                self._notice.value = views.escape(str(exc))
+            else:
+                self._notice.value = f"Scaling {views.escape(name)} to {target}."
 
         threading.Thread(target=run, daemon=True).start()
 
@@ -194,16 +221,14 @@ class AppWidget(widgets.VBox):
 
     def _do_delete(self) -> None:
         self._hide_confirm()
-        import serve_nb
-
-        threading.Thread(target=lambda: serve_nb.delete(self.app_name, _blocking=False), daemon=True).start()
+        threading.Thread(target=lambda: serve.delete(self.app_name, _blocking=False), daemon=True).start()
 
     def _send(self) -> None:
         view = self._view
         if view is None or view.url is None:
             self._answer.value = "This application has no HTTP route; call it with widget.handle.remote(...)."
             return
-        url = view.url.rstrip("/") + ("/" + self._path.value.lstrip("/") if self._path.value else "")
+        url = views.request_url(view.url, self._path.value)
         body = self._body.value.strip()
         if body:
             try:
@@ -214,18 +239,14 @@ class AppWidget(widgets.VBox):
         method = self._method.value
 
         def run() -> None:
-            request = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-                                             headers={"content-type": "application/json"} if body else {})
             start = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=60) as resp:
-                    status, data, ctype = resp.status, resp.read(), resp.headers.get("content-type", "")
-            except urllib.error.HTTPError as err:
-                status, data, ctype = err.code, err.read(), err.headers.get("content-type", "")
+                status, data, ctype = _http_request(method, url, body)
             except OSError as err:
                 self._answer.value = f"Request failed: {err}"
                 return
-            self._answer.value = f"{method} {url}\n" + views.format_response(status, data, time.perf_counter() - start, ctype)
+            answer = views.format_response(status, data, time.perf_counter() - start, ctype)
+            self._answer.value = f"{method} {url}\n{answer}"
 
         self._answer.value = f"{method} {url} ..."
         threading.Thread(target=run, daemon=True).start()
@@ -245,8 +266,8 @@ class Dashboard(widgets.VBox):
         self._list = widgets.VBox()
         super().__init__([self._title, self._list], **kwargs)
         self._lock = threading.Lock()
-        self._last: list[tuple[str, str, str, str, str]] | None = None
-        self._feed = _Feed(STATUS_KEY, self._on_status)
+        self._last: list[views.DashboardRow] | None = None
+        self._feed = _Feed(feed.STATUS, self._on_status)
         if not self._feed.active:
             self._title.value = "<b>serve_nb</b> is not running: deploy with %%serve or serve.run()."
 
@@ -260,19 +281,20 @@ class Dashboard(widgets.VBox):
             if rows == self._last:
                 return
             self._last = rows
-            names = [r[0] for r in rows]
+            names = [r.name for r in rows]
             for name in list(self._rows):
                 if name not in names:
                     self._rows.pop(name)
                     detail = self._details.pop(name, None)
                     if detail is not None:
                         detail.close()
-            for name, state, color, prefix, replicas in rows:
-                row = self._rows.get(name)
+            for data in rows:
+                row = self._rows.get(data.name)
                 if row is None:
-                    row = self._rows[name] = self._make_row(name)
+                    row = self._rows[data.name] = self._make_row(data.name)
                 row.children[0].children[1].value = (
-                    f"<b>{views.escape(name)}</b> {_badge(state, color)} {views.escape(prefix)} · {replicas}"
+                    f"<b>{views.escape(data.name)}</b> {_badge(data.status, data.color)} "
+                    f"{views.escape(data.route_prefix)} · {data.replicas}"
                 )
             self._list.children = [self._rows[n] for n in names]
             if not names:

@@ -17,10 +17,6 @@ def ip(ray_session):
     return shell
 
 
-def magics(ip):
-    return ip.magics_manager.registry["ServeMagics"]
-
-
 def test_flags_args_user_config_and_default_names(ip, serve_instance):
     ip.run_cell("import serve_nb as serve\n@serve.deployment\nclass Upper:\n    def __call__(self, s):\n        return s.upper()")
     ip.run_cell_magic(
@@ -37,8 +33,11 @@ def test_flags_args_user_config_and_default_names(ip, serve_instance):
     assert app.deployments["Shout"].replica_states == {"RUNNING": 2}
     assert serve.get_app_handle("shout").remote().result() == ">HI!"
     assert "Shout" in ip.user_ns  # the class stays usable in later cells
-    widget = magics(ip)._widgets["app:shout"]
+    widget = serve.widgets.widget_for("shout")  # the widget the cell showed, from any later cell
+    assert widget.app_name == "shout" and widget.listening
     assert widget.handle.remote().result() == ">HI!"
+    with pytest.raises(LookupError, match="no-such-app"):
+        serve.widgets.widget_for("no-such-app")
     detail = serve.feed.get(serve.feed.app("shout"))
     assert next(d for d in detail.deployments if d.name == "Shout").target == 2
 
@@ -46,15 +45,17 @@ def test_flags_args_user_config_and_default_names(ip, serve_instance):
 def test_rerun_replaces_the_cells_widget_and_autoscale_no_wait(ip, serve_instance):
     cell = "class Auto:\n    def __call__(self, request=None):\n        return 'auto'\n"
     ip.run_cell_magic("serve", "--name auto-app --no-http --autoscale 1:3:4 --no-wait", cell)
-    first = magics(ip)._widgets["app:auto-app"]
+    first = serve.widgets.widget_for("auto-app")
     wait_until(lambda: serve.status().applications["auto-app"].status == "RUNNING", what="auto-app running")
     ip.run_cell_magic("serve", "--name auto-app --no-http --autoscale 1:3:4", cell)
-    second = magics(ip)._widgets["app:auto-app"]
-    assert second is not first and not first._feed.active  # the old widget stopped listening
+    second = serve.widgets.widget_for("auto-app")
+    assert second is not first and not first.listening and second.listening  # the old widget stopped listening
     detail = serve.feed.get(serve.feed.app("auto-app"))
     assert detail.route_prefix is None
     assert detail.deployments[0].autoscaling["max_replicas"] == 3
     assert detail.deployments[0].autoscaling["target_ongoing_requests"] == 4
+    with pytest.raises(ValueError, match="autoscales"):  # manual scaling is for fixed-size deployments
+        serve.scale_deployment("auto-app", "Auto", 2)
 
 
 def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
@@ -62,7 +63,7 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
         "serve", "--name buttons",
         "class Buttons:\n    async def __call__(self, request):\n        return {'got': (await request.json())['x']}\n",
     )
-    widget = magics(ip)._widgets["app:buttons"]
+    widget = serve.widgets.widget_for("buttons")
     wait_until(lambda: widget.view is not None and widget.view.url is not None, what="first view")
     widget._method.value = "POST"
     widget._body.value = '{"x": 42}'
@@ -73,10 +74,26 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
     widget._send()
     assert "not valid JSON" in widget._answer.value
 
+    def replica_states() -> dict[str, int]:
+        return serve.status().applications["buttons"].deployments["Buttons"].replica_states
+
     widget._scale_target.value = "Buttons"
     widget._scale(+1)
-    wait_until(lambda: serve.status().applications["buttons"].deployments["Buttons"].replica_states == {"RUNNING": 2},
-               what="scaled to 2")
+    wait_until(lambda: replica_states() == {"RUNNING": 2}, what="scaled to 2")
+    wait_until(lambda: widget.view.deployments[0].target == 2, what="the widget's row follows")
+    assert widget.view.deployments[0].replicas == "2 / 2"
+    widget._scale(-1)
+    wait_until(lambda: replica_states() == {"RUNNING": 1}, what="scaled back to 1")
+    wait_until(lambda: widget.view.deployments[0].target == 1, what="the widget's row follows")
+    widget._scale(-1)  # never below one: the widget says so and leaves the deployment alone
+    assert "at least one replica" in widget._notice.value
+
+    serve.scale_deployment("buttons", "Buttons", 2)  # the same, through the public API
+    wait_until(lambda: replica_states() == {"RUNNING": 2}, what="scaled to 2 again")
+    with pytest.raises(ValueError, match="no deployment 'Nope'"):
+        serve.scale_deployment("buttons", "Nope", 2)
+    with pytest.raises(ValueError, match="num_replicas must be an integer >= 1"):
+        serve.scale_deployment("buttons", "Buttons", 0)
     widget._ask_delete()
     assert widget._confirm.layout.display == "flex"
     widget._confirm.children[2].click()  # Cancel

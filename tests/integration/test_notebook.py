@@ -1,4 +1,4 @@
-"""Issue 4 in a real kernel (nbclient) and the widgets fed by a real controller."""
+"""The %%serve magic in a real kernel (nbclient), and the widgets fed by a real controller."""
 
 from __future__ import annotations
 
@@ -100,13 +100,13 @@ def test_widget_traits_follow_the_controller_within_a_second(serve_instance):
 
     changed = threading.Event()
     widget._deployments.observe(lambda change: "/ 2" in change["new"] and changed.set(), names="value")
-    client = serve.api._runtime().current_client()
     start = time.monotonic()
-    assert ray.get(client.controller.scale_deployment.remote("watched", "Watched", 2)) is None
+    serve.scale_deployment("watched", "Watched", 2)
     assert changed.wait(1.0), "the widget did not reflect the new target within 1 s"
     latency = time.monotonic() - start
     assert latency < 1.0
     wait_until(lambda: len(widget.view.replicas) == 2 and all(r.state == "RUNNING" for r in widget.view.replicas))
+    assert (widget.view.deployments[0].running, widget.view.deployments[0].target) == (2, 2)
 
     assert handle.remote().result() == "ok"
     wait_until(lambda: "watched was called" in widget._logs.value, what="replica output in the log pane")

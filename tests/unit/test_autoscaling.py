@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serve_nb.config import AutoscalingConfig
-from serve_nb.core.autoscaling import Decision, ScalingState, decide, goal
+from serve_nb.core.autoscaling import ScaleDirection, ScalingState, decide, goal
 
 
 def cfg(**kw) -> AutoscalingConfig:
@@ -66,7 +66,7 @@ def test_steady_when_goal_equals_current():
     assert d.desired == 3
     assert d.reason == "steady at 3: 6 ongoing / target 2"
     assert d.state == ScalingState()
-    assert not d.changed
+    assert d.direction is ScaleDirection.NONE
 
 
 def test_steady_resets_a_pending_direction():
@@ -96,7 +96,7 @@ def test_upscale_waits_for_delay_and_reports_progress():
     assert d.desired == 1
     assert d.state == ScalingState(direction=1, since=1000.0)
     assert d.reason == "waiting to scale up 1 -> 4 (8 ongoing / target 2 wants 4; 0s of 30s)"
-    assert not d.changed
+    assert d.direction is ScaleDirection.NONE
 
     d = decide(1, 8, config, 1010.0, d.state)
     assert d.desired == 1
@@ -106,7 +106,7 @@ def test_upscale_waits_for_delay_and_reports_progress():
     d = decide(1, 8, config, 1030.0, d.state)
     assert d.desired == 4
     assert d.reason == "scale up 1 -> 4: 8 ongoing / target 2 wants 4"
-    assert d.changed
+    assert d.direction is ScaleDirection.UP
     assert d.state == ScalingState()
 
 
@@ -165,7 +165,7 @@ def test_downscale_waits_for_downscale_delay():
     d = decide(4, 2, config, 600.0, d.state)
     assert d.desired == 1
     assert d.reason == "scale down 4 -> 1: 2 ongoing / target 2 wants 1"
-    assert d.changed
+    assert d.direction is ScaleDirection.DOWN
 
 
 def test_upscale_and_downscale_delays_are_independent():
@@ -264,7 +264,7 @@ def test_downscaling_factor_never_sticks_one_above_the_goal():
     assert finals[-1] == 1
     # monotone non-increasing, each change after a full delay
     assert all(a >= b for a, b in zip(finals, finals[1:]))
-    changes = [d.reason for d in decisions if d.changed]
+    changes = [d.reason for d in decisions if d.direction is not ScaleDirection.NONE]
     assert changes == [
         "scale down 8 -> 4: 2 ongoing / target 2 wants 1",
         "scale down 4 -> 2: 2 ongoing / target 2 wants 1",
@@ -345,7 +345,7 @@ def test_cold_start_scales_to_one_immediately(ongoing):
     config = cfg(upscale_delay_s=300.0)
     d = decide(0, ongoing, config, 12.0, ScalingState(direction=-1, since=0.0))
     assert d.desired == 1
-    assert d.changed
+    assert d.direction is ScaleDirection.UP
     assert d.reason.startswith("scale up 0 -> 1:")
     assert f"{ongoing:g} request(s) waiting" in d.reason
     assert "cold start" in d.reason
@@ -375,21 +375,31 @@ def test_scale_to_zero_then_cold_start_round_trip():
     assert "cold start" in decisions[-1].reason
 
 
-# --------------------------------------------------------------------------- Decision.changed
+# --------------------------------------------------------------------------- Decision.direction
 
 
-@pytest.mark.parametrize(
-    "reason, changed",
-    [
-        ("scale up 1 -> 2: x", True),
-        ("scale down 2 -> 1: x", True),
-        ("waiting to scale up 1 -> 2 (x)", False),
-        ("steady at 1: x", False),
-        ("", False),
-    ],
-)
-def test_decision_changed_reads_the_reason(reason, changed):
-    assert Decision(1, reason, ScalingState()).changed is changed
+def test_direction_is_set_exactly_when_desired_differs_from_current():
+    """Callers learn whether a decision is a change from data, never from the reason text."""
+    config = cfg(min_replicas=0, max_replicas=10, upscale_delay_s=5.0, downscale_delay_s=5.0)
+    steps = list(enumerate([0, 8, 8, 8, 8, 8, 8, 0, 0, 0, 0, 0, 0, 0, 3, 3]))
+    current = 0
+    state = ScalingState()
+    seen = set()
+    for now, ongoing in steps:
+        d = decide(current, ongoing, config, float(now), state)
+        expected = (ScaleDirection.UP if d.desired > current else
+                    ScaleDirection.DOWN if d.desired < current else ScaleDirection.NONE)
+        assert d.direction is expected, (now, current, d)
+        seen.add(d.direction)
+        current, state = d.desired, d.state
+    assert seen == set(ScaleDirection)
+
+
+def test_waiting_for_a_delay_is_not_a_change_even_though_a_direction_is_pending():
+    d = decide(1, 8, cfg(upscale_delay_s=30.0), 0.0, ScalingState())
+    assert d.state.direction is ScaleDirection.UP  # the wish, remembered for the delay
+    assert d.direction is ScaleDirection.NONE  # the decision: stay at 1 for now
+    assert d.desired == 1
 
 
 # --------------------------------------------------------------------------- a longer simulation

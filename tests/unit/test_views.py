@@ -12,6 +12,8 @@ import pytest
 from serve_nb.config import AutoscalingConfig
 from serve_nb.notebook.views import (
     BADGE_COLORS,
+    DashboardRow,
+    DeploymentRow,
     app_view,
     badge_color,
     chart_points,
@@ -22,6 +24,7 @@ from serve_nb.notebook.views import (
     endpoint_url,
     format_response,
     format_uptime,
+    request_url,
 )
 from serve_nb.types import (
     AppDetail,
@@ -127,6 +130,21 @@ def test_endpoint_url_none_without_proxy_address():
     assert endpoint_url(app(http_address=None)) is None
 
 
+@pytest.mark.parametrize(
+    "endpoint, path, url",
+    [
+        ("http://h:8000/shop", "", "http://h:8000/shop"),
+        ("http://h:8000/shop", "items/1", "http://h:8000/shop/items/1"),
+        ("http://h:8000/shop", "/items/1?x=1", "http://h:8000/shop/items/1?x=1"),
+        ("http://h:8000", "/a", "http://h:8000/a"),  # root prefix: no double slash
+        ("http://h:8000/shop/", "a", "http://h:8000/shop/a"),
+        ("http://h:8000/shop", "   ", "http://h:8000/shop"),  # blank path: the endpoint itself
+    ],
+)
+def test_request_url_joins_the_panels_path_to_the_endpoint(endpoint, path, url):
+    assert request_url(endpoint, path) == url
+
+
 def test_curl_line_get():
     assert curl_line("http://127.0.0.1:8000/shop") == "curl -s -X GET http://127.0.0.1:8000/shop"
 
@@ -161,9 +179,16 @@ def test_deployment_row_fields():
     assert row.name == "Shop"
     assert row.status == "UPSCALING"
     assert row.color == BLUE
+    assert (row.running, row.target) == (1, 3)  # numbers, for the +/- buttons
     assert row.replicas == "1 / 3"
     assert row.message == "scaling up"  # only the first line
     assert row.autoscaling is False
+
+
+def test_deployment_row_display_text_follows_its_numbers():
+    row = DeploymentRow("A", "HEALTHY", GREEN, running=2, target=12, message="", autoscaling=False)
+    assert row.replicas == "2 / 12"
+    assert dataclasses.replace(row, target=13).replicas == "2 / 13"
 
 
 def test_deployment_row_empty_message_and_autoscaling_flag():
@@ -197,6 +222,15 @@ def test_app_view_basic_fields():
     assert view.message == "starting 2 replicas"
     assert view.url == "http://127.0.0.1:8000/shop"
     assert view.curl == "curl -s -X GET http://127.0.0.1:8000/shop"
+
+
+@pytest.mark.parametrize(
+    "status, shown",
+    [("DEPLOY_FAILED", True), ("UNHEALTHY", True), ("RUNNING", False), ("DEPLOYING", False)],
+)
+def test_app_view_failure_is_the_message_only_when_the_app_fails(status, shown):
+    view = app_view(app(status=status, message="boom: weights not found"), 0.0)
+    assert view.failure == ("boom: weights not found" if shown else "")
 
 
 def test_app_view_without_http_has_no_url_or_curl():
@@ -415,9 +449,10 @@ def test_dashboard_rows_sorted_with_summaries():
         }),
     }
     assert dashboard_rows(apps) == [
-        ("alpha", "RUNNING", GREEN, "/alpha", "3 / 5 replicas"),
-        ("zeta", "DEPLOY_FAILED", RED, "(no HTTP)", "0 / 2 replicas"),
+        DashboardRow("alpha", "RUNNING", GREEN, "/alpha", "3 / 5 replicas"),
+        DashboardRow("zeta", "DEPLOY_FAILED", RED, "(no HTTP)", "0 / 2 replicas"),
     ]
+    assert [(r.name, r.route_prefix) for r in dashboard_rows(apps)] == [("alpha", "/alpha"), ("zeta", "(no HTTP)")]
 
 
 def test_dashboard_rows_status_is_a_plain_string():
