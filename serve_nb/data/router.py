@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
@@ -69,8 +70,10 @@ class Router:
         rng: random.Random | None = None,
         on_replica_unreachable: Callable[[str], None] | None = None,
         on_queue_change: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deployment = deployment
+        self._clock = clock
         self._connect = connect
         self._local_node_id = local_node_id
         self._rng = rng or random.Random()
@@ -135,12 +138,11 @@ class Router:
             self._clients.pop(rid, None)
             # Lost: until the controller confirms, send nothing more there. Goodbye: the replica is
             # draining and the long-poll will drop it.
-            self._blocked_until[rid] = asyncio.get_running_loop().time() + BLOCKED_FOR_GOOD_S
+            self._blocked_until[rid] = self._clock() + BLOCKED_FOR_GOOD_S
             if client.lost and self._on_unreachable is not None:
                 self._on_unreachable(rid)
 
-    def _choose(self) -> str | None:
-        now = asyncio.get_running_loop().time()
+    def _choose(self, now: float) -> str | None:
         candidates = [rid for rid in self._infos if self._blocked_until.get(rid, 0.0) <= now]
         return choose_replica(candidates, self._in_flight, self._capacity, self._rng, self._local)
 
@@ -152,10 +154,14 @@ class Router:
                 if not all_waiters:
                     return
 
-    async def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self, now: float) -> None:
+        """Wait for a release, a replica set update, or the end of the soonest block.
+
+        ``now`` must be the time ``_choose`` judged blocks by: read again here, a block that ended in
+        between would count neither as a reason to wait for nor as free, and the wait would have no
+        end (nothing in flight here to release a slot)."""
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        now = asyncio.get_running_loop().time()
         blocked = [t for t in self._blocked_until.values() if now < t < now + UNBLOCK_HORIZON_S]
         timeout = max(0.0, min(blocked) - now) if blocked else None
         try:
@@ -173,7 +179,8 @@ class Router:
             while True:
                 if self._unavailable is not None:
                     raise DeploymentUnavailableError(self._unavailable)
-                rid = self._choose() if self._known else None
+                now = self._clock()
+                rid = self._choose(now) if self._known else None
                 if rid is not None:
                     self._in_flight[rid] += 1
                     return rid
@@ -184,7 +191,7 @@ class Router:
                     self.num_queued += 1
                     if self._on_queue_change is not None:
                         self._on_queue_change(self.num_queued)
-                await self._wait_for_slot()
+                await self._wait_for_slot(now)
         finally:
             if queued:
                 self.num_queued -= 1
@@ -199,7 +206,7 @@ class Router:
         self._wake()
 
     def _rejected(self, rid: str) -> None:
-        self._blocked_until[rid] = asyncio.get_running_loop().time() + REJECT_BACKOFF_S
+        self._blocked_until[rid] = self._clock() + REJECT_BACKOFF_S
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class FakeConnection:
         mode = self.fleet.mode.get(self.replica, "ok")
         if mode == "reject":
             raise Rejected()
+        if mode == "reject-once":
+            self.fleet.mode[self.replica] = "ok"
+            raise Rejected()
         if mode in ("unreachable", "goodbye"):
             if mode == "unreachable":
                 self.lost = True
@@ -292,3 +295,30 @@ def test_closing_the_router_fails_waiting_requests():
         running.cancel()
 
     run(test)
+
+
+def test_a_request_backing_off_after_a_reject_resumes_even_when_time_moves_between_checks():
+    """The clock moves 3 ms between any two reads (a busy loop): the backoff after the REJECT ends
+    between deciding the replica is blocked and starting to wait. The wait must still end."""
+
+    class SteppingClock:
+        def __init__(self) -> None:
+            self.now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.003
+            return self.now
+
+    async def main() -> None:
+        fleet = Fleet()
+        router = Router(DEP, fleet, local_node_id="node", rng=random.Random(0), clock=SteppingClock())
+        router.update(replica_set("r1", max_ongoing=2))
+        fleet.mode["r1"] = "reject-once"
+        try:
+            assert await asyncio.wait_for(router.call(CALL), 2.0) == "r1"
+        finally:
+            router.close()
+        assert [r for r, _ in fleet.sent] == ["r1", "r1"]  # rejected once, then served by the same replica
+
+    asyncio.run(main())
+
