@@ -58,6 +58,14 @@ def _failed(exc: BaseException) -> ActorCallFailed:
     return ActorCallFailed(brief(exc), brief(cause if isinstance(cause, BaseException) else exc))
 
 
+async def _ask(ref: Any, timeout_s: float | None = None) -> Any:
+    """Await one actor call (bounded by ``timeout_s`` if given); any failure is an ActorCallFailed."""
+    try:
+        return await (ref if timeout_s is None else asyncio.wait_for(ref, timeout_s))
+    except Exception as exc:
+        raise _failed(exc) from exc
+
+
 def _kill(actor: Any) -> None:
     try:
         ray.kill(actor, no_restart=True)
@@ -100,22 +108,13 @@ class RayReplica:
             return False
 
     async def initialize(self) -> InitResult:
-        try:
-            return await self._actor.initialize.remote()
-        except Exception as exc:
-            raise _failed(exc) from exc
+        return await _ask(self._actor.initialize.remote())
 
     async def check_health(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self._actor.check_health.remote(), timeout_s)
-        except Exception as exc:
-            raise _failed(exc) from exc
+        await _ask(self._actor.check_health.remote(), timeout_s)
 
     async def reconfigure(self, config: ReplicaConfig) -> str | None:
-        try:
-            return await self._actor.reconfigure.remote(config)
-        except Exception as exc:
-            raise _failed(exc) from exc
+        return await _ask(self._actor.reconfigure.remote(config))
 
     async def prepare_for_shutdown(self, timeout_s: float) -> None:
         try:
@@ -124,16 +123,10 @@ class RayReplica:
             pass  # timed out or already dead: the caller kills it next
 
     async def wait_for_death(self) -> None:
-        try:
-            await self._actor.wait_for_death.remote()
-        except Exception as exc:
-            raise _failed(exc) from exc
+        await _ask(self._actor.wait_for_death.remote())
 
     async def get_metadata(self) -> ReplicaMetadata:
-        try:
-            return await asyncio.wait_for(self._actor.get_metadata.remote(), ADOPT_TIMEOUT_S)
-        except Exception as exc:
-            raise _failed(exc) from exc
+        return await _ask(self._actor.get_metadata.remote(), ADOPT_TIMEOUT_S)
 
     def kill(self) -> None:
         _kill(self._actor)
@@ -146,16 +139,10 @@ class RayProxy:
         self._actor = actor
 
     async def start(self) -> str | None:
-        try:
-            return await self._actor.start.remote()
-        except Exception as exc:
-            raise _failed(exc) from exc
+        return await _ask(self._actor.start.remote())
 
     async def is_serving(self) -> bool:
-        try:
-            return await asyncio.wait_for(self._actor.is_serving.remote(), ADOPT_TIMEOUT_S)
-        except Exception as exc:
-            raise _failed(exc) from exc
+        return await _ask(self._actor.is_serving.remote(), ADOPT_TIMEOUT_S)
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
         try:
@@ -170,10 +157,7 @@ class RayProxy:
             pass  # the caller kills it next
 
     async def wait_for_death(self) -> None:
-        try:
-            await self._actor.wait_for_death.remote()
-        except Exception as exc:
-            raise _failed(exc) from exc
+        await _ask(self._actor.wait_for_death.remote())
 
     def kill(self) -> None:
         _kill(self._actor)

@@ -246,8 +246,7 @@ class ControllerCore:
                 logger.exception("serve_nb controller: reconcile failed")
 
     def _step(self) -> None:
-        """One pass of the loop: take in what changed since the last, decide, act, publish."""
-        self._settle(self._status())
+        """One pass of the loop: decide, act, publish (publishing settles what the status shows)."""
         self._autoscale_all()
         self._reconcile_all()
         self._reconcile_proxies()
