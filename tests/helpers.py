@@ -1,4 +1,5 @@
-"""Test helpers: bounded waiting for a condition (never a bare sleep), scenarios in a child process."""
+"""Test helpers: bounded waiting for a condition (never a bare sleep), source defined as a notebook cell
+would define it, what the public feed says about replicas, scenarios in a child process."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
+
+HTTP_PORT = 8000  # the proxy's default port, as a user of serve.start() gets it
+URL = f"http://127.0.0.1:{HTTP_PORT}"
 
 
 def wait_until(condition: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.02, what: str = "") -> T:
@@ -28,7 +32,9 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 20.0, interval_s: 
 
 
 def make_signal():
-    """A Ray actor other processes can wait on; ``send`` releases every waiter (for gating replicas)."""
+    """A Ray actor other processes can wait on; ``send`` releases every waiter (for gating replicas).
+
+    ``wait`` blocks until ``send``; ``is_set`` tells without blocking (for ``wait_until`` in the test)."""
     import asyncio
 
     import ray
@@ -44,18 +50,31 @@ def make_signal():
         def send(self):
             self.event.set()
 
+        def is_set(self) -> bool:
+            return self.event.is_set()
+
     return Signal.remote()
 
 
-def ongoing_requests(app: str, deployment: str) -> list[int]:
-    """In-flight request counts of a deployment's replicas, asked of the replica actors directly."""
-    import ray
+def define(source: str, name: str, **fields: Any) -> Any:
+    """Run ``source`` (formatted with ``fields``) as a notebook cell runs it, in a fresh ``__main__``
+    namespace, and return what it defines as ``name``: each call is a re-run of the cell, a new object."""
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(source.format(**fields), "<cell>", "exec"), namespace)
+    return namespace[name]
 
-    names = [
-        a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == "serve_nb" and a["name"].startswith(f"SERVE_NB_REPLICA::{app}#{deployment}#")
-    ]
-    return [ray.get(ray.get_actor(n, namespace="serve_nb").get_num_ongoing_requests.remote()) for n in names]
+
+def deployment_detail(app: str, deployment: str):
+    """The public feed's view of one deployment (a ``DeploymentDetail``), as the widgets show it."""
+    import serve_nb as serve
+
+    detail = serve.feed.get(serve.feed.app(app))
+    return next(d for d in detail.deployments if d.name == deployment)
+
+
+def ongoing_requests(app: str, deployment: str) -> list[int]:
+    """In-flight request counts of a deployment's running replicas, as the public feed reports them."""
+    return [r.ongoing for r in deployment_detail(app, deployment).replicas if r.state == "RUNNING"]
 
 
 def run_scenario(script: Path, timeout_s: float = 600.0) -> None:

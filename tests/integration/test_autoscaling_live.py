@@ -1,4 +1,4 @@
-"""Issue 5: autoscaling with a real controller, and max_ongoing_requests across several callers."""
+"""Autoscaling with a real controller, and max_ongoing_requests across several callers."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ import asyncio
 import threading
 
 import httpx
-import ray
-import requests
 
 import serve_nb as serve
-from helpers import make_signal, wait_until
-
-URL = "http://127.0.0.1:8000"
+from helpers import URL, make_signal, wait_until
 
 
 def target_and_events(app: str):
@@ -75,10 +71,12 @@ def test_max_ongoing_requests_holds_per_replica_across_callers(serve_instance):
 
     h = serve.run(Counted.bind(), name="counted", route_prefix="/counted")
 
+    handle_results: list[str] = []  # checked below: an assert in the thread would not fail the test
+
     def via_handle():
         for _ in range(5):
             rs = [h.remote() for _ in range(6)]
-            assert [r.result(timeout_s=60) for r in rs] == ["ok"] * 6
+            handle_results.extend(r.result(timeout_s=60) for r in rs)
 
     async def via_http():
         async with httpx.AsyncClient(timeout=60) as client:
@@ -90,4 +88,5 @@ def test_max_ongoing_requests_holds_per_replica_across_callers(serve_instance):
     t.start()
     asyncio.run(via_http())
     t.join(60)
+    assert handle_results == ["ok"] * 30
     assert h.peak_seen.remote().result() == 2  # two callers, each under its own limit, never 3+ on the replica

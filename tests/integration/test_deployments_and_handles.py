@@ -1,4 +1,4 @@
-"""Issue 2: the core engine against a real local Ray."""
+"""Deployments, handles and the controller against a real local Ray: calls, errors, redeploys, status."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ray
 import serve_nb as serve
 from serve_nb.exceptions import DeployError, RayServeException, ServeException
 from serve_nb.handle import DeploymentHandle, DeploymentResponse
-from helpers import wait_until
+from helpers import define, deployment_detail, make_signal, ongoing_requests, wait_until
 
 
 class Unhappy(ValueError):
@@ -57,7 +57,7 @@ def test_user_exception_keeps_type_message_and_remote_traceback(serve_instance):
         h.fail.remote("no good").result()
     remote_tb = str(info.value.__cause__)
     assert "in fail" in remote_tb and "raise Unhappy(msg)" in remote_tb
-    assert "serve_nb/runtime" not in remote_tb  # only the user's frames
+    assert "serve_nb/" not in remote_tb  # only the user's frames, none of serve_nb's
 
 
 def test_missing_method_lists_available_ones(serve_instance):
@@ -230,16 +230,11 @@ class Model:
         return serve.get_replica_context().replica_id
 '''
 
-    def define(answer: str):
-        namespace: dict = {"__name__": "__main__"}
-        exec(compile(source.format(answer=answer), "<cell>", "exec"), namespace)
-        return namespace["Model"]
-
-    h = serve.run(define("v1").bind(), name="cell", route_prefix=None)
+    h = serve.run(define(source, "Model", answer="v1").bind(), name="cell", route_prefix=None)
     first = h.replica_id.remote().result()
-    serve.run(define("v1").bind(), name="cell", route_prefix=None)  # a cell re-run: new class object
+    serve.run(define(source, "Model", answer="v1").bind(), name="cell", route_prefix=None)  # re-run: new class
     assert h.replica_id.remote().result() == first
-    serve.run(define("v2").bind(), name="cell", route_prefix=None)
+    serve.run(define(source, "Model", answer="v2").bind(), name="cell", route_prefix=None)
     assert h.remote().result() == "v2"
     assert h.replica_id.remote().result() != first
     assert serve.status().applications["cell"].deployments["Model"].replica_states == {"RUNNING": 1}
@@ -274,19 +269,25 @@ def test_num_replicas_change_only_adds_or_removes(serve_instance):
 
 
 def test_non_blocking_run_queues_requests_until_a_replica_is_up(serve_instance):
+    loaded = make_signal()
+
     @serve.deployment
     class SlowStart:
-        def __init__(self):
-            import time
-
-            time.sleep(1.0)
+        def __init__(self, loaded):
+            ray.get(loaded.wait.remote(), timeout=60)  # a slow model load, finished when the test says so
 
         def __call__(self, x):
             return x + 1
 
-    h = serve.run(SlowStart.bind(), name="slowstart", route_prefix=None, _blocking=False)
+    h = serve.run(SlowStart.bind(loaded), name="slowstart", route_prefix=None, _blocking=False)
     assert serve.status().applications["slowstart"].status == "DEPLOYING"
-    assert h.remote(1).result(timeout_s=30) == 2
+    response = h.remote(1)
+    # The controller counts the request as waiting in this caller while no replica is up yet.
+    wait_until(lambda: deployment_detail("slowstart", "SlowStart").ongoing == 1, what="the request to be queued")
+    assert not response.done()
+    assert serve.status().applications["slowstart"].status == "DEPLOYING"
+    loaded.send.remote()
+    assert response.result(timeout_s=30) == 2
     assert serve.status().applications["slowstart"].status == "RUNNING"
 
 
@@ -320,7 +321,7 @@ def test_handle_to_failed_app_fails_fast(serve_instance):
         def __init__(self):
             raise OSError("no GPU")
 
-    with pytest.raises(DeployError):
+    with pytest.raises(DeployError, match="no GPU"):
         serve.run(Never.bind(), name="never", route_prefix=None)
     with pytest.raises(serve.exceptions.DeploymentUnavailableError, match="no GPU"):
         serve.get_app_handle("never").remote().result(timeout_s=10)
@@ -403,7 +404,8 @@ def test_delete_removes_app_and_its_replicas(serve_instance):
     assert "doomed" not in serve.status().applications
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
     assert not [n for n in names if "doomed#" in n]
-    with pytest.raises(serve.exceptions.DeploymentUnavailableError):
+    # "Application 'doomed' is being deleted." or, once it is gone, "... of application 'doomed' no longer exists."
+    with pytest.raises(serve.exceptions.DeploymentUnavailableError, match="[Aa]pplication 'doomed'"):
         h.remote().result(timeout_s=10)
 
 
@@ -411,12 +413,11 @@ def test_controller_is_detached_named_and_checkpoints(serve_instance):
     from ray.experimental import internal_kv
 
     from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
-    from serve_nb.control.controller import CHECKPOINT_KEY
+    from serve_nb.control.checkpoint import CHECKPOINT_KEY
     from serve_nb.common.serialization import loads
 
     serve.run(Counter.bind(), name="ckpt", route_prefix="/ckpt")
-    actor = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
-    assert actor is not None
+    ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)  # raises ValueError if there is no such named actor
     saved = loads(internal_kv._internal_kv_get(CHECKPOINT_KEY, namespace=NAMESPACE))
     assert saved["apps"]["ckpt"]["route_prefix"] == "/ckpt"
     assert "Counter" in saved["apps"]["ckpt"]["deployments"]
@@ -447,14 +448,12 @@ def test_status_without_controller_is_empty_and_starts_nothing(ray_session):
 
     serve.shutdown()
     assert serve.status().applications == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Failed to look up actor"):
         ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     assert issubclass(serve.exceptions.BackPressureError, ServeException)
 
 
 def test_handle_backpressure_raises_at_once(serve_instance):
-    from helpers import make_signal, ongoing_requests
-
     signal = make_signal()
 
     @serve.deployment(max_ongoing_requests=1, max_queued_requests=2)
@@ -470,21 +469,12 @@ def test_handle_backpressure_raises_at_once(serve_instance):
     first = h.remote()
     wait_until(lambda: ongoing_requests("narrow-handle", "Narrow") == [1], what="first request running")
     queued = [h.remote(), h.remote()]
-    wait_until(lambda: _queued(h) == 2, what="two queued requests")
+    # What the controller (and the dashboard) count for the deployment: one running, two waiting in this caller.
+    wait_until(lambda: deployment_detail("narrow-handle", "Narrow").ongoing == 3, what="two queued requests")
     with pytest.raises(serve.exceptions.BackPressureError, match="max_queued_requests=2"):
         h.remote().result(timeout_s=5)
     signal.send.remote()
     assert [r.result(timeout_s=30) for r in (first, *queued)] == ["ok", "ok", "ok"]
-
-
-def _queued(handle) -> int:
-    """How many of this process's requests wait in the router for a replica slot."""
-    from serve_nb.data.client import current_client
-    from serve_nb.types import DeploymentID
-
-    client = current_client()
-    router = client._routers.get(DeploymentID(handle.app_name, handle.deployment_name))
-    return router.num_queued if router else 0
 
 
 def test_code_update_completes_when_there_is_no_room_to_surge(serve_instance):
@@ -497,13 +487,8 @@ class Tight:
         return "{answer}"
 """
 
-    def define(answer):
-        namespace = {"__name__": "__main__"}
-        exec(compile(source.format(answer=answer), "<cell>", "exec"), namespace)
-        return namespace["Tight"]
-
-    h = serve.run(define("v1").bind(), name="tight", route_prefix=None)
+    h = serve.run(define(source, "Tight", answer="v1").bind(), name="tight", route_prefix=None)
     assert h.remote().result() == "v1"
-    serve.run(define("v2").bind(), name="tight", route_prefix=None)  # returns only once it is RUNNING
+    serve.run(define(source, "Tight", answer="v2").bind(), name="tight", route_prefix=None)  # returns once RUNNING
     assert {h.remote().result() for _ in range(20)} == {"v2"}
     assert serve.status().applications["tight"].deployments["Tight"].replica_states == {"RUNNING": 2}

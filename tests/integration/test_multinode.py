@@ -1,4 +1,6 @@
-"""Issue 5: several nodes. The scenario needs its own multi-node Ray, so it runs in a child process."""
+"""Several nodes: a proxy per node, replicas spread and rescheduled when a node is lost.
+
+The scenario needs its own multi-node Ray, so it runs in a child process."""
 
 from __future__ import annotations
 

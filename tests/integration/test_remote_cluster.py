@@ -1,4 +1,4 @@
-"""Issue 4: a cluster started separately with `ray start --head`, used from notebooks by address."""
+"""A cluster started separately with `ray start --head`, used from notebooks by address."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from test_notebook import kernel_client, stream_text
 GCS_PORT = 6395
 CLIENT_PORT = 10001  # Ray Client server (ray://); worker ports start above it
 HTTP_PORT = 8195
+TESTS_DIR = str(Path(__file__).resolve().parents[1])  # for the kernel to import helpers.wait_until
 
 
 @pytest.fixture
@@ -66,9 +67,9 @@ def test_deploy_disconnect_and_see_it_again_from_a_fresh_kernel(serve_instance, 
 
     second, nb2 = kernel_client([
         f"%load_ext serve_nb\n%serve_connect {head_node}",
-        "import time\nfrom serve_nb.widgets import Dashboard\nd = Dashboard()\n"
-        "deadline = time.monotonic() + 30\n"
-        "while 'far-away' not in d.app_names and time.monotonic() < deadline:\n    time.sleep(0.05)\n"
+        f"import sys\nsys.path.insert(0, {TESTS_DIR!r})\nfrom helpers import wait_until\n"
+        "from serve_nb.widgets import Dashboard\nd = Dashboard()\n"
+        "wait_until(lambda: 'far-away' in d.app_names, timeout_s=30, what='the app to reach the widget')\n"
         "print(d.app_names)\nd",
         "%serve_shutdown",
     ])
