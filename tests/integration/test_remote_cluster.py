@@ -48,6 +48,29 @@ def head_node():
     finally:
         proc.terminate()
         proc.wait(60)
+        log.close()
+        os.unlink(log.name)
+        _forget_cluster_record(GCS_PORT)
+    # Left behind, the record makes every later plain `ray.init(num_cpus=...)` on this machine try to
+    # join the dead cluster and fail ("num_cpus and num_gpus must not be provided").
+    assert not _records_cluster(GCS_PORT), f"{CLUSTER_RECORD} still names the stopped cluster"
+
+
+CLUSTER_RECORD = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+
+
+def _records_cluster(port: int) -> bool:
+    try:
+        return CLUSTER_RECORD.read_text().strip().endswith(f":{port}")
+    except OSError:
+        return False
+
+
+def _forget_cluster_record(port: int) -> None:
+    """What `ray stop` does for the cluster it stops: drop Ray's record of it. `ray stop` itself would
+    also stop the test session's own Ray, so only the record of this cluster is removed."""
+    if _records_cluster(port):
+        CLUSTER_RECORD.unlink()
 
 
 def test_deploy_disconnect_and_see_it_again_from_a_fresh_kernel(serve_instance, head_node):
