@@ -32,6 +32,10 @@ NodeResources = Callable[[], Sequence[Mapping[str, float]]]
 
 
 class AppState:
+    """One application as the controller keeps it: route, ingress, deployments by name, and the
+    history and log lines its widget shows. Deleting it marks every deployment for removal; the
+    controller forgets it once the last one has no replica left."""
+
     def __init__(self, name: str, route_prefix: str | None, ingress: str, deployed_at: float,
                  deleting: bool = False, was_running: bool = False) -> None:
         self.name = name
