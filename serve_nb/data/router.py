@@ -7,6 +7,7 @@ asks the controller per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any, AsyncIterator, Callable, Protocol
@@ -168,6 +169,12 @@ class Router:
             await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             pass
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Woken for a free slot, then cancelled (its client left) before taking it: hand the
+                # wake-up on, or the next waiter sleeps while the slot stays free.
+                self._wake()
+            raise
         finally:
             if fut in self._waiters:
                 self._waiters.remove(fut)
@@ -231,9 +238,10 @@ class Router:
             client = self._client(rid)
             started = False
             try:
-                async for item in client.stream(request):
-                    started = True
-                    yield item
+                async with contextlib.aclosing(client.stream(request)) as items:  # closed with this generator
+                    async for item in items:
+                        started = True
+                        yield item
                 return
             except Rejected:
                 self._rejected(rid)

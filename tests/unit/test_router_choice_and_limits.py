@@ -322,3 +322,22 @@ def test_a_request_backing_off_after_a_reject_resumes_even_when_time_moves_betwe
 
     asyncio.run(main())
 
+
+
+def test_a_queued_request_cancelled_just_after_its_wake_up_hands_the_free_slot_on():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", max_ongoing=1))
+        fleet.mode["r1"] = "hold"
+        busy = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: fleet.held_by("r1") == 1, "the slot taken")
+        first = asyncio.ensure_future(router.call(CALL))
+        second = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: router.num_queued == 2, "two requests queued")
+        fleet.mode["r1"] = "ok"
+        fleet.release_one("r1")  # the slot frees: the first waiter is woken ...
+        await until(lambda: busy.done(), "the held request answered")
+        first.cancel()  # ... and its client leaves before it runs
+        assert await asyncio.wait_for(second, 2.0) == "r1"
+        assert first.cancelled()
+
+    run(test)
