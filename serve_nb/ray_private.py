@@ -102,3 +102,15 @@ def ray_client_connected() -> bool:
         return bool(client_ray.is_connected())
     except Exception:
         return False
+
+
+# -- the session --------------------------------------------------------------------------------
+
+
+def session_dir() -> str | None:
+    """This node's Ray session directory (``/tmp/ray/session_...``), or None when unknown."""
+    try:
+        node = ray._private.worker._global_node
+        return node.get_session_dir_path() if node is not None else None
+    except Exception:  # another Ray version: callers fall back to the temp dir
+        return None

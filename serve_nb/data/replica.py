@@ -7,6 +7,7 @@ User code never blocks the actor's event loop: sync methods run on a thread pool
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import concurrent.futures
 import contextvars
 import functools
@@ -96,9 +97,15 @@ class ReplicaCore:
 
                 install_client(init.controller, init.cluster_info)
             node_id = ray.get_runtime_context().get_node_id()
-            host = ray.util.get_node_ip_address()
+            from serve_nb import ray_private
+            from serve_nb.data.channel.server import listen_host
+
+            # Loopback while the whole cluster is on this machine; the node's IP once other machines
+            # may call (a replica started before a machine joins stays loopback-only: see listen_host).
+            node_ips = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
+            host = listen_host(ray.util.get_node_ip_address(), node_ips)
             self._server = ChannelServer(self, init.token)
-            address = await self._server.start(host, node_id)
+            address = await self._server.start(host, node_id, socket_base=ray_private.session_dir())
             self._info = ReplicaInfo(init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid())
             if init.controller is not None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_loop(init.controller))
@@ -213,8 +220,9 @@ class ReplicaCore:
     async def _stream(self, method: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
         fn = self._resolve(method)
         if inspect.isasyncgenfunction(fn):
-            async for item in fn(*args, **kwargs):
-                yield item
+            async with contextlib.aclosing(fn(*args, **kwargs)) as items:  # the user's cleanup runs on cancel
+                async for item in items:
+                    yield item
             return
         if inspect.isgeneratorfunction(fn):
             gen = await self._in_thread(fn, *args, **kwargs)

@@ -8,7 +8,7 @@ import os
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.common.serialization import dumps, loads, unpack_exception
-from serve_nb.data.channel.frames import Address, FrameProtocol, Kind, NotSent, Rejected
+from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, NotSent, Rejected, too_large
 from serve_nb.data.request import Request
 from serve_nb.exceptions import ReplicaUnavailableError
 
@@ -27,9 +27,13 @@ class _ClientConnection(FrameProtocol):
     def __init__(self, owner: "ChannelClient") -> None:
         super().__init__()
         self._owner = owner
+        self.max_frame = owner.max_frame
 
     def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
         self._owner._on_frame(kind, rid, payload)
+
+    def frame_too_large(self, kind: int, rid: int, length: int) -> None:
+        self._owner._fail_one(rid, too_large("reply", length, self.max_frame))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -45,9 +49,12 @@ class ChannelClient:
 
     _ids = itertools.count(1)
 
-    def __init__(self, address: Address, token: bytes, *, local_node_id: str = "") -> None:
+    def __init__(
+        self, address: Address, token: bytes, *, local_node_id: str = "", max_frame: int = MAX_FRAME_BYTES
+    ) -> None:
         self.address = address
         self._token = token
+        self.max_frame = max_frame
         self._local = bool(address.uds_path) and address.node_id == local_node_id and bool(local_node_id)
         self._conn: _ClientConnection | None = None
         self._connecting: asyncio.Future[_ClientConnection] | None = None
@@ -92,12 +99,14 @@ class ChannelClient:
         return conn
 
     async def call(self, request: Request) -> Any:
-        """Send one request and wait for its value; raises Rejected, NotSent, or the user's error."""
+        """Send one request and wait for its value; raises Rejected, NotSent, FrameTooLargeError, or
+        the user's error."""
+        payload = self._payload(request)
         conn = await self._connection()
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(fut, None)
-        conn.send(Kind.CALL, rid, dumps(request.to_wire()))
+        conn.send(Kind.CALL, rid, payload)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -109,11 +118,12 @@ class ChannelClient:
 
     async def stream(self, request: Request) -> AsyncIterator[Any]:
         """Send a streaming request; yields items as the replica produces them."""
+        payload = self._payload(request)
         conn = await self._connection()
         rid = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[rid] = _Pending(None, queue)
-        conn.send(Kind.CALL, rid, dumps(request.to_wire()))
+        conn.send(Kind.CALL, rid, payload)
         finished = False
         try:
             first = True
@@ -135,6 +145,24 @@ class ChannelClient:
             self._pending.pop(rid, None)
             if not finished and not conn.closed:
                 conn.send(Kind.CANCEL, rid)
+
+    def _payload(self, request: Request) -> bytes:
+        """The request on the wire; one the replica would refuse is refused here, with the reason,
+        rather than sent to close the connection under every other request on it."""
+        payload = dumps(request.to_wire())
+        if len(payload) > self.max_frame:
+            raise too_large("request", len(payload), self.max_frame)
+        return payload
+
+    def _fail_one(self, rid: int, exc: BaseException) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is None:
+            return
+        if pending.future is not None:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+        elif pending.queue is not None:
+            pending.queue.put_nowait((Kind.ERR, exc))
 
     def _on_frame(self, kind: int, rid: int, payload: bytes) -> None:
         if kind == Kind.GOODBYE:

@@ -1,11 +1,14 @@
 """The wire: frames on a byte stream, and what both ends of a channel share.
 
-A frame is ``!IBQ`` (payload length, kind, request id) followed by the payload.
+A frame is ``!IBQ`` (payload length, kind, request id) followed by the payload. The length is
+checked against ``FrameProtocol.max_frame`` as soon as the header arrives, before any of the payload
+is kept, so a peer cannot make this end buffer more than that limit (one integer compare per frame).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -16,6 +19,14 @@ HEADER = struct.Struct("!IBQ")
 #: Below this size header and payload are joined into one write (one syscall, one segment);
 #: above it ``writelines`` sends them apart, so a large payload is never copied.
 SMALL_WRITE_BYTES = 64 * 1024
+
+#: Environment variable that overrides ``MAX_FRAME_BYTES`` (set it for the driver and, through
+#: ``runtime_env``, for the replicas alike: each end enforces its own limit).
+MAX_FRAME_ENV = "SERVE_NB_CHANNEL_MAX_FRAME_BYTES"
+#: The largest payload one frame may carry once a caller has authenticated. Generous for model
+#: serving (a batch of images, an audio clip, a few hundred MB of tensors) while far below the 4 GiB
+#: the header could announce; larger data belongs in the object store (pass an ObjectRef).
+MAX_FRAME_BYTES = int(os.environ.get(MAX_FRAME_ENV, "") or 512 * 1024 * 1024)
 
 
 class Kind(IntEnum):
@@ -51,8 +62,23 @@ class NotSent(Exception):
     """The request never reached a replica that would run it (connect failed, or after GOODBYE)."""
 
 
+class FrameTooLargeError(ValueError):
+    """A request or reply is larger than the channel carries; raised to the caller, never retried."""
+
+
+def too_large(what: str, size: int, limit: int) -> FrameTooLargeError:
+    """The error for a payload of ``size`` bytes over ``limit``, saying what to do about it."""
+    return FrameTooLargeError(
+        f"The {what} is {size / 2**20:.1f} MiB, over the channel's limit of {limit / 2**20:.1f} MiB per "
+        f"message. Pass large data as an ObjectRef (ray.put) or raise the limit with {MAX_FRAME_ENV}."
+    )
+
+
 class FrameProtocol(asyncio.Protocol):
     """Parses frames from the byte stream and hands them to ``on_frame``; tracks write back-pressure."""
+
+    #: Frames announcing a larger payload go to ``frame_too_large`` instead of being buffered.
+    max_frame: int = MAX_FRAME_BYTES
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -60,6 +86,7 @@ class FrameProtocol(asyncio.Protocol):
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
+        self.max_frame = type(self).max_frame  # an instance attribute: the per-frame read is cheapest
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -75,6 +102,11 @@ class FrameProtocol(asyncio.Protocol):
         size = HEADER.size
         while end - off >= size:
             length, kind, rid = HEADER.unpack_from(buf, off)
+            if length > self.max_frame:  # read each time: a HELLO in this same read raises it
+                self._buf = bytearray()  # drop what was read; nothing more is parsed here
+                self.frame_too_large(kind, rid, length)
+                self.close()
+                return
             if end - off - size < length:
                 break
             start = off + size
@@ -88,6 +120,10 @@ class FrameProtocol(asyncio.Protocol):
 
     def on_frame(self, kind: int, rid: int, payload: bytes) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def frame_too_large(self, kind: int, rid: int, length: int) -> None:
+        """A header announced more than ``max_frame``; the connection closes right after this (the
+        stream cannot be followed without reading the payload). Say why to the peer, if useful."""
 
     def send(self, kind: int, rid: int, payload: bytes = b"") -> None:
         if self.closed or self.transport is None:
@@ -120,5 +156,8 @@ class FrameProtocol(asyncio.Protocol):
         self.resume_writing()
 
     def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
+        """Close after flushing what was written; frames still unparsed or arriving later are ignored."""
+        if not self.closed:
+            self.closed = True  # at once: connection_lost only comes on a later loop iteration
+            if self.transport is not None:
+                self.transport.close()

@@ -1,22 +1,49 @@
-"""The replica's end of the channel: accepts callers and runs their requests."""
+"""The replica's end of the channel: accepts callers and runs their requests.
+
+Until a connection has sent the token it is treated as hostile: its first frame must be a HELLO of
+at most ``MAX_HELLO_BYTES`` (anything else closes it before its payload is read), it must arrive
+within the handshake deadline, and at most ``MAX_UNAUTHENTICATED`` such connections are held (the
+oldest is dropped for a new one: a real caller sends its HELLO at once, so it is never the oldest).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import ipaddress
 import os
 import socket
-import tempfile
-from typing import Any, AsyncIterator, Awaitable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
 from serve_nb.common.serialization import dumps, loads, pack_exception
-from serve_nb.data.channel.frames import Address, FrameProtocol, Kind
+from serve_nb.data.channel import sockdir
+from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request
 from serve_nb.exceptions import RequestCancelledError
 
 #: Connections the kernel queues before accept: a burst of new routers (a proxy per node, many
 #: driver processes) connecting at once must not be refused.
 LISTEN_BACKLOG = 1024
+#: The largest first frame accepted: a HELLO carries the 16-byte channel token, nothing more.
+MAX_HELLO_BYTES = 256
+#: A caller sends its HELLO right after connecting; one that has not within this is dropped.
+HANDSHAKE_TIMEOUT_S = 5.0
+#: Connections that have not yet authenticated, held at once per server; beyond it the oldest goes.
+MAX_UNAUTHENTICATED = 128
+
+
+def listen_host(node_ip: str, node_ips: Iterable[str]) -> str:
+    """Where the replica's TCP listener binds: loopback while every node of the cluster is on this
+    machine (same IP as this node: one node, or several started on one host), else the node's IP,
+    the address Ray itself uses for it, so replicas on other machines can be reached."""
+    loopback = "::1" if ":" in node_ip else "127.0.0.1"
+    try:
+        if ipaddress.ip_address(node_ip).is_loopback:
+            return node_ip
+    except ValueError:
+        pass
+    return loopback if all(ip == node_ip for ip in node_ips) else node_ip
 
 
 class RequestHandler(Protocol):
@@ -33,21 +60,46 @@ class RequestHandler(Protocol):
 
 
 class _ServerConnection(FrameProtocol):
+    max_frame = MAX_HELLO_BYTES  # until authenticated; then the server's limit
+
     def __init__(self, server: "ChannelServer") -> None:
         super().__init__()
         self._server = server
         self._authenticated = False
+        self._deadline: asyncio.TimerHandle | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.goodbye_sent = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._server._connections.add(self)
+        server = self._server
+        server._connections.add(self)
+        pending = server._unauthenticated
+        if len(pending) >= server.max_unauthenticated:
+            oldest = next(iter(pending))  # insertion order: the oldest handshake
+            oldest._end_handshake()
+            oldest.close()
+        pending[self] = None
+        self._deadline = asyncio.get_running_loop().call_later(server.handshake_timeout_s, self.close)
+
+    def _end_handshake(self) -> None:
+        self._server._unauthenticated.pop(self, None)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def frame_too_large(self, kind: int, rid: int, length: int) -> None:
+        if not self._authenticated:
+            self.send(Kind.DENIED, rid, b"bad or missing channel token")
+        elif kind == Kind.CALL:
+            self.send(Kind.ERR, rid, pack_exception(too_large("request", length, self.max_frame)))
 
     def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
         if not self._authenticated:
             if kind == Kind.HELLO and hmac.compare_digest(payload, self._server.token):
                 self._authenticated = True
+                self.max_frame = self._server.max_frame
+                self._end_handshake()
             else:
                 self.send(Kind.DENIED, rid, b"bad or missing channel token")
                 self.close()
@@ -67,13 +119,15 @@ class _ServerConnection(FrameProtocol):
         try:
             request = Request.from_wire(loads(payload))
             if request.streams:
-                async for item in handler.handle(request):  # type: ignore[union-attr]
-                    self.send(Kind.CHUNK, rid, dumps(item))
-                    await self.drain()
+                # aclosing: a cancelled stream runs the producer's cleanup now, not whenever it is collected.
+                async with contextlib.aclosing(handler.handle(request)) as items:  # type: ignore[type-var]
+                    async for item in items:
+                        self.send(Kind.CHUNK, rid, self._checked(dumps(item), "streamed item"))
+                        await self.drain()
                 self.send(Kind.END, rid)
             else:
                 result = await handler.handle(request)  # type: ignore[misc]
-                self.send(Kind.OK, rid, dumps(result))
+                self.send(Kind.OK, rid, self._checked(dumps(result), "reply"))
         except asyncio.CancelledError:
             self.send(Kind.ERR, rid, pack_exception(RequestCancelledError("The request was cancelled.")))
         except BaseException as exc:  # noqa: BLE001 - every user error goes back to the caller
@@ -82,6 +136,12 @@ class _ServerConnection(FrameProtocol):
             self._tasks.pop(rid, None)
             handler.release()
             self._server._on_request_done()
+
+    def _checked(self, payload: bytes, what: str) -> bytes:
+        """A reply the caller would refuse becomes the caller's error instead of a dropped connection."""
+        if len(payload) > self.max_frame:
+            raise too_large(what, len(payload), self.max_frame)
+        return payload
 
     def say_goodbye(self) -> None:
         if not self.goodbye_sent:
@@ -94,6 +154,7 @@ class _ServerConnection(FrameProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._end_handshake()
         self._server._connections.discard(self)
         for task in list(self._tasks.values()):
             task.cancel()  # the caller is gone: stop its work
@@ -102,28 +163,44 @@ class _ServerConnection(FrameProtocol):
 class ChannelServer:
     """Accepts callers on TCP (and a Unix socket for same-node callers) and runs their requests."""
 
-    def __init__(self, handler: RequestHandler, token: bytes) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        token: bytes,
+        *,
+        max_frame: int = MAX_FRAME_BYTES,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
+    ) -> None:
         self.handler = handler
         self.token = token
+        self.max_frame = max_frame
+        self.handshake_timeout_s = handshake_timeout_s
+        self.max_unauthenticated = max_unauthenticated
         self._connections: set[_ServerConnection] = set()
+        self._unauthenticated: dict[_ServerConnection, None] = {}  # insertion-ordered: oldest first
         self._servers: list[asyncio.AbstractServer] = []
         self._idle = asyncio.Event()
-        self._uds_path: str | None = None
+        self._uds_dir: str | None = None
 
-    async def start(self, host: str, node_id: str = "", use_uds: bool = True) -> Address:
+    async def start(
+        self, host: str, node_id: str = "", use_uds: bool = True, socket_base: str | None = None
+    ) -> Address:
+        """Listen on ``host`` (see ``listen_host``) and, for callers on this node, on a Unix socket in
+        a private directory under ``socket_base`` (Ray's session directory; the temp dir if None)."""
         loop = asyncio.get_running_loop()
         tcp = await loop.create_server(lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG)
         self._servers.append(tcp)
         port = tcp.sockets[0].getsockname()[1]
         uds = None
         if use_uds and hasattr(socket, "AF_UNIX"):
-            path = os.path.join(tempfile.gettempdir(), f"serve_nb-{os.getpid()}-{port}.sock")
             try:
-                if os.path.exists(path):
-                    os.unlink(path)
+                self._uds_dir, path = sockdir.make_socket_path(socket_base)
                 self._servers.append(await loop.create_unix_server(lambda: _ServerConnection(self), path=path))
-                uds = self._uds_path = path
+                os.chmod(path, sockdir.SOCKET_MODE)
+                uds = path
             except OSError:
+                self._remove_socket_file()
                 uds = None
         return Address(host=host, port=port, uds_path=uds, node_id=node_id)
 
@@ -152,5 +229,6 @@ class ChannelServer:
         self._remove_socket_file()
 
     def _remove_socket_file(self) -> None:
-        if self._uds_path and os.path.exists(self._uds_path):
-            os.unlink(self._uds_path)
+        if self._uds_dir is not None:
+            sockdir.remove_dir(self._uds_dir)
+            self._uds_dir = None

@@ -1,0 +1,111 @@
+"""A real replica's channel against a hostile local client: no token means nothing but a small HELLO
+is read, idle handshakes are dropped, a wrong token is DENIED, and the replica keeps serving."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import stat
+
+import psutil
+import pytest
+
+from serve_nb.data.channel import Kind
+from serve_nb.data.channel.frames import HEADER
+from serve_nb.data.channel.server import HANDSHAKE_TIMEOUT_S
+
+APP = "hostile"
+ANNOUNCED = 400 * 1024 * 1024  # what the attacker's frame header claims
+SENT = 64 * 1024 * 1024  # what it tries to push behind it
+#: Growth of the replica's RSS still allowed: far below what was sent (a few socket reads at most).
+RSS_SLACK = 32 * 1024 * 1024
+
+
+@pytest.fixture
+def replica(serve_instance):
+    serve = serve_instance
+
+    @serve.deployment
+    class Echo:
+        def __call__(self, x):
+            return x
+
+    handle = serve.run(Echo.bind(), name=APP, route_prefix=None)
+    assert handle.remote(1).result() == 1
+    (info,) = serve.feed.get(serve.feed.replicas(APP, "Echo")).replicas
+    yield info, handle
+
+
+def connect(info) -> socket.socket:
+    sock = socket.create_connection((info.host, info.port), timeout=HANDSHAKE_TIMEOUT_S + 10)
+    return sock
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while len(data) < HEADER.size:
+        chunk = sock.recv(HEADER.size - len(data))
+        assert chunk, "closed before a frame arrived"
+        data += chunk
+    length, kind, _ = HEADER.unpack(data)
+    payload = b""
+    while len(payload) < length:
+        payload += sock.recv(length - len(payload))
+    return kind, payload
+
+
+def closed_by_replica(sock: socket.socket) -> bool:
+    """Reads until the replica closes the connection (bounded by the socket's timeout)."""
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_the_replica_listens_on_loopback_and_a_private_unix_socket_on_one_node(replica):
+    info, _ = replica
+    assert ipaddress.ip_address(info.host).is_loopback
+    assert info.uds_path is not None
+    assert stat.S_IMODE(os.stat(os.path.dirname(info.uds_path)).st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(info.uds_path).st_mode) == 0o600
+    assert "/session_" in info.uds_path  # removed with Ray's session directory
+
+
+def test_an_oversized_frame_before_hello_is_refused_without_buffering_it(replica):
+    info, handle = replica
+    process = psutil.Process(info.pid)
+    before = process.memory_info().rss
+    with connect(info) as sock:
+        sock.sendall(HEADER.pack(ANNOUNCED, Kind.CALL, 1))
+        sent = 0
+        block = b"\0" * (1024 * 1024)
+        try:
+            while sent < SENT:
+                sock.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass  # the replica closed the connection: the point
+        assert read_frame(sock)[0] == Kind.DENIED
+        assert closed_by_replica(sock)
+    assert process.memory_info().rss - before < RSS_SLACK
+    assert handle.remote(2).result() == 2
+
+
+def test_an_idle_handshake_is_closed_after_the_deadline(replica):
+    info, handle = replica
+    with connect(info) as sock:
+        assert closed_by_replica(sock)  # nothing sent: the replica ends it
+    assert handle.remote(3).result() == 3
+
+
+def test_a_wrong_token_is_denied_and_callers_with_the_right_one_are_served(replica):
+    info, handle = replica
+    with connect(info) as sock:
+        sock.sendall(HEADER.pack(16, Kind.HELLO, 0) + b"x" * 16)
+        kind, payload = read_frame(sock)
+        assert kind == Kind.DENIED and b"token" in payload
+        assert closed_by_replica(sock)
+    assert [handle.remote(i).result() for i in range(5)] == list(range(5))
