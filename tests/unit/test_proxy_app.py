@@ -12,6 +12,7 @@ import pytest
 from serve_nb.config import HTTPOptions
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.proxy import ProxyApp
+from serve_nb.data.http.server import HeaderLimits
 from serve_nb.data.request import Request, RequestKind
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
@@ -286,3 +287,173 @@ def test_wait_for_route_returns_when_the_route_arrives_and_false_on_timeout():
         return arrived, missing
 
     assert run(scenario()) == (True, False)
+
+
+# --------------------------------------------------------------------------- limits against hostile clients
+
+
+def test_unknown_path_404_is_short_and_does_not_echo_the_path():
+    long_path = "/" + "x" * 10_000
+    response = run(get(make_app()[0], long_path))
+    assert response.status_code == 404
+    assert "xxxx" not in response.text and len(response.content) < 100
+    assert "GET /-/routes" in response.text
+
+
+def test_declared_body_over_the_limit_is_413_and_never_forwarded():
+    app, client = make_app(max_body_bytes=10)
+    response = run(get(app, "/a", method="POST", content=b"x" * 11))
+    assert response.status_code == 413
+    assert response.headers["connection"] == "close"  # the unread body is never read
+    assert router_of(client).requests == []
+
+
+async def _call_with_chunks(app: ProxyApp, chunks: list[bytes]) -> list[dict]:
+    """Drive the ASGI app with a chunked (no Content-Length) body; returns what it sent."""
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else await asyncio.Event().wait()  # type: ignore[func-returns-value]
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/a", "raw_path": b"/a", "query_string": b"",
+             "headers": [(b"transfer-encoding", b"chunked")], "http_version": "1.1", "scheme": "http"}
+    await app(scope, receive, send)
+    return sent
+
+
+def test_chunked_body_growing_past_the_limit_is_413_and_never_forwarded():
+    app, client = make_app(max_body_bytes=10)
+    sent = run(_call_with_chunks(app, [b"x" * 6, b"x" * 6, b"x" * 6]))
+    assert sent[0]["status"] == 413
+    assert router_of(client).requests == []
+
+
+def test_chunked_body_within_the_limit_arrives_whole_as_bytes_like():
+    app, client = make_app(max_body_bytes=10)
+    sent = run(_call_with_chunks(app, [b"ab", b"cd", b"ef"]))
+    assert sent[0]["status"] == 200
+    assert router_of(client).calls == [("/a", "/a", b"abcdef")]
+
+
+def test_no_body_limit_when_max_body_bytes_is_none():
+    app, client = make_app(max_body_bytes=None)
+    assert run(get(app, "/a", method="POST", content=b"x" * 100_000)).status_code == 200
+    assert len(router_of(client).calls[0][2]) == 100_000
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"max_body_bytes": 0}, {"max_header_bytes": -1}, {"max_header_count": 1.5}, {"max_connections": True},
+     {"header_timeout_s": 0}, {"keep_alive_timeout_s": float("nan")}],
+)
+def test_limit_options_reject_values_that_are_not_positive(kw):
+    with pytest.raises(ValueError, match=f"http_options {next(iter(kw))}"):
+        HTTPOptions.from_user(kw)
+
+
+def test_limit_options_have_defaults_and_none_turns_them_off():
+    default = HTTPOptions()
+    assert (default.max_body_bytes, default.max_header_bytes, default.max_header_count) == (100 * 2**20, 64 * 2**10, 100)
+    assert (default.header_timeout_s, default.keep_alive_timeout_s, default.max_connections) == (10.0, 5.0, 10_000)
+    off = HTTPOptions.from_user({k: None for k in ("max_body_bytes", "max_header_bytes", "max_header_count",
+                                                   "header_timeout_s", "max_connections")})
+    assert off.max_body_bytes is None and off.header_timeout_s is None
+
+
+# --------------------------------------------------------------------------- header limits, over a real socket
+
+#: Bounds every wait on the in-process server, so a broken limit fails the test instead of hanging it.
+_WAIT_S = 5.0
+
+
+async def _hello(scope: dict, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _with_server(limits: HeaderLimits, client: Callable[[int], Any]) -> Any:
+    """Serve ``_hello`` with the guarded protocol on a free loopback port; run ``client(port)``."""
+    import uvicorn
+
+    from serve_nb.data.http.proxy import bind_socket
+    from serve_nb.data.http.server import ObservedServer, guarded_protocol
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    protocol = guarded_protocol(limits)
+    config = uvicorn.Config(_hello, http=protocol, lifespan="off", log_level="critical")  # type: ignore[arg-type]
+    server = ObservedServer(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    await asyncio.wait_for(server.started_event.wait(), _WAIT_S)
+    try:
+        return await asyncio.wait_for(client(port), _WAIT_S)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, _WAIT_S)
+
+
+async def _exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` and read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    try:
+        return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+def _limits(**kw: Any) -> HeaderLimits:
+    from serve_nb.data.http.server import HeaderLimits
+
+    return HeaderLimits(**{"max_bytes": 1024, "max_count": 10, "timeout_s": 5.0, **kw})
+
+
+def test_a_normal_request_passes_the_header_limits():
+    request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    reply = run(_with_server(_limits(), lambda port: _exchange(port, request)))
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
+
+
+def test_headers_over_the_size_limit_are_431_and_closed():
+    big = b"GET / HTTP/1.1\r\nx-big: " + b"a" * 2000 + b"\r\n\r\n"
+    reply = run(_with_server(_limits(), lambda port: _exchange(port, big)))
+    assert reply.startswith(b"HTTP/1.1 431 ") and b"connection: close" in reply
+
+
+def test_more_headers_than_the_count_limit_are_431_and_closed():
+    many = b"GET / HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(11)) + b"\r\n"
+    reply = run(_with_server(_limits(), lambda port: _exchange(port, many)))
+    assert reply.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_client_trickling_its_headers_gets_408_and_is_closed_after_the_header_timeout():
+    async def slowloris(port: int) -> tuple[bytes, float]:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = loop.time()
+        writer.write(b"GET / HTTP/1.1\r\nx-slow: ")
+        reply = await reader.read(-1)  # the server ends it; the client never finishes its headers
+        writer.close()
+        return reply, loop.time() - start
+
+    reply, elapsed = run(_with_server(_limits(timeout_s=0.3), slowloris))
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert 0.3 <= elapsed < 2.0
+
+
+def test_the_header_timeout_also_covers_the_next_request_on_a_kept_alive_connection():
+    async def second_request_stalls(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        first = await reader.readuntil(b"ok")
+        writer.write(b"GET / HTTP/1.1\r\nx-slow: ")
+        rest = await reader.read(-1)
+        writer.close()
+        return first + rest
+
+    reply = run(_with_server(_limits(timeout_s=0.3), second_request_stalls))
+    assert reply.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408 " in reply

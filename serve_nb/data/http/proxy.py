@@ -8,6 +8,9 @@ loop, the same loop as the routers, so a request never hops threads inside the p
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import json
 import logging
@@ -27,6 +30,12 @@ logger = logging.getLogger(__name__)
 #: Connections the kernel queues before uvicorn accepts them: a load burst must not be refused.
 LISTEN_BACKLOG = 2048
 
+#: glibc's mallopt parameter number for the mmap threshold.
+M_MMAP_THRESHOLD = -3
+#: Blocks this large get their own mapping, unmapped when freed. Above asyncio's 256 KiB buffer for every
+#: socket read (a syscall pair per read would cost every request); large bodies pass it quickly.
+MMAP_THRESHOLD_BYTES = 2**20
+
 #: What the ingress sees of the client's scope (uvicorn's extensions and state stay here).
 _SCOPE_KEYS = ("type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string", "headers", "client", "server")
 
@@ -42,16 +51,52 @@ async def _plain(send: Send, status: int, text: str, headers: Headers | None = N
     await send({"type": RESPONSE_BODY, "body": body})
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client went away first."""
-    chunks: list[bytes] = []
+#: The 404 text: fixed and short, so a long unknown path is never echoed back (or amplified).
+NOT_FOUND_TEXT = "Not Found. GET /-/routes lists the served route prefixes."
+
+#: Sent with answers given before the body was read: closing is the only way not to read it.
+_CLOSE: Headers = [(b"connection", b"close")]
+
+
+class BodyTooLarge(Exception):
+    """The body grew past ``max_body_bytes`` while it was read (chunked, or a lying Content-Length)."""
+
+
+def declared_length(headers: Headers) -> int | None:
+    """The Content-Length the client declared (the parser has already rejected malformed ones)."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _read_body(receive: Receive, limit: int | None) -> bytes | bytearray | None:
+    """The whole request body, held once; None if the client went away first.
+
+    One message (every small body) is passed on as it came. Longer bodies grow one bytearray in
+    place instead of keeping the chunks and joining them (which held the body twice at the end).
+    """
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    first: bytes = message.get("body", b"")
+    if limit is not None and len(first) > limit:
+        raise BodyTooLarge
+    if not message.get("more_body", False):
+        return first
+    body = bytearray(first)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        body += message.get("body", b"")
+        if limit is not None and len(body) > limit:
+            raise BodyTooLarge
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return body
 
 
 class ProxyApp:
@@ -111,10 +156,18 @@ class ProxyApp:
             return
         match = self._routes.match(path)
         if match is None:
-            await _plain(send, 404, f"Path '{path}' not found. GET /-/routes lists the served route prefixes.")
+            await _plain(send, 404, NOT_FOUND_TEXT)
             return
         prefix, (app, ingress) = match
-        body = await _read_body(receive)
+        limit = self._options.max_body_bytes
+        if limit is not None and (declared_length(scope["headers"]) or 0) > limit:
+            await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
+            return
+        try:
+            body = await _read_body(receive, limit)
+        except BodyTooLarge:
+            await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
+            return
         if body is None:
             return
         inner = {k: scope[k] for k in _SCOPE_KEYS if k in scope}
@@ -143,11 +196,14 @@ class ProxyApp:
     async def _forward(self, router: Any, request: Request, send: Send, started: list[bool]) -> None:
         """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began."""
         try:
-            async for messages in router.stream(request):
-                for message in messages:
-                    if message["type"] == RESPONSE_START:
-                        started[0] = True
-                    await send(message)
+            # aclosing: when the client leaves (this task is cancelled) the router's slot is freed and the
+            # replica told to stop at once; an abandoned generator would do both only when collected.
+            async with contextlib.aclosing(router.stream(request)) as replies:
+                async for messages in replies:
+                    for message in messages:
+                        if message["type"] == RESPONSE_START:
+                            started[0] = True
+                        await send(message)
         except asyncio.CancelledError:
             raise
         except (DeploymentUnavailableError, BackPressureError) as exc:
@@ -174,7 +230,22 @@ class ProxyApp:
             else:
                 await _plain(send, 503, "Route table not received from the controller yet.")
         else:
-            await _plain(send, 404, f"Path '{path}' not found. GET /-/routes lists the served route prefixes.")
+            await _plain(send, 404, NOT_FOUND_TEXT)
+
+
+def return_freed_memory() -> None:
+    """Give freed large buffers back to the OS, so the proxy's memory returns to its baseline after big bodies.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
+    request bodies are carved from the heap and stay with the process when freed. Fixing the
+    threshold keeps every block of ``MMAP_THRESHOLD_BYTES`` or more in its own mapping, unmapped on
+    free. Only the proxy's process is affected; elsewhere than glibc this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -226,13 +297,15 @@ class ProxyActor:
     async def _serve(self, client: Any, sock: socket.socket) -> str | None:
         import uvicorn
 
-        from serve_nb.data.http.server import ObservedServer  # uvicorn loads only in proxies
+        from serve_nb.data.http.server import HeaderLimits, ObservedServer, guarded_protocol  # only in proxies
 
+        return_freed_memory()
         self._app = ProxyApp(client, self._options)
         config = uvicorn.Config(
-            self._app, lifespan="off", log_level="warning", access_log=False, http="auto",
-            timeout_keep_alive=int(self._options.keep_alive_timeout_s), ws="auto", server_header=False,
-            date_header=False,
+            self._app, lifespan="off", log_level="warning", access_log=False,
+            http=guarded_protocol(HeaderLimits.from_options(self._options)),  # type: ignore[arg-type]
+            timeout_keep_alive=self._options.keep_alive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
+            limit_concurrency=self._options.max_connections, ws="auto", server_header=False, date_header=False,
         )
         self._server = server = ObservedServer(config)
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

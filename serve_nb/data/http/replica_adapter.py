@@ -103,12 +103,16 @@ class HTTPAdapter:
                 except (TypeError, ValueError):
                     self._takes_request = True
 
-    async def handle(self, scope: Scope, body: bytes, debug_errors: bool = False) -> AsyncIterator[list[Message]]:
+    async def handle(
+        self, scope: Scope, body: bytes | bytearray, debug_errors: bool = False
+    ) -> AsyncIterator[list[Message]]:
         """Run the app on one request; yield its response messages as the app sent them.
 
         The start message is held back until the first body message and both go in one batch, so
         an app that fails in between still becomes a clean 500; then each body message alone.
         """
+        if isinstance(body, bytearray):
+            body = bytes(body)  # the proxy grows long bodies in place; ASGI apps expect bytes
         queue: asyncio.Queue[Any] = asyncio.Queue()
         disconnected = asyncio.Event()
         body_sent = False
