@@ -7,12 +7,15 @@ threads, never with ``asyncio.run``.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import time
 import warnings
 from typing import Any, Callable
 
-from serve_nb.config import HTTPOptions, validate_route_prefix
+from serve_nb.config import HTTPOptions, ProxyLocation
+from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, reject_unsupported_values
+from serve_nb.core.route_prefix import validate_route_prefix
 from serve_nb.core.graph import AppGraph, build_graph
 from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.core.versions import args_version, code_version, replica_version
@@ -20,7 +23,10 @@ from serve_nb.deployment import Application
 from serve_nb.exceptions import DeployError, RayServeException
 from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
-_DEFAULT_PREFIX: Any = object()
+#: ``serve.run`` keywords of Ray Serve 2.60 that serve_nb does not implement, with the default it accepts.
+_RUN_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
+    "logging_config": None, "_local_testing_mode": False, "external_scaler_enabled": False, "controller_options": None,
+}
 logger = logging.getLogger("serve_nb")
 
 
@@ -62,12 +68,28 @@ def _describe_cluster(address: str | None) -> str:
     return f"Connected to {where}: {len(nodes)} node(s), {cpus:g} CPU(s)."
 
 
-def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) -> None:
+def start(
+    proxy_location: ProxyLocation | str | None = None,
+    http_options: HTTPOptions | dict[str, Any] | None = None,
+    grpc_options: Any = None,
+    logging_config: Any = None,
+    tracing_config: Any = None,
+    controller_options: Any = None,
+    **unknown: Any,
+) -> None:
     """Connect to the running serve_nb controller, or start one (and Ray, if needed).
 
-    Returns once the HTTP proxies answer; raises with the reason (e.g. the port is taken) if one cannot.
+    Takes Ray Serve 2.60's keywords. ``proxy_location`` sets where proxies run unless ``http_options`` names a
+    ``location`` (which wins, as in Ray Serve). ``grpc_options``, ``logging_config``, ``tracing_config`` and
+    ``controller_options`` are not supported yet and accepted only as None; any other keyword raises TypeError
+    before anything starts. Returns once the HTTP proxies answer; raises with the reason (e.g. the port is
+    taken) if one cannot.
     """
-    options = HTTPOptions.from_user(http_options)
+    reject_unknown_keywords("serve.start()", unknown, keyword_names(start))
+    unsupported = {"grpc_options": grpc_options, "logging_config": logging_config,
+                   "tracing_config": tracing_config, "controller_options": controller_options}
+    reject_unsupported_values("serve.start()", unsupported, dict.fromkeys(unsupported))
+    options = _with_proxy_location(HTTPOptions.from_user(http_options), http_options, proxy_location)
     client = _bootstrap().connect_client(create=True, http_options=options)
     if http_options is not None and client.info.http_options != options:
         warnings.warn(
@@ -76,6 +98,23 @@ def start(http_options: HTTPOptions | dict[str, Any] | None = None, **_: Any) ->
             stacklevel=2,
         )
     _wait_for_proxies(client.info.http_options)
+
+
+def _with_proxy_location(
+    options: HTTPOptions, given: HTTPOptions | dict[str, Any] | None, proxy_location: ProxyLocation | str | None
+) -> HTTPOptions:
+    """``options`` with ``proxy_location`` applied, unless the user's ``http_options`` set a location themselves."""
+    if proxy_location is None:
+        return options
+    valid = ", ".join(repr(member.value) for member in ProxyLocation)
+    if proxy_location == "Disabled":  # Ray Serve 2.60's name for NoServer
+        proxy_location = ProxyLocation.NoServer
+    if proxy_location not in {member.value for member in ProxyLocation}:
+        raise ValueError(f"serve.start(): proxy_location must be one of {valid} or 'Disabled', got {proxy_location!r}.")
+    location = ProxyLocation(proxy_location)
+    if isinstance(given, HTTPOptions) or (isinstance(given, dict) and "location" in given):
+        return options
+    return dataclasses.replace(options, location=location)
 
 
 def _wait_for_proxies(options: HTTPOptions) -> None:
@@ -121,21 +160,38 @@ def run(
     target: Application,
     blocking: bool = False,
     name: str = "default",
-    route_prefix: str | None = _DEFAULT_PREFIX,
+    route_prefix: str | None = "/",
+    logging_config: Any = None,
+    _local_testing_mode: bool = False,
+    external_scaler_enabled: bool = False,
+    controller_options: Any = None,
+    *,
     _blocking: bool = True,
-    **_ignored: Any,
+    **unknown: Any,
 ) -> Any:
     """Deploy (or update in place) application ``name`` and return a handle to its ingress.
 
     With ``_blocking`` (the default) returns once every replica is up, raising DeployError with
     the user's traceback if the app fails. ``blocking=True`` then keeps serving until Ctrl-C,
     as Ray Serve's does.
+
+    Every argument is checked before anything is touched: a misspelt keyword (``nmae="exp"``) raises
+    TypeError instead of redeploying the ``default`` app, a bad ``route_prefix`` raises ValueError, and the
+    Ray Serve keywords serve_nb does not support yet (``logging_config``, ``_local_testing_mode``,
+    ``external_scaler_enabled``, ``controller_options``) are accepted only at their defaults.
     """
     from serve_nb.data.handle import DeploymentHandle
 
+    reject_unknown_keywords("serve.run()", unknown, keyword_names(run))
+    reject_unsupported_values(
+        "serve.run()",
+        {"logging_config": logging_config, "_local_testing_mode": _local_testing_mode,
+         "external_scaler_enabled": external_scaler_enabled, "controller_options": controller_options},
+        _RUN_UNSUPPORTED_DEFAULTS,
+    )
     if not isinstance(name, str) or not name:
         raise ValueError(f"Application name must be a non-empty string, got {name!r}.")
-    prefix = validate_route_prefix("/" if route_prefix is _DEFAULT_PREFIX else route_prefix)
+    prefix = validate_route_prefix(route_prefix)
     graph = build_graph(target, name, lambda dep, app: DeploymentHandle(dep, app))
     specs = _build_specs(graph)
     client = _bootstrap().connect_client(create=True)
@@ -199,12 +255,28 @@ def _wait_for_status(
 
 
 def delete(name: str, _blocking: bool = True) -> None:
-    """Delete application ``name``: its route goes at once, its replicas drain and stop."""
+    """Delete application ``name``: its route goes at once, its replicas drain and stop.
+
+    Deleting an application that does not exist changes nothing and is not an error, as in Ray Serve
+    2.60 (its controller skips unknown names), so cleanup code can delete unconditionally; serve_nb also
+    logs a warning naming the running applications, because a misspelt name would otherwise leave the
+    intended app running unnoticed. Raises RayServeException if serve_nb is not running (as Ray Serve does).
+    """
     client = _data_client().get_client()
     if client is None:
-        return
+        raise RayServeException(
+            f"serve_nb is not running in this Ray cluster, so there is no application '{name}' to delete. "
+            "Connect to the cluster that runs it (serve.connect(address)) first."
+        )
     import ray
 
+    running = ray.get(client.controller.get_status.remote()).applications
+    if name not in running:
+        logger.warning(
+            "serve.delete('%s'): there is no application named '%s'; nothing was deleted. Running applications: %s.",
+            name, name, ", ".join(sorted(running)) or "(none)",
+        )
+        return
     ray.get(client.controller.delete_apps.remote([name]))
     if _blocking:
         _wait_for_status(lambda s: name not in s.applications)
@@ -288,13 +360,21 @@ def get_app_handle(name: str) -> Any:
     return DeploymentHandle(app.ingress, name)
 
 
-def get_deployment_handle(deployment_name: str, app_name: str | None = None) -> Any:
-    """A handle to any deployment; ``app_name`` defaults to the caller's own app inside a replica."""
+def get_deployment_handle(
+    deployment_name: str, app_name: str | None = None, _check_exists: bool = True, _record_telemetry: bool = True
+) -> Any:
+    """A handle to any deployment; ``app_name`` defaults to the caller's own app inside a replica.
+
+    The keywords are Ray Serve's: ``_check_exists=False`` skips the existence check (one controller call);
+    ``_record_telemetry`` is accepted and ignored (serve_nb records no telemetry).
+    """
     from serve_nb.data.context import _context
     from serve_nb.data.handle import DeploymentHandle
 
     if app_name is None:
         app_name = _context.app_name if _context is not None else "default"
+    if not _check_exists:
+        return DeploymentHandle(deployment_name, app_name)
     app = status().applications.get(app_name)
     if app is None:
         raise RayServeException(f"Application '{app_name}' does not exist. Running applications: {_app_names()}.")

@@ -21,6 +21,11 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from serve_nb.core.keywords import UnsupportedOptionError
+from serve_nb.core.route_prefix import validate_route_prefix  # noqa: F401 - its home before; kept importable
+# HTTP options live in their own module; re-exported so every import of them keeps working.
+from serve_nb.http_options import MAX_PORT, HTTPOptions, ProxyLocation  # noqa: F401
+
 # --------------------------------------------------------------------------- defaults
 
 DEFAULT_NUM_REPLICAS = 1
@@ -40,7 +45,6 @@ AUTO_NUM_REPLICAS = "auto"
 AUTO_NUM_REPLICAS_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2.0}
 )
-MAX_PORT = 65535
 
 
 # --------------------------------------------------------------------------- the option table
@@ -102,15 +106,16 @@ DEPLOYMENT_OPTION_SPECS: tuple[OptionSpec, ...] = (
 #: Options ``@serve.deployment`` and ``Deployment.options`` accept.
 DEPLOYMENT_OPTIONS: tuple[str, ...] = tuple(spec.name for spec in DEPLOYMENT_OPTION_SPECS)
 
-#: Ray Serve options serve_nb knows of but does not implement: named in the error.
+#: Ray Serve 2.60 deployment options serve_nb does not implement: accepted only as None (not set).
 UNSUPPORTED_RAY_SERVE_OPTIONS = (
-    "route_prefix",
-    "placement_group_bundles",
-    "placement_group_strategy",
-    "max_replicas_per_node",
-    "logging_config",
-    "request_router_config",
-    "deployment_actors",
+    "placement_group_bundles", "placement_group_strategy", "placement_group_bundle_label_selector",
+    "max_replicas_per_node", "backpressure_config", "logging_config", "request_router_config",
+    "max_constructor_retry_count", "gang_scheduling_config", "deployment_actors", "rolling_update_percentage",
+    "max_surge_percent",
+)
+#: Options of older Ray Serve versions that moved elsewhere: always refused, with where they went.
+MOVED_RAY_SERVE_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {"route_prefix": "Pass route_prefix to serve.run() instead."}
 )
 
 
@@ -155,18 +160,22 @@ RAY_ACTOR_OPTION_KEYS: tuple[str, ...] = tuple(spec.name for spec in RAY_ACTOR_O
 
 
 def check_option_names(options: Mapping[str, Any]) -> None:
-    """Raise TypeError naming any option ``@serve.deployment`` does not take."""
+    """Raise TypeError naming any option ``@serve.deployment`` does not take, before anything is built.
+
+    A Ray Serve option serve_nb does not implement passes only as None (not set): ignoring any other
+    value would deploy something else than the user asked for (UnsupportedOptionError, a TypeError).
+    """
     for key in options:
-        if key in DEPLOYMENT_OPTIONS:
-            continue
+        if key in MOVED_RAY_SERVE_OPTIONS:
+            raise TypeError(f"Deployment option '{key}' is not a deployment option. {MOVED_RAY_SERVE_OPTIONS[key]}")
         if key in UNSUPPORTED_RAY_SERVE_OPTIONS:
-            raise TypeError(
-                f"Deployment option '{key}' is a Ray Serve option that serve_nb does not support."
-                + (" Pass route_prefix to serve.run() instead." if key == "route_prefix" else "")
-            )
-        raise TypeError(
-            f"Unknown deployment option '{key}'. Valid options: {', '.join(DEPLOYMENT_OPTIONS)}."
-        )
+            if options[key] is not None:
+                raise UnsupportedOptionError(
+                    f"Deployment option '{key}' is a Ray Serve option that serve_nb does not support yet (got "
+                    f"{options[key]!r}). Leave it out (None, meaning not set, is accepted); nothing was deployed."
+                )
+        elif key not in DEPLOYMENT_OPTIONS:
+            raise TypeError(f"Unknown deployment option '{key}'. Valid options: {', '.join(DEPLOYMENT_OPTIONS)}.")
 
 
 def _check_mapping(cls: type, value: Any, label: str) -> None:
@@ -410,77 +419,3 @@ class DeploymentConfig:
         if self.autoscaling_config is not None:
             return self.autoscaling_config.start_replicas
         return self.num_replicas or DEFAULT_NUM_REPLICAS
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-class ProxyLocation(str, Enum):
-    """Where the HTTP proxies run. Members equal their strings, so ``location="HeadOnly"`` and
-    ``location=ProxyLocation.HeadOnly`` mean the same (member names as in Ray Serve)."""
-
-    EveryNode = "EveryNode"
-    HeadOnly = "HeadOnly"
-    NoServer = "NoServer"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def from_user(cls, value: "ProxyLocation | str") -> "ProxyLocation":
-        """The member for ``value``; a ValueError naming the valid locations otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(repr(member.value) for member in cls)
-            raise ValueError(f"http_options location must be one of {valid}, got {value!r}.") from None
-
-
-@dataclass(frozen=True)
-class HTTPOptions:
-    """Where the per-node HTTP proxies listen, and how they treat requests."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    root_path: str = ""
-    request_timeout_s: float | None = None
-    keep_alive_timeout_s: float = 5.0
-    location: ProxyLocation = ProxyLocation.EveryNode
-    start_timeout_s: float = 30.0
-    debug_errors: bool = False
-    #: Let several proxies share the port (simulated multi-node clusters on one machine). Off by default:
-    #: a stale proxy could then silently take a share of the traffic.
-    reuse_port: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host:
-            raise ValueError(f"http_options host must be a non-empty string, got {self.host!r}.")
-        _positive_int("http_options port", self.port, minimum=0)
-        if self.port > MAX_PORT:
-            raise ValueError(f"http_options port must be <= {MAX_PORT}, got {self.port}.")
-        if self.request_timeout_s is not None:
-            _non_negative("http_options request_timeout_s", self.request_timeout_s, strict=True)
-        # Frozen: the string a user passed becomes its member here, so every reader sees the enum.
-        object.__setattr__(self, "location", ProxyLocation.from_user(self.location))
-
-    @classmethod
-    def from_user(cls, value: "HTTPOptions | Mapping[str, Any] | None") -> "HTTPOptions":
-        if value is None:
-            return cls()
-        if isinstance(value, HTTPOptions):
-            return value
-        _check_mapping(cls, value, "http_options")
-        return cls(**value)
-
-
-def validate_route_prefix(route_prefix: str | None) -> str | None:
-    """A prefix starts with '/', has no trailing '/' (except the root) and no wildcards."""
-    if route_prefix is None:
-        return None
-    if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
-        raise ValueError(f"route_prefix must start with '/' or be None (no HTTP), got {route_prefix!r}.")
-    if "{" in route_prefix or "}" in route_prefix:
-        raise ValueError(f"route_prefix may not contain wildcards ('{{' or '}}'), got {route_prefix!r}.")
-    if len(route_prefix) > 1 and route_prefix.endswith("/"):
-        route_prefix = route_prefix.rstrip("/") or "/"
-    return route_prefix

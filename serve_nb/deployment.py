@@ -9,7 +9,7 @@ import copy
 import inspect
 from typing import Any, Callable, overload
 
-from serve_nb.config import AUTO_NUM_REPLICAS, DeploymentConfig, check_option_names
+from serve_nb.config import AUTO_NUM_REPLICAS, DEPLOYMENT_OPTIONS, DeploymentConfig, check_option_names
 
 
 class Application:
@@ -37,6 +37,8 @@ class Deployment:
 
     def __init__(self, func_or_class: Callable[..., Any], options: dict[str, Any]) -> None:
         check_option_names(options)
+        # What passed the check but is no serve_nb option is a Ray Serve option left unset (None): drop it.
+        options = {k: v for k, v in options.items() if k in DEPLOYMENT_OPTIONS}
         name = options.get("name") or getattr(func_or_class, "__name__", None)
         if not isinstance(name, str) or not name:
             raise ValueError(f"Deployment name must be a non-empty string, got {name!r}.")
@@ -104,8 +106,14 @@ class Deployment:
     def is_class(self) -> bool:
         return inspect.isclass(self._func_or_class)
 
-    def options(self, **options: Any) -> "Deployment":
-        """A copy with some options replaced; unspecified options keep their values."""
+    def options(self, func_or_class: Callable[..., Any] | None = None, **options: Any) -> "Deployment":
+        """A copy with some options (or, as in Ray Serve, the class or function) replaced; unspecified ones keep
+        their values. Unknown options raise TypeError before anything is copied."""
+        if func_or_class is not None and not callable(func_or_class):
+            raise TypeError(
+                f"Deployment.options() takes options as keywords (e.g. .options(num_replicas=2)); its one positional "
+                f"argument is a replacement class or function, got {type(func_or_class).__name__}."
+            )
         check_option_names(options)
         merged = {**self._options, **options}
         # A fixed count and autoscaling exclude each other: setting one drops the other it replaces
@@ -118,7 +126,7 @@ class Deployment:
             merged.pop("num_replicas", None)
         if "name" not in options:
             merged["name"] = self.name
-        return Deployment(self._func_or_class, merged)
+        return Deployment(self._func_or_class if func_or_class is None else func_or_class, merged)
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
         return Application(self, args, kwargs)

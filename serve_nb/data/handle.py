@@ -8,15 +8,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import concurrent.futures
 from enum import Enum
 from typing import Any, AsyncIterator, Iterator
 
+from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, reject_unsupported_values
 from serve_nb.data.request import Request, RequestKind
 from serve_nb.exceptions import RayServeException, RequestCancelledError
 from serve_nb.types import DeploymentID
 
 _UNSET: Any = object()
+#: ``handle.options()`` keywords of Ray Serve 2.60 that serve_nb does not implement: accepted only when not given.
+_UNSUPPORTED_HANDLE_OPTIONS = ("multiplexed_model_id", "session_id", "_prefer_local_routing", "_by_reference",
+                               "request_serialization", "response_serialization")
 #: Items a stream may run ahead of a slow consumer before the pump stops reading from the replica.
 STREAM_BUFFER_ITEMS = 64
 
@@ -96,8 +101,10 @@ class DeploymentResponseGenerator:
         try:
             if args or kwargs:
                 args, kwargs = await _resolve_responses(args, kwargs)
-            async for item in client.router(dep).stream(Request(RequestKind.STREAM, method, args, kwargs)):
-                await self._queue.put((_Next.ITEM, item))
+            stream = client.router(dep).stream(Request(RequestKind.STREAM, method, args, kwargs))
+            async with contextlib.aclosing(stream) as items:  # cancelled: the router's slot is freed now
+                async for item in items:
+                    await self._queue.put((_Next.ITEM, item))
             await self._queue.put((_Next.END, None))
         except asyncio.CancelledError:
             self._queue.put_nowait((_Next.ERROR, RequestCancelledError("The request was cancelled.")))
@@ -158,10 +165,24 @@ class DeploymentHandle:
         method_name: str = _UNSET,
         stream: bool = _UNSET,
         multiplexed_model_id: str = _UNSET,
+        session_id: str = _UNSET,
+        _prefer_local_routing: bool = _UNSET,
+        _by_reference: bool = _UNSET,
+        request_serialization: str = _UNSET,
+        response_serialization: str = _UNSET,
         use_new_handle_api: bool = _UNSET,
+        **unknown: Any,
     ) -> "DeploymentHandle":
-        if multiplexed_model_id is not _UNSET:
-            raise NotImplementedError("Model multiplexing is not supported by serve_nb yet.")
+        """A handle with some call options replaced (Ray Serve 2.60's keywords; ``use_new_handle_api``, from
+        older Ray Serve, is accepted and ignored). A misspelt keyword or a Ray Serve option serve_nb does not
+        implement raises TypeError at once, rather than sending requests other than the ones asked for."""
+        if unknown:  # checks cost nothing on the hot path (handle.method goes through here)
+            reject_unknown_keywords("handle.options()", unknown, keyword_names(DeploymentHandle.options))
+        unsupported = (multiplexed_model_id, session_id, _prefer_local_routing, _by_reference,
+                       request_serialization, response_serialization)
+        if any(value is not _UNSET for value in unsupported):
+            given = {name: value for name, value in zip(_UNSUPPORTED_HANDLE_OPTIONS, unsupported) if value is not _UNSET}
+            reject_unsupported_values("handle.options()", given, {})
         return DeploymentHandle(
             self._dep.name,
             self._dep.app,

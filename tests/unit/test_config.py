@@ -443,21 +443,57 @@ def test_http_options_invalid_values(kw):
 
 
 @pytest.mark.parametrize(
-    "prefix, expected",
+    "prefix",
+    [None, "/", "/api", "/api/v1", "/a-b_c.d~e", "/v1:predict", "/caf\u00e9", "/x!$&'()*+,;=@", "/.well-known"],
+)
+def test_validate_route_prefix_returns_a_reachable_prefix_unchanged(prefix):
+    assert validate_route_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize("prefix", ["api", "", "api/", 5])
+def test_validate_route_prefix_must_start_with_a_slash(prefix):
+    with pytest.raises(ValueError, match="route_prefix.*must start with '/'"):
+        validate_route_prefix(prefix)
+
+
+@pytest.mark.parametrize("prefix, suggestion", [("/api/", "'/api'"), ("/api/v1//", "'/api/v1'"), ("//", "'/'")])
+def test_validate_route_prefix_refuses_a_trailing_slash_instead_of_rewriting_it(prefix, suggestion):
+    # Ray Serve raises here too; "//" used to become "/", the catch-all, silently.
+    with pytest.raises(ValueError, match="may not end with '/'") as info:
+        validate_route_prefix(prefix)
+    assert f"Use {suggestion}" in str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["/{id}", "/a/{b}", "/a}"])
+def test_validate_route_prefix_refuses_wildcards(prefix):
+    with pytest.raises(ValueError, match="wildcards"):
+        validate_route_prefix(prefix)
+
+
+@pytest.mark.parametrize(
+    "prefix, named",
     [
-        (None, None),
-        ("/", "/"),
-        ("/api", "/api"),
-        ("/api/", "/api"),
-        ("/api/v1//", "/api/v1"),
-        ("//", "/"),
+        ("/a b?#", ["' ' (space)", "'?'", "'#'", "query string", "fragment"]),
+        ("/a\tb", ["non-printing character U+0009"]),
+        ("/a\x00", ["U+0000"]),
+        ("/a\x7f", ["U+007F"]),
+        ("/100%", ["'%'", "escape"]),
+        ("/a%2", ["'%'"]),
+        ("/a%20b", ["'%'", "write the character itself"]),
+        ("/a\\b", ["'\\\\'"]),
+        ("/a<b>", ["'<'", "'>'"]),
+        ("/a|b", ["'|'"]),
+        ("/a\u00a0b", ["'\\xa0'"]),
     ],
 )
-def test_validate_route_prefix_valid(prefix, expected):
-    assert validate_route_prefix(prefix) == expected
+def test_validate_route_prefix_names_characters_not_valid_in_a_url_path(prefix, named):
+    with pytest.raises(ValueError, match="not valid in a URL path") as info:
+        validate_route_prefix(prefix)
+    for text in named:
+        assert text in str(info.value)
 
 
-@pytest.mark.parametrize("prefix", ["api", "", "api/", "/{id}", "/a/{b}", "/a}", 5])
-def test_validate_route_prefix_invalid(prefix):
-    with pytest.raises(ValueError, match="route_prefix"):
+@pytest.mark.parametrize("prefix", ["/.", "/..", "/a/../b", "/a/."])
+def test_validate_route_prefix_refuses_dot_segments_clients_resolve_away(prefix):
+    with pytest.raises(ValueError, match="'..' segments"):
         validate_route_prefix(prefix)

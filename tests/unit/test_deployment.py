@@ -112,8 +112,43 @@ def test_unknown_option_in_decorator_is_type_error():
 
 
 def test_ray_serve_only_option_in_decorator_is_type_error():
-    with pytest.raises(TypeError, match="route_prefix.*serve_nb does not support"):
+    with pytest.raises(TypeError, match="max_replicas_per_node.*serve_nb does not support yet"):
+        deployment(max_replicas_per_node=2)
+
+
+def test_route_prefix_in_decorator_points_to_serve_run():
+    with pytest.raises(TypeError, match=r"route_prefix.*serve\.run\(\)"):
         deployment(route_prefix="/x")
+
+
+def test_ray_serve_only_option_left_unset_is_accepted_and_changes_nothing():
+    dep = deployment(Plain, logging_config=None, max_replicas_per_node=None)
+    assert dep.config == deployment(Plain).config
+    assert dep.options(num_replicas=2, placement_group_bundles=None).num_replicas == 2
+
+
+def test_ray_serve_only_option_in_options_is_refused():
+    with pytest.raises(NotImplementedError, match="placement_group_bundles"):
+        deployment(Plain).options(placement_group_bundles=[{"CPU": 1}])
+
+
+def test_options_typo_is_type_error_listing_valid_options():
+    with pytest.raises(TypeError, match=r"'num_replica'.*Valid options: .*num_replicas"):
+        deployment(Plain).options(num_replica=2)
+
+
+def test_options_given_a_dict_positionally_says_to_use_keywords():
+    with pytest.raises(TypeError, match=r"options as keywords"):
+        deployment(Plain).options({"num_replicas": 2})
+
+
+def test_options_can_replace_the_class_as_in_ray_serve():
+    class Other:
+        pass
+
+    dep = deployment(Plain, num_replicas=2).options(func_or_class=Other)
+    assert dep.func_or_class is Other
+    assert dep.name == "Plain" and dep.num_replicas == 2
 
 
 def test_invalid_option_value_raises_at_decoration():
