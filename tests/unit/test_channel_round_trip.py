@@ -317,3 +317,27 @@ def test_a_caller_on_the_same_node_uses_the_unix_socket():
         assert not __import__("os").path.exists(address.uds_path)
 
     asyncio.run(main())
+
+
+def test_a_call_cancelled_before_it_ever_ran_gives_its_slot_back():
+    """CALL and CANCEL in one read: the task is cancelled before it starts, so nothing of its own runs;
+    the replica's slot must come back all the same, or a replica at capacity rejects everything for good."""
+    from serve_nb.common.serialization import dumps
+    from serve_nb.data.channel.frames import HEADER, Kind
+
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        reader, writer = await asyncio.open_connection(client.address.host, client.address.port)
+        payload = dumps(call("block").to_wire())
+        writer.write(HEADER.pack(len(TOKEN), Kind.HELLO, 0) + TOKEN
+                     + HEADER.pack(len(payload), Kind.CALL, 7) + payload
+                     + HEADER.pack(0, Kind.CANCEL, 7))
+        await writer.drain()
+        for _ in range(1000):  # bounded by loop turns: the server handles the frames, then the task ends
+            if replica.ongoing == 0 and not any(c.busy for c in server._connections):
+                break
+            await asyncio.sleep(0)
+        assert replica.ongoing == 0 and replica.requests == []  # never ran, slot returned
+        assert await client.call(call("echo", 1)) == ((1,), {})  # capacity 1: the slot is usable again
+        writer.close()
+
+    scenario(test, capacity=1)

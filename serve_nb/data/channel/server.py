@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import os
@@ -108,7 +109,12 @@ class _ServerConnection(FrameProtocol):
             if self.goodbye_sent or not self._server.handler.try_acquire():
                 self.send(Kind.REJECT, rid)
                 return
-            self._tasks[rid] = asyncio.get_running_loop().create_task(self._run(rid, payload))
+            task = asyncio.get_running_loop().create_task(self._run(rid, payload))
+            self._tasks[rid] = task
+            # The slot is given back when the task ends, however it ends: a task cancelled before it ever
+            # ran (its caller sent CANCEL, or the connection dropped, right after the CALL) runs no
+            # ``finally`` of its own, and a slot given back there would be lost for good.
+            task.add_done_callback(functools.partial(self._finished, rid))
         elif kind == Kind.CANCEL:
             task = self._tasks.get(rid)
             if task is not None:
@@ -132,10 +138,11 @@ class _ServerConnection(FrameProtocol):
             self.send(Kind.ERR, rid, pack_exception(RequestCancelledError("The request was cancelled.")))
         except BaseException as exc:  # noqa: BLE001 - every user error goes back to the caller
             self.send(Kind.ERR, rid, pack_exception(exc))
-        finally:
-            self._tasks.pop(rid, None)
-            handler.release()
-            self._server._on_request_done()
+
+    def _finished(self, rid: int, _task: "asyncio.Task[None]") -> None:
+        self._tasks.pop(rid, None)
+        self._server.handler.release()
+        self._server._on_request_done()
 
     def _checked(self, payload: bytes, what: str) -> bytes:
         """A reply the caller would refuse becomes the caller's error instead of a dropped connection."""
