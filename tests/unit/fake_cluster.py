@@ -21,6 +21,8 @@ from serve_nb.core.resources import HEAD_NODE_RESOURCE, NodeInfo
 from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.types import DeploymentID, ReplicaInfo
 
+from loop_turns import until
+
 HEAD = NodeInfo("head", {"CPU": 4.0, HEAD_NODE_RESOURCE: 1.0})
 WORKER = NodeInfo("worker", {"CPU": 4.0})
 _pids = itertools.count(1000)
@@ -231,15 +233,6 @@ def spec(name: str = "Model", version: str = "v1", num_replicas: int | None = 1,
     config = DeploymentConfig(num_replicas=None if autoscaling else num_replicas, user_config=user_config,
                               autoscaling_config=autoscaling, **options)
     return DeploymentSpec(name, b"code", b"args", config, version, True)
-
-
-async def until(condition: Callable[[], bool], what: str = "the condition", turns: int = 500) -> None:
-    """Let the event loop run until ``condition`` holds; fail after ``turns`` turns (no wall-clock time)."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def quiesce(turns: int = 200) -> None:

@@ -8,6 +8,8 @@ from typing import Any, Awaitable, Callable
 from serve_nb.core.snapshots import Update
 from serve_nb.data.longpoll import RETRY_BASE_S, RETRY_MAX_S, LongPollClient
 
+from loop_turns import until
+
 
 class FakeController:
     """``listen_for_change.options(...).remote(known)`` returns a future the test resolves."""
@@ -36,14 +38,6 @@ class FakeController:
         known, fut = self.calls[-1]
         assert not fut.done()
         return known, fut
-
-
-async def until(condition: Callable[[], bool], what: str = "condition") -> None:
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never reached: {what}")
 
 
 class Harness:

@@ -15,6 +15,8 @@ from serve_nb.data.router import Router
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
 
+from loop_turns import until
+
 DEP = DeploymentID("app", "Model")
 CALL = Request(RequestKind.CALL, "__call__", (), {})
 STREAM = Request(RequestKind.STREAM, "gen", (), {})
@@ -109,15 +111,6 @@ def info(name: str, port: int = 1) -> ReplicaInfo:
 
 def replica_set(*names: str, max_ongoing: int = 2, max_queued: int = -1) -> ReplicaSet:
     return ReplicaSet(tuple(info(n) for n in names), max_ongoing_requests=max_ongoing, max_queued_requests=max_queued)
-
-
-async def until(condition: Callable[[], bool], what: str = "condition") -> None:
-    """Let the loop run until ``condition`` holds (bounded by turns, not by time)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never reached: {what}")
 
 
 def run(test: Callable[[Router, Fleet, dict[str, list[Any]]], Awaitable[Any]]) -> Any:
