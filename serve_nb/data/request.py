@@ -40,8 +40,9 @@ class Request:
         return self.kind is not RequestKind.CALL
 
     @classmethod
-    def http(cls, scope: dict[str, Any], body: bytes, debug_errors: bool) -> "Request":
-        """An HTTP request for an ingress deployment; the method is the adapter's to choose."""
+    def http(cls, scope: dict[str, Any], body: bytes | bytearray, debug_errors: bool) -> "Request":
+        """An HTTP request for an ingress deployment; the method is the adapter's to choose. The body may be
+        the proxy's own bytearray (held once, not copied); the replica adapter hands the app bytes."""
         return cls(RequestKind.HTTP, "", (scope, body, debug_errors), {})
 
     def to_wire(self) -> Wire:
