@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 import warnings
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, rejec
 from serve_nb.core.route_prefix import validate_route_prefix
 from serve_nb.core.graph import AppGraph, build_graph
 from serve_nb.core.snapshots import STATUS_KEY
+from serve_nb.core.status import format_duration, init_report_due
 from serve_nb.core.versions import args_version, code_version, replica_version
 from serve_nb.deployment import Application
 from serve_nb.exceptions import DeployError, RayServeException
@@ -28,6 +30,8 @@ _RUN_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "logging_config": None, "_local_testing_mode": False, "external_scaler_enabled": False, "controller_options": None,
 }
 logger = logging.getLogger("serve_nb")
+#: A wait on the status also reads it directly this often, in case a long-poll push is late.
+STATUS_RECHECK_S = 2.0
 
 
 def _bootstrap() -> Any:
@@ -204,19 +208,7 @@ def run(
         _wait_for_proxies(client.info.http_options)
     handle = DeploymentHandle(graph.ingress, name)
     if _blocking:
-        warned: set[str] = set()
-
-        def settled(s: ServeStatus) -> bool:
-            app = s.applications.get(name)
-            if app is None:
-                return False
-            for dep in app.deployments.values():
-                if dep.waiting_for_resources and dep.name not in warned:
-                    warned.add(dep.name)
-                    logger.warning("serve.run('%s'): deployment '%s' is not up yet. %s", name, dep.name, dep.message)
-            return app.status in (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOY_FAILED)
-
-        status = _wait_for_status(settled)
+        status = _wait_for_deploy(client, name)
         app = status.applications[name]
         if app.status == ApplicationStatus.DEPLOY_FAILED:
             raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
@@ -232,24 +224,90 @@ def run(
     return handle
 
 
+def _wait_for_deploy(client: Any, name: str) -> ServeStatus:
+    """Wait until application ``name`` is RUNNING or DEPLOY_FAILED, saying which replicas keep it waiting.
+
+    Raises RayServeException at once if the app is deleted meanwhile. A KeyboardInterrupt (Ctrl-C, or
+    the notebook's interrupt) stops only the wait: the deploy goes on, and the message says how to
+    follow or cancel it.
+    """
+    import ray
+
+    # The deploy's own time: a status older than it (a long-poll value still in flight) is not about it.
+    deployed_at = ray.get(client.controller.get_status.remote()).applications[name].last_deployed_time_s
+    warned: set[str] = set()
+    reported: list[float] = []  # when, in seconds of __init__, serve.run last said a replica is slow
+    seen = False
+
+    def settled(s: ServeStatus) -> bool:
+        nonlocal seen
+        app = s.applications.get(name)
+        if app is None or app.last_deployed_time_s < deployed_at:
+            if app is None and seen:
+                raise RayServeException(f"Application '{name}' was deleted while serve.run was waiting for it to start.")
+            return False
+        seen = True
+        if app.status == ApplicationStatus.DELETING:
+            raise RayServeException(f"Application '{name}' was deleted while serve.run was waiting for it to start.")
+        for dep in app.deployments.values():
+            if dep.waiting_for_resources and dep.name not in warned:
+                warned.add(dep.name)
+                logger.warning("serve.run('%s'): deployment '%s' is not up yet. %s", name, dep.name, dep.message)
+        slow = {(dep.name, rid): s for dep in app.deployments.values() for rid, s in dep.initializing_for_s.items()}
+        if slow and init_report_due(max(slow.values()), reported[-1] if reported else None):
+            (dname, rid), longest = max(slow.items(), key=lambda kv: kv[1])
+            reported.append(longest)
+            logger.warning(
+                "serve.run('%s'): replica %s of deployment '%s' has been in __init__ for %s; still waiting. "
+                "Interrupt to stop waiting (the deploy goes on), or serve.delete('%s') to cancel it.",
+                name, rid, dname, format_duration(longest), name,
+            )
+        return app.status in (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOY_FAILED)
+
+    try:
+        return _wait_for_status(settled)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"serve.run('{name}') stopped waiting; the application is still deploying. "
+            f"serve.status() shows its progress; serve.delete('{name}') cancels it."
+        ) from None
+
+
 def _wait_for_status(
     predicate: Callable[[ServeStatus], bool], timeout_s: float | None = None, what: str = "the status"
 ) -> ServeStatus:
-    """Block until the controller's published status satisfies ``predicate`` (pushed by long-poll)."""
+    """Block until the controller's status satisfies ``predicate``: pushed by the long-poll, and read
+    directly every ``STATUS_RECHECK_S`` in case the push lags. ``predicate`` may raise to end the wait
+    with that error. The wait is interruptible (it blocks in short slices of the main thread)."""
+    import ray
+
     client = _data_client().current_client()
     if client is None:
         raise RayServeException("serve_nb is not running.")
     done: concurrent.futures.Future[ServeStatus] = concurrent.futures.Future()
+    lock = threading.Lock()  # the long-poll thread and this one both offer statuses
 
-    def on_status(status: ServeStatus | None) -> None:
-        if status is not None and not done.done() and predicate(status):
-            done.set_result(status)
+    def offer(status: ServeStatus | None) -> None:
+        with lock:
+            if status is None or done.done():
+                return
+            try:
+                if predicate(status):
+                    done.set_result(status)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                done.set_exception(exc)
 
-    sub = client.longpoll.subscribe(STATUS_KEY, on_status)
+    sub = client.longpoll.subscribe(STATUS_KEY, offer)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        return done.result(timeout_s)
-    except concurrent.futures.TimeoutError:
-        raise TimeoutError(f"Timed out after {timeout_s}s waiting for {what}.") from None
+        while True:
+            left = STATUS_RECHECK_S if deadline is None else min(STATUS_RECHECK_S, deadline - time.monotonic())
+            try:
+                return done.result(max(0.0, left))
+            except concurrent.futures.TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"Timed out after {timeout_s}s waiting for {what}.") from None
+                offer(ray.get(client.controller.get_status.remote()))
     finally:
         sub.cancel()
 

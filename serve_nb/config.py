@@ -101,6 +101,8 @@ DEPLOYMENT_OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("graceful_shutdown_timeout_s", DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S, OptionEffect.CONTROLLER),
     OptionSpec("graceful_shutdown_wait_loop_s", DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S, OptionEffect.DEFERRED),
     OptionSpec("version", None, OptionEffect.RESTART),  # None: the code's structural hash
+    # serve_nb's own: a replica whose __init__ has not returned by then fails the deploy (None: wait).
+    OptionSpec("initialization_timeout_s", None, OptionEffect.CONTROLLER),
 )
 
 #: Options ``@serve.deployment`` and ``Deployment.options`` accept.
@@ -368,6 +370,7 @@ class DeploymentConfig:
     graceful_shutdown_wait_loop_s: float = DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
     ray_actor_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RAY_ACTOR_OPTIONS))
     version: str | None = None
+    initialization_timeout_s: float | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "DeploymentConfig":
@@ -409,6 +412,9 @@ class DeploymentConfig:
         for name in ("graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s"):
             if name in kw:
                 kw[name] = _non_negative(name, kw[name])
+        if kw.get("initialization_timeout_s") is not None:
+            kw["initialization_timeout_s"] = _non_negative("initialization_timeout_s", kw["initialization_timeout_s"],
+                                                           strict=True)
         kw["ray_actor_options"] = validate_ray_actor_options(kw.get("ray_actor_options"))
         if kw.get("version") is not None and not isinstance(kw["version"], str):
             raise TypeError(f"version must be a string, got {type(kw['version']).__name__}.")

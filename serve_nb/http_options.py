@@ -28,6 +28,12 @@ DEFAULT_KEEP_ALIVE_TIMEOUT_S = 5.0
 #: Open connections plus running requests per proxy; beyond it a request gets a fast 503 instead of
 #: the process running out of file descriptors and stalling every client.
 DEFAULT_MAX_CONNECTIONS = 10_000
+#: A request to a deployment with no running replica waits this long for one, then gets 503: long
+#: enough for a replica to come back after a crash or to cold-start a small model, short enough that
+#: a client is never left hanging on a constructor that does not return.
+DEFAULT_NO_REPLICA_TIMEOUT_S = 30.0
+#: The methods ``retry_safe_methods`` sends again (RFC 9110's safe methods, bar TRACE).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class ProxyLocation(str, Enum):
@@ -86,6 +92,12 @@ class HTTPOptions:
     header_timeout_s: float | None = DEFAULT_HEADER_TIMEOUT_S
     #: uvicorn's ``limit_concurrency``: beyond it requests are answered 503.
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
+    #: How long a request waits for a deployment that has no running replica (starting, or replaced
+    #: after a crash) before 503 with the reason; None waits as long as ``request_timeout_s``.
+    no_replica_timeout_s: float | None = DEFAULT_NO_REPLICA_TIMEOUT_S
+    #: Send GET, HEAD and OPTIONS requests again, to another replica, if theirs dies before the response
+    #: starts (up to 3 times). Off by default: only turn it on if those handlers are safe to run twice.
+    retry_safe_methods: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -94,7 +106,9 @@ class HTTPOptions:
         if self.port > MAX_PORT:
             raise ValueError(f"http_options port must be <= {MAX_PORT}, got {self.port}.")
         _positive_seconds("keep_alive_timeout_s", self.keep_alive_timeout_s)
-        for name in ("request_timeout_s", "header_timeout_s"):
+        if not isinstance(self.retry_safe_methods, bool):
+            raise ValueError(f"http_options retry_safe_methods must be True or False, got {self.retry_safe_methods!r}.")
+        for name in ("request_timeout_s", "header_timeout_s", "no_replica_timeout_s"):
             if getattr(self, name) is not None:
                 _positive_seconds(name, getattr(self, name))
         for name in ("max_body_bytes", "max_header_bytes", "max_header_count", "max_connections"):

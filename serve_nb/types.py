@@ -71,6 +71,8 @@ class DeploymentStatusInfo:
     target_replicas: int = 0
     # True when ``message`` says replicas are waiting for cluster resources (so callers need not parse it).
     waiting_for_resources: bool = False
+    # Replicas whose __init__ has run for a while (id -> seconds, coarse), also named in ``message``.
+    initializing_for_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class ReplicaSet:
     max_queued_requests: int = -1
     unavailable: str | None = None
     methods: tuple[str, ...] = ()
+    # With no replica serving yet: what the first one is waiting for ("" if nothing worth saying). The
+    # proxy puts it in the 503 it answers once a request has waited long enough.
+    waiting: str = ""
 
 
 @dataclass(frozen=True)

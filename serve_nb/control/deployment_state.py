@@ -23,7 +23,7 @@ from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
 from serve_nb.core.policy import LoadWindow, redeploy_target
 from serve_nb.core.resources import StartingReplica, pending_resources_message
-from serve_nb.core.status import DeploymentFacts, Scaling
+from serve_nb.core.status import DeploymentFacts, Scaling, format_duration, slow_init_message, slow_initializers
 from serve_nb.types import (
     DeploymentID,
     DeploymentStatus,
@@ -82,6 +82,7 @@ class ReplicaRecord:
     health_failures: int = 0  # in a row
     ongoing: int = 0  # as last reported by the replica
     placed: bool = False  # Ray has put it on a node
+    placed_at: float = 0.0  # when it was placed: its __init__ started then
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -99,8 +100,15 @@ class ReplicaRecord:
             raise ValueError(f"replica {self.replica_id}: no transition {self.state} -> {to}")
         self.state = to
 
-    def on_placed(self) -> None:
+    def on_placed(self, now: float) -> None:
         self.placed = True
+        self.placed_at = now
+
+    def in_init_for(self, now: float) -> float | None:
+        """Seconds its ``__init__`` (and first health check) has been running, or None if it is not."""
+        if self.state != ReplicaState.STARTING or not self.placed:
+            return None
+        return now - self.placed_at
 
     def on_initialized(self, info: ReplicaInfo | None) -> None:
         """The constructor ran and a first health check passed: it serves from now on."""
@@ -240,7 +248,12 @@ class DeploymentState:
     def facts(self) -> DeploymentFacts:
         replicas = [(r.version, r.state) for r in self.replicas.values()]
         return DeploymentFacts(self.goal().target, self.spec.version, replicas, self.failed_message,
-                               self.unhealthy_message, self.scaling)
+                               self.unhealthy_message, self.scaling, self._in_init())
+
+    def _in_init(self) -> dict[str, float]:
+        now = self._ctx.clock.time()
+        times = {rid: r.in_init_for(now) for rid, r in self.replicas.items()}
+        return {rid: t for rid, t in times.items() if t is not None}
 
     def pending_resources(self, nodes: Callable[[], Sequence[Mapping[str, float]]]) -> str:
         """Why replicas wait for resources, if they likely do; "" otherwise. ``nodes`` asked only if needed."""
@@ -266,14 +279,17 @@ class DeploymentState:
                 unavailable = f"Application '{app}' is being deleted."
             elif self.failed_message is not None:
                 unavailable = f"Deployment '{self.dep.name}' of application '{app}' failed to deploy:\n{self.failed_message}"
+        waiting = "" if serving or unavailable else slow_init_message(slow_initializers(self._in_init()))
         config = self.spec.config
-        return ReplicaSet(serving, config.max_ongoing_requests, config.max_queued_requests, unavailable, self.methods)
+        return ReplicaSet(serving, config.max_ongoing_requests, config.max_queued_requests, unavailable, self.methods,
+                          waiting)
 
     # -- reconciling --------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
         """Start, stop or reconfigure replicas as ``reconcile.plan`` says."""
         now = self._ctx.clock.time()
+        self._enforce_init_timeout(now)
         for action in reconcile.plan(self.goal(), [r.view(now) for r in self.replicas.values()]):
             if isinstance(action, reconcile.StartReplicas):
                 for _ in range(action.count):
@@ -332,7 +348,7 @@ class DeploymentState:
 
     async def _await_placement(self, record: ReplicaRecord) -> None:
         if await record.actor.wait_placed():
-            record.on_placed()
+            record.on_placed(self._ctx.clock.time())
 
     async def _initialize(self, record: ReplicaRecord) -> None:
         config = self.spec.config
@@ -363,9 +379,7 @@ class DeploymentState:
         self._watch(record)
 
     def _on_start_failed(self, record: ReplicaRecord, error: str) -> None:
-        self.replicas.pop(record.replica_id, None)
-        record.begin_stop()
-        record.actor.kill()
+        self._discard(record)
         if record.version != self.spec.version:
             return  # an old version's failure says nothing about the current one
         self.ctor_failures += 1
@@ -374,6 +388,35 @@ class DeploymentState:
                 f"The replica constructor failed {self.ctor_failures} times; giving up until the "
                 f"deployment is updated. Last error:\n{error}"
             )
+
+    def _enforce_init_timeout(self, now: float) -> None:
+        """``initialization_timeout_s``: a replica of the current version still in ``__init__`` after it
+        fails the deploy at once (a constructor that hangs once will hang again; waiting for three would
+        keep the user waiting three times as long). Every starting replica of that version is killed; the
+        old version, if any, keeps serving."""
+        timeout = self.spec.config.initialization_timeout_s
+        if timeout is None or self.failed_message is not None:
+            return
+        current = [r for r in self.replicas.values() if r.version == self.spec.version]
+        took = {r.replica_id: t for r in current if (t := r.in_init_for(now)) is not None and t > timeout}
+        if not took:
+            return
+        late = max(took, key=took.__getitem__)
+        self.failed_message = (
+            f"Replica {late} was still in __init__ after {format_duration(took[late])}, past "
+            f"initialization_timeout_s={timeout:g}, and was killed. Make __init__ finish sooner or raise "
+            "initialization_timeout_s, then deploy again."
+        )
+        for record in current:
+            if record.state == ReplicaState.STARTING:
+                self._discard(record)
+        self._ctx.wake()
+
+    def _discard(self, record: ReplicaRecord) -> None:
+        """Forget a replica that never served and kill it (no drain: it has nothing to finish)."""
+        self.replicas.pop(record.replica_id, None)
+        record.begin_stop()
+        record.actor.kill()
 
     def _watch(self, record: ReplicaRecord) -> None:
         self._spawn(record, self._death_watch(record))

@@ -8,7 +8,7 @@ autoscaling) are applied by the controller's reconcile step, never by whoever re
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -24,6 +24,61 @@ from serve_nb.types import (
     ReplicaState,
     ScalingEvent,
 )
+
+
+#: A replica still in ``__init__`` after this long is named in its deployment's status (model loading
+#: takes seconds; a constructor stuck on a lock or a download never returns, and users need to see which).
+SLOW_INIT_AFTER_S = 5.0
+
+
+def coarse_seconds(seconds: float) -> float:
+    """``seconds`` rounded down to a step that grows with it (5 s, then 30 s, then a minute), so a
+    status that names a duration changes a few times a minute at most, not at every reconcile pass."""
+    step = 5.0 if seconds < 60 else 30.0 if seconds < 600 else 60.0
+    return float(int(seconds // step) * step)
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``2 min 30 s``, ``12 min``: how long, for people."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def slow_initializers(in_init: Mapping[str, float]) -> dict[str, float]:
+    """Of ``{replica id: seconds in __init__}``, those past ``SLOW_INIT_AFTER_S``, durations made coarse."""
+    return {rid: coarse_seconds(s) for rid, s in sorted(in_init.items()) if s >= SLOW_INIT_AFTER_S}
+
+
+def slow_init_message(slow: Mapping[str, float]) -> str:
+    """One sentence naming the replicas stuck in ``__init__`` (at most three) and the longest wait."""
+    if not slow:
+        return ""
+    ids = sorted(slow, key=lambda rid: -slow[rid])
+    longest = format_duration(slow[ids[0]])
+    if len(ids) == 1:
+        return f"Replica {ids[0]} has been in __init__ for {longest}."
+    named = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    return f"Replicas {named} are still in __init__ (the longest for {longest})."
+
+
+#: When ``serve.run`` says a replica is still in ``__init__``: once it is named in the status, then at
+#: these durations, then every half hour; often enough to know it is stuck, rarely enough not to flood.
+INIT_REPORT_AT_S = (SLOW_INIT_AFTER_S, 30.0, 120.0, 600.0, 1800.0)
+
+
+def init_report_due(longest_s: float, reported_s: float | None) -> bool:
+    """True if a wait of ``longest_s`` in ``__init__`` deserves a new line, the last having been at
+    ``reported_s`` (None: never)."""
+    if longest_s < SLOW_INIT_AFTER_S:
+        return False
+    if reported_s is None:
+        return True
+    marks = [m for m in INIT_REPORT_AT_S if m > reported_s]
+    next_mark = marks[0] if marks else reported_s + INIT_REPORT_AT_S[-1]
+    return longest_s >= next_mark
 
 
 class Scaling(str, Enum):
@@ -43,6 +98,7 @@ class DeploymentFacts:
     failed_message: str | None = None  # set when the current version failed to deploy
     unhealthy_message: str | None = None  # set when replicas failed after having been healthy
     scaling: Scaling | None = None  # while a scaling decision is being carried out
+    in_init: Mapping[str, float] = field(default_factory=dict)  # replica id -> seconds its __init__ has run
 
 
 def replica_state_counts(replicas: Iterable[tuple[str, ReplicaState]]) -> dict[str, int]:
@@ -101,11 +157,15 @@ def deployment_status_info(
     follows the progress message, so users see why "Updating: 0 of 1" does not move."""
     status, message = deployment_status(facts)
     waiting = False
+    slow = slow_initializers(facts.in_init)
     if status not in (DeploymentStatus.DEPLOY_FAILED, DeploymentStatus.UNHEALTHY):
         pending = pending_resources()
         if pending:
             message, waiting = (f"{message} {pending}" if message else pending), True
-    return DeploymentStatusInfo(name, status, message, replica_state_counts(facts.replicas), facts.target, waiting)
+    if slow:
+        message = " ".join(part for part in (message, slow_init_message(slow)) if part)
+    return DeploymentStatusInfo(name, status, message, replica_state_counts(facts.replicas), facts.target, waiting,
+                                slow)
 
 
 def application_status_info(

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, reject_unsupported_values
 from serve_nb.data.request import Request, RequestKind
+from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.exceptions import RayServeException, RequestCancelledError
 from serve_nb.types import DeploymentID
 
@@ -92,16 +93,16 @@ class _Next(Enum):
 class DeploymentResponseGenerator:
     """Items streamed by a generator method (``handle.options(stream=True)``); iterate sync or async."""
 
-    def __init__(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
+    def __init__(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int = 0) -> None:
         self._bg = client.bg
         self._queue: asyncio.Queue[tuple[_Next, Any]] = asyncio.Queue(maxsize=STREAM_BUFFER_ITEMS)  # binds to a loop on first use
-        self._task = self._bg.submit(self._pump(client, dep, method, args, kwargs))
+        self._task = self._bg.submit(self._pump(client, dep, method, args, kwargs, retries))
 
-    async def _pump(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> None:
+    async def _pump(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int) -> None:
         try:
             if args or kwargs:
                 args, kwargs = await _resolve_responses(args, kwargs)
-            stream = client.router(dep).stream(Request(RequestKind.STREAM, method, args, kwargs))
+            stream = client.router(dep).stream(Request(RequestKind.STREAM, method, args, kwargs), retries=retries)
             async with contextlib.aclosing(stream) as items:  # cancelled: the router's slot is freed now
                 async for item in items:
                     await self._queue.put((_Next.ITEM, item))
@@ -146,10 +147,13 @@ class DeploymentHandle:
     Cheap to create and to pickle: it connects lazily in whichever process uses it.
     """
 
-    def __init__(self, deployment_name: str, app_name: str = "default", *, method_name: str = "__call__", stream: bool = False) -> None:
+    def __init__(self, deployment_name: str, app_name: str = "default", *, method_name: str = "__call__",
+                 stream: bool = False, idempotent: bool = False) -> None:
         self._dep = DeploymentID(app_name, deployment_name)
         self._method = method_name
         self._stream = stream
+        # How often a call is sent again if its replica dies mid-request (it may have run): only if idempotent.
+        self._retries = MAX_IDEMPOTENT_RETRIES if idempotent else 0
 
     @property
     def deployment_name(self) -> str:
@@ -171,11 +175,17 @@ class DeploymentHandle:
         request_serialization: str = _UNSET,
         response_serialization: str = _UNSET,
         use_new_handle_api: bool = _UNSET,
+        idempotent: bool = _UNSET,
         **unknown: Any,
     ) -> "DeploymentHandle":
         """A handle with some call options replaced (Ray Serve 2.60's keywords; ``use_new_handle_api``, from
         older Ray Serve, is accepted and ignored). A misspelt keyword or a Ray Serve option serve_nb does not
-        implement raises TypeError at once, rather than sending requests other than the ones asked for."""
+        implement raises TypeError at once, rather than sending requests other than the ones asked for.
+
+        ``idempotent=True`` (serve_nb's own) declares the calls safe to run twice: one whose replica dies
+        before it answers is sent to another replica, up to 3 times, instead of failing with
+        ReplicaUnavailableError. A call that was never run (replica full or stopping) is always sent
+        again, idempotent or not; a stream only until its first item arrives."""
         if unknown:  # checks cost nothing on the hot path (handle.method goes through here)
             reject_unknown_keywords("handle.options()", unknown, keyword_names(DeploymentHandle.options))
         unsupported = (multiplexed_model_id, session_id, _prefer_local_routing, _by_reference,
@@ -183,11 +193,14 @@ class DeploymentHandle:
         if any(value is not _UNSET for value in unsupported):
             given = {name: value for name, value in zip(_UNSUPPORTED_HANDLE_OPTIONS, unsupported) if value is not _UNSET}
             reject_unsupported_values("handle.options()", given, {})
+        if idempotent is not _UNSET and not isinstance(idempotent, bool):
+            raise TypeError(f"handle.options(idempotent=...) must be True or False, got {idempotent!r}.")
         return DeploymentHandle(
             self._dep.name,
             self._dep.app,
             method_name=self._method if method_name is _UNSET else method_name,
             stream=self._stream if stream is _UNSET else bool(stream),
+            idempotent=bool(self._retries) if idempotent is _UNSET else idempotent,
         )
 
     def __getattr__(self, name: str) -> "DeploymentHandle":
@@ -199,26 +212,28 @@ class DeploymentHandle:
         """Send the request now; returns a DeploymentResponse (or a generator with stream=True)."""
         client = _client()
         if self._stream:
-            return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs)
-        return DeploymentResponse(client.bg.submit(_call(client, self._dep, self._method, args, kwargs)), client.bg)
+            return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs, self._retries)
+        call = _call(client, self._dep, self._method, args, kwargs, self._retries)
+        return DeploymentResponse(client.bg.submit(call), client.bg)
 
     def __reduce__(self) -> Any:
-        return (_rebuild_handle, (self._dep.name, self._dep.app, self._method, self._stream))
+        return (_rebuild_handle, (self._dep.name, self._dep.app, self._method, self._stream, bool(self._retries)))
 
     def __repr__(self) -> str:
         extra = f", method_name={self._method!r}" if self._method != "__call__" else ""
+        extra += ", idempotent=True" if self._retries else ""
         return f"DeploymentHandle(deployment={self._dep.name!r}, app={self._dep.app!r}{extra})"
 
 
-def _rebuild_handle(name: str, app: str, method: str, stream: bool) -> DeploymentHandle:
-    return DeploymentHandle(name, app, method_name=method, stream=stream)
+def _rebuild_handle(name: str, app: str, method: str, stream: bool, idempotent: bool = False) -> DeploymentHandle:
+    return DeploymentHandle(name, app, method_name=method, stream=stream, idempotent=idempotent)
 
 
-async def _call(client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict) -> Any:
+async def _call(client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int) -> Any:
     """One request, on the background loop: resolve response arguments, then route it."""
     if args or kwargs:
         args, kwargs = await _resolve_responses(args, kwargs)
-    return await client.router(dep).call(Request(RequestKind.CALL, method, args, kwargs))
+    return await client.router(dep).call(Request(RequestKind.CALL, method, args, kwargs), retries=retries)
 
 
 async def _resolve_responses(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import choose_replica
-from serve_nb.data.channel import Address, ChannelClient, NotSent, Rejected
+from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, NotSent, Rejected
 from serve_nb.data.request import Request
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
@@ -28,6 +28,9 @@ BLOCKED_FOR_GOOD_S = 3600.0
 #: A queued request wakes for a blocked replica's return only if that is sooner than this; blocks
 #: longer than it (the for-good ones) wait for a replica set update instead.
 UNBLOCK_HORIZON_S = 60.0
+#: An idempotent request whose replica died mid-request is sent again at most this often: a request
+#: that itself crashes replicas must not take down every replica of the deployment in turn.
+MAX_IDEMPOTENT_RETRIES = 3
 
 
 class ReplicaClient(Protocol):
@@ -89,6 +92,7 @@ class Router:
         self._max_ongoing = DEFAULT_MAX_ONGOING_REQUESTS
         self._max_queued = -1
         self._unavailable: str | None = None
+        self._waiting = ""  # with no replica running: what the first one waits for, from the controller
         self._known = False
         self._waiters: list[asyncio.Future[None]] = []
         self.num_queued = 0
@@ -103,6 +107,7 @@ class Router:
         self._max_ongoing = replica_set.max_ongoing_requests
         self._max_queued = replica_set.max_queued_requests
         self._unavailable = replica_set.unavailable if not replica_set.replicas else None
+        self._waiting = replica_set.waiting
         new = {r.replica_id: r for r in replica_set.replicas}
         for rid in list(self._infos):
             if rid not in new:
@@ -155,16 +160,18 @@ class Router:
                 if not all_waiters:
                     return
 
-    async def _wait_for_slot(self, now: float) -> None:
-        """Wait for a release, a replica set update, or the end of the soonest block.
+    async def _wait_for_slot(self, now: float, limit: float | None = None) -> None:
+        """Wait for a release, a replica set update, the end of the soonest block, or ``limit`` seconds.
 
         ``now`` must be the time ``_choose`` judged blocks by: read again here, a block that ended in
         between would count neither as a reason to wait for nor as free, and the wait would have no
         end (nothing in flight here to release a slot)."""
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        blocked = [t for t in self._blocked_until.values() if now < t < now + UNBLOCK_HORIZON_S]
-        timeout = max(0.0, min(blocked) - now) if blocked else None
+        ends = [t - now for t in self._blocked_until.values() if now < t < now + UNBLOCK_HORIZON_S]
+        if limit is not None:
+            ends.append(limit)
+        timeout = max(0.0, min(ends)) if ends else None
         try:
             await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -179,9 +186,11 @@ class Router:
             if fut in self._waiters:
                 self._waiters.remove(fut)
 
-    async def _acquire(self) -> str:
-        """Wait until a replica has room; raise if the deployment is unavailable or the queue is full."""
+    async def _acquire(self, no_replica_timeout_s: float | None = None) -> str:
+        """Wait until a replica has room; raise if the deployment is unavailable, the queue is full, or
+        (with ``no_replica_timeout_s``) no replica has been running for that long while this waited."""
         queued = False
+        no_replica_since: float | None = None
         try:
             while True:
                 if self._unavailable is not None:
@@ -191,6 +200,14 @@ class Router:
                 if rid is not None:
                     self._in_flight[rid] += 1
                     return rid
+                limit = None
+                if no_replica_timeout_s is not None and not self._infos:
+                    no_replica_since = now if no_replica_since is None else no_replica_since
+                    limit = no_replica_since + no_replica_timeout_s - now
+                    if limit <= 0:
+                        raise DeploymentUnavailableError(self._no_replica_message(no_replica_timeout_s))
+                else:
+                    no_replica_since = None  # replicas exist (busy, or briefly blocked): wait as usual
                 if not queued:
                     if self._max_queued != -1 and self.num_queued >= self._max_queued:
                         raise BackPressureError(self.deployment.name, self.num_queued, self._max_queued)
@@ -198,12 +215,18 @@ class Router:
                     self.num_queued += 1
                     if self._on_queue_change is not None:
                         self._on_queue_change(self.num_queued)
-                await self._wait_for_slot(now)
+                await self._wait_for_slot(now, limit)
         finally:
             if queued:
                 self.num_queued -= 1
                 if self._on_queue_change is not None:
                     self._on_queue_change(self.num_queued)
+
+    def _no_replica_message(self, waited_s: float) -> str:
+        dep = self.deployment
+        reason = f" {self._waiting}" if self._waiting else ""
+        return (f"No replica of deployment '{dep.name}' of application '{dep.app}' is running yet (waited "
+                f"{waited_s:g} s).{reason}")
 
     def _release(self, rid: str) -> None:
         if rid in self._in_flight:
@@ -217,10 +240,12 @@ class Router:
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def call(self, request: Request) -> Any:
-        """Send a one-value request; a REJECT or a request never sent is retried on another choice."""
+    async def call(self, request: Request, *, retries: int = 0, no_replica_timeout_s: float | None = None) -> Any:
+        """Send a one-value request. A REJECT or a request never sent is retried on another choice; a
+        request whose replica died while it was in flight is sent again only ``retries`` times (callers
+        pass retries only for idempotent requests: it may have run)."""
         while True:
-            rid = await self._acquire()
+            rid = await self._acquire(no_replica_timeout_s)
             client = self._client(rid)
             try:
                 return await client.call(request)
@@ -228,13 +253,19 @@ class Router:
                 self._rejected(rid)
             except NotSent:
                 pass  # never ran: choose again
+            except ConnectionLost:
+                if retries <= 0:
+                    raise
+                retries -= 1
             finally:
                 self._release(rid)
 
-    async def stream(self, request: Request) -> AsyncIterator[Any]:
-        """Send a streaming request; retried like ``call`` until its first item arrives."""
+    async def stream(
+        self, request: Request, *, retries: int = 0, no_replica_timeout_s: float | None = None
+    ) -> AsyncIterator[Any]:
+        """Send a streaming request; retried like ``call`` until its first item arrives, never after."""
         while True:
-            rid = await self._acquire()
+            rid = await self._acquire(no_replica_timeout_s)
             client = self._client(rid)
             started = False
             try:
@@ -248,6 +279,10 @@ class Router:
             except NotSent:
                 if started:
                     raise
+            except ConnectionLost:
+                if started or retries <= 0:
+                    raise
+                retries -= 1
             finally:
                 self._release(rid)
 

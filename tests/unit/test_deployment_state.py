@@ -71,7 +71,7 @@ def test_a_replica_ray_has_not_placed_for_a_while_waits_for_resources():
     record = _record()
     assert not record.view(100.0 + UNPLACED_AFTER_S).waiting_for_resources
     assert record.view(100.0 + UNPLACED_AFTER_S + 1).waiting_for_resources
-    record.on_placed()
+    record.on_placed(100.0 + UNPLACED_AFTER_S + 1)
     assert not record.view(100.0 + UNPLACED_AFTER_S + 1).waiting_for_resources
 
 

@@ -33,7 +33,7 @@ class AdapterRouter:
         self.adapter = adapter
         self.batches: list[list[dict]] = []
 
-    async def stream(self, request: Request) -> AsyncIterator[list[dict]]:
+    async def stream(self, request: Request, **_policy: Any) -> AsyncIterator[list[dict]]:
         request = Request.from_wire(pickle.loads(pickle.dumps(request.to_wire())))
         async for batch in self.adapter.handle(*request.args):
             batch = pickle.loads(pickle.dumps(batch))

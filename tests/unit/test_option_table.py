@@ -46,6 +46,7 @@ CHANGED = {
     "graceful_shutdown_timeout_s": 5.0,
     "graceful_shutdown_wait_loop_s": 0.5,
     "version": "v2",
+    "initialization_timeout_s": 60.0,
 }
 
 #: What a change does, per effect: (replica version changes, config version changes, the

@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from serve_nb.config import HTTPOptions
+from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
+from serve_nb.http_options import DEFAULT_NO_REPLICA_TIMEOUT_S
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.proxy import ProxyApp
 from serve_nb.data.http.server import HeaderLimits
@@ -38,6 +40,7 @@ class FakeRouter:
     def __init__(self, target: str) -> None:
         self.target = target
         self.requests: list[Request] = []
+        self.policies: list[dict[str, Any]] = []  # the keywords each stream() got (retries, no-replica bound)
         self.reply: Callable[[Request], AsyncIterator[list[dict]]] = self._echo
 
     async def _echo(self, request: Request) -> AsyncIterator[list[dict]]:
@@ -48,8 +51,9 @@ class FakeRouter:
     def calls(self) -> list[tuple[str, str, bytes]]:
         return [(r.args[0]["path"], r.args[0]["root_path"], r.args[1]) for r in self.requests]
 
-    async def stream(self, request: Request) -> AsyncIterator[list[dict]]:
+    async def stream(self, request: Request, **policy: Any) -> AsyncIterator[list[dict]]:
         self.requests.append(request)
+        self.policies.append(policy)
         async for batch in self.reply(request):
             yield batch
 
@@ -457,3 +461,33 @@ def test_the_header_timeout_also_covers_the_next_request_on_a_kept_alive_connect
 
     reply = run(_with_server(_limits(timeout_s=0.3), second_request_stalls))
     assert reply.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408 " in reply
+
+
+def test_only_safe_methods_are_sent_again_and_only_when_asked():
+    async def scenario(**options: Any) -> dict[str, int]:
+        app, client = make_app(**options)
+        for method in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE"):
+            await get(app, "/a", method=method)
+        router = router_of(client)
+        return {r.args[0]["method"]: p["retries"] for r, p in zip(router.requests, router.policies)}
+
+    assert set(run(scenario()).values()) == {0}, "off by default"
+    assert run(scenario(retry_safe_methods=True)) == {
+        "GET": MAX_IDEMPOTENT_RETRIES, "HEAD": MAX_IDEMPOTENT_RETRIES, "OPTIONS": MAX_IDEMPOTENT_RETRIES,
+        "POST": 0, "PUT": 0, "DELETE": 0,
+    }
+
+
+def test_requests_wait_for_a_first_replica_only_as_long_as_no_replica_timeout_s():
+    async def scenario(**options: Any) -> Any:
+        app, client = make_app(**options)
+        await get(app, "/a")
+        return router_of(client).policies[0]["no_replica_timeout_s"]
+
+    assert run(scenario()) == DEFAULT_NO_REPLICA_TIMEOUT_S
+    assert run(scenario(no_replica_timeout_s=2.5)) == 2.5
+    assert run(scenario(no_replica_timeout_s=None)) is None
+    with pytest.raises(ValueError, match="no_replica_timeout_s must be a number > 0"):
+        HTTPOptions(no_replica_timeout_s=0)
+    with pytest.raises(ValueError, match="retry_safe_methods must be True or False"):
+        HTTPOptions(retry_safe_methods="yes")

@@ -220,6 +220,17 @@ def test_handle_options_still_sets_method_and_stream() -> None:
     assert handle.other.deployment_name == "Echo"
 
 
+def test_an_idempotent_handle_stays_idempotent_through_methods_options_and_pickling() -> None:
+    import pickle
+
+    handle = DeploymentHandle("Echo", "app").options(idempotent=True)
+    assert repr(handle.other) == "DeploymentHandle(deployment='Echo', app='app', method_name='other', idempotent=True)"
+    assert "idempotent=True" in repr(pickle.loads(pickle.dumps(handle.options(stream=True))))
+    assert "idempotent" not in repr(handle.options(idempotent=False))
+    with pytest.raises(TypeError, match="must be True or False"):
+        DeploymentHandle("Echo").options(idempotent="yes")
+
+
 def test_http_options_keys_are_still_checked_by_start(tripwire: Tripwire) -> None:
     with pytest.raises(ValueError, match="Unknown http_options key"):
         serve.start(http_options={"prot": 8001})

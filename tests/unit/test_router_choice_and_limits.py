@@ -9,9 +9,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from serve_nb.data.channel import NotSent, Rejected
+from serve_nb.data.channel import ConnectionLost, NotSent, Rejected
 from serve_nb.data.request import Request, RequestKind
-from serve_nb.data.router import Router
+from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES, Router
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
 
@@ -55,6 +55,15 @@ class FakeConnection:
                 cb, self.on_unusable = self.on_unusable, None
                 cb(self)
             raise NotSent(mode)
+        if mode in ("dies", "dies-once"):  # the replica process died with the request in flight
+            self.fleet.ran.append(self.replica)
+            if mode == "dies-once":
+                self.fleet.mode[self.replica] = "ok"
+            self.lost = True
+            if self.on_unusable is not None:
+                cb, self.on_unusable = self.on_unusable, None
+                cb(self)
+            raise ConnectionLost("lost the connection mid-request")
         if mode == "hold":
             fut = asyncio.get_running_loop().create_future()
             self.fleet.held.append((self.replica, fut))
@@ -70,6 +79,8 @@ class FakeConnection:
             yield (self.replica, i)
             if self.fleet.mode.get(self.replica) == "dies-mid-stream":
                 raise NotSent("gone after the first item")
+            if self.fleet.mode.get(self.replica) == "lost-mid-stream":
+                raise ConnectionLost("lost after the first item")
 
     def close(self) -> None:
         self.closed = True
@@ -83,6 +94,7 @@ class Fleet:
         self.connections: list[FakeConnection] = []
         self.sent: list[tuple[str, Request]] = []
         self.held: list[tuple[str, asyncio.Future[None]]] = []
+        self.ran: list[str] = []  # replicas that started a request and then died
 
     def __call__(self, info: ReplicaInfo) -> FakeConnection:
         conn = FakeConnection(self, info)
@@ -332,5 +344,106 @@ def test_a_queued_request_cancelled_just_after_its_wake_up_hands_the_free_slot_o
         first.cancel()  # ... and its client leaves before it runs
         assert await asyncio.wait_for(second, 2.0) == "r1"
         assert first.cancelled()
+
+    run(test)
+
+
+# --------------------------------------------------------------------------- replicas dying mid-request
+
+
+def test_a_request_in_flight_when_its_replica_dies_is_not_sent_again_by_default():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode.update(r1="dies", r2="dies")
+        with pytest.raises(ConnectionLost):
+            await router.call(CALL)  # it may have run
+        assert len(fleet.ran) == 1 and len(fleet.sent) == 1
+
+    run(test)
+
+
+def test_an_idempotent_request_goes_to_another_replica_after_its_replica_dies():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1"))
+        fleet.mode["r1"] = "dies"
+        call = asyncio.ensure_future(router.call(CALL, retries=1))
+        await until(lambda: fleet.ran == ["r1"] and router.num_queued == 1, "the retry waiting for a replica")
+        router.update(replica_set("r1", "r2"))  # the controller's replacement
+        assert await call == "r2"
+        assert fleet.ran == ["r1"] and events["unreachable"] == ["r1"], "the dead replica is not chosen again"
+
+    run(test)
+
+
+def test_retries_after_deaths_are_bounded():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        names = [f"r{i}" for i in range(6)]
+        router.update(replica_set(*names))
+        for name in names:
+            fleet.mode[name] = "dies"
+        with pytest.raises(ConnectionLost):
+            await router.call(CALL, retries=MAX_IDEMPOTENT_RETRIES)
+        assert len(fleet.ran) == MAX_IDEMPOTENT_RETRIES + 1, "a request that kills replicas stops after a few"
+
+    run(test)
+
+
+def test_a_stream_is_sent_again_only_before_its_first_item():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1"))
+        fleet.mode["r1"] = "dies"
+
+        async def collect() -> list[Any]:
+            return [item async for item in router.stream(STREAM, retries=1)]
+
+        stream = asyncio.ensure_future(collect())
+        await until(lambda: fleet.ran == ["r1"] and router.num_queued == 1, "the retry waiting for a replica")
+        router.update(replica_set("r1", "r2"))
+        assert await stream == [("r2", 0), ("r2", 1), ("r2", 2)]
+        fleet.mode["r2"] = "lost-mid-stream"
+        got = []
+        with pytest.raises(ConnectionLost):
+            async for item in router.stream(STREAM, retries=1):
+                got.append(item)
+        assert got == [("r2", 0)], "after an item was yielded, nothing is repeated"
+        assert len(fleet.sent) == 3
+
+    run(test)
+
+
+# --------------------------------------------------------------------------- no replica running
+
+
+def test_with_a_bound_a_request_waits_for_a_first_replica_only_that_long():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(ReplicaSet(waiting="Replica ab12 has been in __init__ for 40 s."))
+        with pytest.raises(DeploymentUnavailableError) as caught:
+            await router.call(CALL, no_replica_timeout_s=0.05)
+        assert str(caught.value) == (
+            "No replica of deployment 'Model' of application 'app' is running yet (waited 0.05 s). "
+            "Replica ab12 has been in __init__ for 40 s."
+        )
+        assert router.num_queued == 0
+        waiting = asyncio.ensure_future(router.call(CALL, no_replica_timeout_s=30.0))
+        await until(lambda: router.num_queued == 1, "queued for a first replica")
+        router.update(replica_set("r1"))
+        assert await waiting == "r1", "a replica that comes up in time takes the request"
+
+    run(test)
+
+
+def test_the_bound_does_not_apply_while_replicas_are_busy():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", max_ongoing=1))
+        fleet.mode["r1"] = "hold"
+        running = asyncio.ensure_future(router.call(CALL))
+        await until(lambda: len(fleet.held) == 1, "the replica busy")
+        queued = asyncio.ensure_future(router.call(CALL, no_replica_timeout_s=0.01))
+        await until(lambda: router.num_queued == 1, "queued behind it")
+        await asyncio.sleep(0.05)  # well past the bound: a busy replica is not a missing one
+        assert not queued.done()
+        fleet.mode["r1"] = "ok"
+        fleet.release_all()
+        assert [await running, await queued] == ["r1", "r1"]
 
     run(test)

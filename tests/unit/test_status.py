@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from serve_nb.core.status import DeploymentFacts, application_status, deployment_status, replica_state_counts
+from serve_nb.core.status import (
+    SLOW_INIT_AFTER_S,
+    DeploymentFacts,
+    application_status,
+    coarse_seconds,
+    deployment_status,
+    deployment_status_info,
+    format_duration,
+    init_report_due,
+    replica_state_counts,
+    slow_init_message,
+    slow_initializers,
+)
 from serve_nb.types import ApplicationStatus as AS
 from serve_nb.types import DeploymentStatus as DS
 from serve_nb.types import ReplicaState
@@ -142,3 +154,46 @@ def test_roll_up_from_facts():
     deps = [("A", *a), ("B", *b)]
     assert application_status(deps, deleting=False, was_running=True)[0] == AS.RUNNING
     assert application_status(deps, deleting=False, was_running=False)[0] == AS.DEPLOYING
+
+
+# --------------------------------------------------------------------------- replicas slow in __init__
+
+
+@pytest.mark.parametrize(
+    ("seconds", "coarse"), [(0.0, 0.0), (4.9, 0.0), (7.2, 5.0), (59.9, 55.0), (61.0, 60.0), (95.0, 90.0), (725.0, 720.0)]
+)
+def test_durations_in_status_are_coarse_so_it_changes_rarely(seconds, coarse):
+    assert coarse_seconds(seconds) == coarse
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5.0, "5 s"), (60.0, "1 min"), (150.0, "2 min 30 s"), (720.0, "12 min")])
+def test_durations_read_as_people_say_them(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_only_replicas_past_the_threshold_are_named():
+    slow = slow_initializers({"a": SLOW_INIT_AFTER_S - 0.1, "b": SLOW_INIT_AFTER_S + 1, "c": 65.0})
+    assert slow == {"b": 5.0, "c": 60.0}
+    assert slow_init_message({}) == ""
+    assert slow_init_message({"b": 5.0}) == "Replica b has been in __init__ for 5 s."
+    assert slow_init_message(slow) == "Replicas c, b are still in __init__ (the longest for 1 min)."
+    many = {rid: 10.0 for rid in "abcde"}
+    assert slow_init_message(many) == "Replicas a, b, c and 2 more are still in __init__ (the longest for 10 s)."
+
+
+def test_a_deployment_status_names_its_slow_replicas_after_the_progress_message():
+    info = deployment_status_info("Model", facts(1, [("v1", STARTING)], in_init={"3fa2c1d0": 42.0}), lambda: "")
+    assert info.message == "Updating: 0 of 1 replicas running the new version. Replica 3fa2c1d0 has been in __init__ for 40 s."
+    assert info.initializing_for_s == {"3fa2c1d0": 40.0}
+    quick = deployment_status_info("Model", facts(1, [("v1", STARTING)], in_init={"3fa2c1d0": 1.0}), lambda: "")
+    assert "__init__" not in quick.message and quick.initializing_for_s == {}
+
+
+def test_serve_run_reports_a_slow_init_once_then_rarely():
+    reported = None
+    said = []
+    for second in range(0, 4000, 5):
+        if init_report_due(float(second), reported):
+            reported = float(second)
+            said.append(second)
+    assert said == [5, 30, 120, 600, 1800, 3600]

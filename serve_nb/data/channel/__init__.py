@@ -8,7 +8,7 @@ Guarantees:
 - REJECT means the replica did not run the request (full or draining): the caller may retry.
 - GOODBYE is sent once every accepted request was answered; anything the caller sent after it
   was never run, so a caller may retry it elsewhere. Only a connection lost without GOODBYE
-  leaves requests in doubt.
+  leaves requests in doubt (``ConnectionLost``): they are sent again only if declared idempotent.
 - Before its token is checked a connection can make the replica hold at most a small HELLO, for a
   few seconds; after, a frame is at most ``MAX_FRAME_BYTES`` (both ends check, the sender first).
 - The replica listens on loopback while the whole cluster is on one machine, else on the node's IP
@@ -16,13 +16,14 @@ Guarantees:
 """
 
 from serve_nb.data.channel.client import ChannelClient
-from serve_nb.data.channel.frames import Address, FrameTooLargeError, Kind, NotSent, Rejected
+from serve_nb.data.channel.frames import Address, ConnectionLost, FrameTooLargeError, Kind, NotSent, Rejected
 from serve_nb.data.channel.server import ChannelServer, RequestHandler
 
 __all__ = [
     "Address",
     "ChannelClient",
     "ChannelServer",
+    "ConnectionLost",
     "FrameTooLargeError",
     "Kind",
     "NotSent",

@@ -8,7 +8,16 @@ import os
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.common.serialization import dumps, loads, unpack_exception
-from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, NotSent, Rejected, too_large
+from serve_nb.data.channel.frames import (
+    MAX_FRAME_BYTES,
+    Address,
+    ConnectionLost,
+    FrameProtocol,
+    Kind,
+    NotSent,
+    Rejected,
+    too_large,
+)
 from serve_nb.data.request import Request
 from serve_nb.exceptions import ReplicaUnavailableError
 
@@ -209,7 +218,7 @@ class ChannelClient:
         if not self.goodbye:
             self.lost = True
             self._fail_all(
-                ReplicaUnavailableError(
+                ConnectionLost(
                     f"Lost the connection to the replica at {self.address.host}:{self.address.port} "
                     "while it was handling the request (the replica died or was killed)."
                 )

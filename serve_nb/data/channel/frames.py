@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from serve_nb.exceptions import ReplicaUnavailableError
+
 HEADER = struct.Struct("!IBQ")
 
 #: Below this size header and payload are joined into one write (one syscall, one segment);
@@ -60,6 +62,11 @@ class Rejected(Exception):
 
 class NotSent(Exception):
     """The request never reached a replica that would run it (connect failed, or after GOODBYE)."""
+
+
+class ConnectionLost(ReplicaUnavailableError):
+    """The connection to the replica broke with the request in flight: it may or may not have run.
+    Only calls the caller declared idempotent are sent again."""
 
 
 class FrameTooLargeError(ValueError):

@@ -18,10 +18,12 @@ import socket
 from typing import Any
 
 from serve_nb.config import HTTPOptions
+from serve_nb.http_options import SAFE_METHODS
 from serve_nb.core.routing import RouteTable, root_path_for
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, Headers, Receive, Scope, Send
 from serve_nb.data.request import Request
+from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from serve_nb.types import DeploymentID
 
@@ -176,7 +178,8 @@ class ProxyApp:
         router = self._client.router(DeploymentID(app, ingress))
         started = [False]
         request = Request.http(inner, body, self._options.debug_errors)
-        forward = asyncio.ensure_future(self._forward(router, request, send, started))
+        safe = self._options.retry_safe_methods and scope["method"] in SAFE_METHODS
+        forward = asyncio.ensure_future(self._forward(router, request, send, started, MAX_IDEMPOTENT_RETRIES if safe else 0))
         watch = asyncio.ensure_future(receive())  # resolves with http.disconnect if the client leaves
         try:
             done, _ = await asyncio.wait(
@@ -193,12 +196,14 @@ class ProxyApp:
         finally:
             watch.cancel()
 
-    async def _forward(self, router: Any, request: Request, send: Send, started: list[bool]) -> None:
-        """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began."""
+    async def _forward(self, router: Any, request: Request, send: Send, started: list[bool], retries: int) -> None:
+        """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began.
+        ``retries``: how often to send the request again if its replica dies before the response starts."""
         try:
             # aclosing: when the client leaves (this task is cancelled) the router's slot is freed and the
             # replica told to stop at once; an abandoned generator would do both only when collected.
-            async with contextlib.aclosing(router.stream(request)) as replies:
+            replies = router.stream(request, retries=retries, no_replica_timeout_s=self._options.no_replica_timeout_s)
+            async with contextlib.aclosing(replies):
                 async for messages in replies:
                     for message in messages:
                         if message["type"] == RESPONSE_START:
