@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, AsyncIterator, Protocol
 
 
 class RequestKind(IntEnum):
@@ -25,9 +25,20 @@ _KINDS = tuple(RequestKind)  # index == value: decoding without an Enum lookup p
 Wire = tuple[int, str, tuple, dict]
 
 
+class BodySource(Protocol):
+    """The rest of a request body that is streamed after the request (large HTTP bodies): its chunks, in
+    order, once. ``started`` turns True on the first read: from then on the request cannot be sent again."""
+
+    started: bool
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """``method(*args, **kwargs)`` on a replica. For HTTP, ``args`` is ``(scope, body, debug_errors)``."""
+    """``method(*args, **kwargs)`` on a replica. For HTTP, ``args`` is ``(scope, body, debug_errors, rest)``:
+    ``body`` is the whole body, or its first part when more follows; then ``rest`` is True on the wire
+    (the body's remainder follows the request on the channel) and, in the replica, the chunks' iterator."""
 
     kind: RequestKind
     method: str
@@ -39,11 +50,22 @@ class Request:
         """The reply is a sequence of items (ended by the channel's END), not one value."""
         return self.kind is not RequestKind.CALL
 
+    @property
+    def body_follows(self) -> bool:
+        """An HTTP request whose body's remainder is streamed after it."""
+        return self.kind is RequestKind.HTTP and self.args[3] is True
+
     @classmethod
-    def http(cls, scope: dict[str, Any], body: bytes | bytearray, debug_errors: bool) -> "Request":
+    def http(cls, scope: dict[str, Any], body: bytes | bytearray, debug_errors: bool, more: bool = False) -> "Request":
         """An HTTP request for an ingress deployment; the method is the adapter's to choose. The body may be
-        the proxy's own bytearray (held once, not copied); the replica adapter hands the app bytes."""
-        return cls(RequestKind.HTTP, "", (scope, body, debug_errors), {})
+        the proxy's own bytearray (held once, not copied); the replica adapter hands the app bytes. ``more``:
+        ``body`` is only the first part, the rest is streamed after the request."""
+        return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {})
+
+    def with_rest(self, rest: AsyncIterator[bytes]) -> "Request":
+        """This HTTP request as the replica runs it: the streamed remainder of its body is ``rest``."""
+        scope, body, debug_errors, _ = self.args
+        return Request(self.kind, self.method, (scope, body, debug_errors, rest), self.kwargs)
 
     def to_wire(self) -> Wire:
         return (self.kind.value, self.method, self.args, self.kwargs)

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import choose_replica
 from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, NotSent, Rejected
-from serve_nb.data.request import Request
+from serve_nb.data.request import BodySource, Request
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
 
@@ -44,7 +44,7 @@ class ReplicaClient(Protocol):
 
     async def call(self, request: Request) -> Any: ...
 
-    def stream(self, request: Request) -> AsyncIterator[Any]: ...
+    def stream(self, request: Request, body: BodySource | None = None) -> AsyncIterator[Any]: ...
 
     def close(self) -> None: ...
 
@@ -261,15 +261,19 @@ class Router:
                 self._release(rid)
 
     async def stream(
-        self, request: Request, *, retries: int = 0, no_replica_timeout_s: float | None = None
+        self, request: Request, body: BodySource | None = None, *, retries: int = 0,
+        no_replica_timeout_s: float | None = None,
     ) -> AsyncIterator[Any]:
-        """Send a streaming request; retried like ``call`` until its first item arrives, never after."""
+        """Send a streaming request; retried like ``call`` until its first item arrives, never after. With
+        ``body`` (the rest of a large HTTP body, sent once the replica admits the request) it is never sent
+        again once the body started to flow: the body is gone."""
         while True:
             rid = await self._acquire(no_replica_timeout_s)
             client = self._client(rid)
             started = False
             try:
-                async with contextlib.aclosing(client.stream(request)) as items:  # closed with this generator
+                replies = client.stream(request) if body is None else client.stream(request, body)
+                async with contextlib.aclosing(replies) as items:  # closed with this generator
                     async for item in items:
                         started = True
                         yield item
@@ -280,7 +284,7 @@ class Router:
                 if started:
                     raise
             except ConnectionLost:
-                if started or retries <= 0:
+                if started or retries <= 0 or (body is not None and body.started):
                     raise
                 retries -= 1
             finally:

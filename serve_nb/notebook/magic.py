@@ -69,7 +69,15 @@ class ServeMagics(Magics):
             )
         except UsageError:
             raise
-        except (serve.exceptions.DeployError, ValueError, TypeError) as exc:
+        except KeyboardInterrupt as exc:
+            # Interrupted while waiting for replicas: the deploy goes on, so show the app's live widget.
+            try:
+                waiting_handle = serve.get_app_handle(app_name)
+            except serve.exceptions.RayServeException:  # deleted meanwhile: the widget says so
+                waiting_handle = None
+            self._show(app_name, waiting_handle)
+            raise UsageError(f"%%serve: {exc}") from None
+        except (serve.exceptions.RayServeException, ValueError, TypeError) as exc:
             raise UsageError(f"%%serve: {exc}\n\nFix the cell and run it again.") from None
         self._show(app_name, handle)
 

@@ -397,6 +397,50 @@ def test_large_bodies_echo_intact(serve_instance, size):
     assert r.status_code == 200 and r.content == payload
 
 
+def _proxy_process():
+    import psutil
+
+    [proxy] = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::ProxyActor")]
+    return proxy
+
+
+def test_large_uploads_stream_through_the_proxy_without_piling_up_in_it(serve_instance):
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    @serve.deployment(max_ongoing_requests=8)
+    class Digest:
+        async def __call__(self, request: Request) -> str:
+            digest = hashlib.sha256()
+            async for piece in request.stream():  # read as it arrives: the app holds no more than the proxy
+                digest.update(piece)
+            return digest.hexdigest()
+
+    serve.run(Digest.bind(), name="digest", route_prefix="/digest")
+    proxy = _proxy_process()
+    payloads = [os.urandom(50 << 20) for _ in range(4)]
+    requests.post(f"{URL}/digest", data=payloads[0][: 4 << 20], timeout=60)  # warm: buffers at their working size
+    base = proxy.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:  # the proxy's resident memory, as often as the machine allows
+        while not done.is_set():
+            peak[0] = max(peak[0], proxy.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda body: requests.post(f"{URL}/digest", data=body, timeout=120), payloads))
+    finally:
+        done.set()
+        sampler.join(10)
+    assert [r.text for r in replies] == [hashlib.sha256(p).hexdigest() for p in payloads]
+    growth_mb = (peak[0] - base) / 2**20
+    assert growth_mb < 50, f"the proxy grew {growth_mb:.0f} MB for 200 MB of uploads in flight"
+
+
 def test_a_thousand_slow_clients_do_not_stall_others(serve_instance):
     @serve.deployment
     def fast():

@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 import serve_nb as serve
-from helpers import wait_until
+from helpers import make_signal, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,31 @@ def test_line_magics_delete_and_usage_errors(ip, serve_instance):
         ip.run_cell_magic("serve", "--autoscale 3:1", "def f():\n    return 1\n")
     with pytest.raises(UsageError, match="--user-config must be JSON"):
         ip.run_cell_magic("serve", "--user-config '{bad'", "def f():\n    return 1\n")
+
+
+def test_interrupting_a_cell_stuck_in_init_says_so_briefly_and_shows_the_live_widget(ip, serve_instance, caplog):
+    import logging
+    import signal
+    import threading
+
+    ip.user_ns["gate"] = make_signal()
+    main = threading.main_thread().ident
+
+    def interrupt_once_waiting() -> None:
+        wait_until(lambda: any("has been in __init__" in r.getMessage() for r in caplog.records), timeout_s=30,
+                   what="serve.run waiting")
+        signal.pthread_kill(main, signal.SIGINT)  # the notebook's interrupt button
+
+    with caplog.at_level(logging.WARNING, logger="serve_nb"):
+        interrupter = threading.Thread(target=interrupt_once_waiting, daemon=True)
+        interrupter.start()
+        with pytest.raises(UsageError, match=r"stopped waiting; the application is still deploying"):
+            ip.run_cell_magic("serve", "--name stuck-cell --no-http --args gate",
+                              "import ray\nclass Stuck:\n    def __init__(self, gate):\n        ray.get(gate.wait.remote())\n"
+                              "    def __call__(self):\n        return 'up'\n")
+        interrupter.join(5)
+    widget = serve.widgets.widget_for("stuck-cell")
+    assert widget.listening
+    ip.user_ns["gate"].send.remote()
+    wait_until(lambda: widget.view is not None and widget.view.status == "RUNNING", timeout_s=30, what="the widget to show RUNNING")
+    assert widget.handle.remote().result(timeout_s=10) == "up"

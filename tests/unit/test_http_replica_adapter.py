@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import pickle
 from typing import Any, AsyncIterator, Callable
@@ -14,6 +15,9 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import StreamingResponse
 
 from serve_nb.config import HTTPOptions
+from serve_nb.data.channel.body import ReceivedBody, pump_body
+from serve_nb.data.channel.frames import Kind
+from serve_nb.data.http.body import INLINE_BODY_BYTES
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.proxy import ProxyApp
 from serve_nb.data.http.replica_adapter import HTTPAdapter
@@ -32,13 +36,31 @@ class AdapterRouter:
     def __init__(self, adapter: HTTPAdapter) -> None:
         self.adapter = adapter
         self.batches: list[list[dict]] = []
+        self.requests: list[Request] = []  # as the replica received them
 
-    async def stream(self, request: Request, **_policy: Any) -> AsyncIterator[list[dict]]:
+    async def stream(self, request: Request, body: Any = None, **_policy: Any) -> AsyncIterator[list[dict]]:
         request = Request.from_wire(pickle.loads(pickle.dumps(request.to_wire())))
-        async for batch in self.adapter.handle(*request.args):
-            batch = pickle.loads(pickle.dumps(batch))
-            self.batches.append(batch)
-            yield batch
+        self.requests.append(request)
+        pump = None
+        if body is not None:  # the channel: the caller pumps pieces, the replica's end queues them for the app
+            received = ReceivedBody()
+
+            def deliver(kind: int, piece: bytes) -> None:
+                received.feed(piece) if kind == Kind.BODY else received.end()
+
+            async def no_back_pressure() -> None:
+                return None
+
+            pump = asyncio.ensure_future(pump_body(body.__aiter__(), deliver, no_back_pressure))
+            request = request.with_rest(received)
+        try:
+            async for batch in self.adapter.handle(*request.args):
+                batch = pickle.loads(pickle.dumps(batch))
+                self.batches.append(batch)
+                yield batch
+        finally:
+            if pump is not None:
+                pump.cancel()
 
 
 class Client:
@@ -54,9 +76,9 @@ class Client:
         return self._router
 
 
-def serve(obj: Any, is_class: bool, *, debug_errors: bool = False) -> tuple[ProxyApp, AdapterRouter]:
+def serve(obj: Any, is_class: bool, **options: Any) -> tuple[ProxyApp, AdapterRouter]:
     router = AdapterRouter(HTTPAdapter(obj, is_class, invoke, "Ingress"))
-    return ProxyApp(Client(router), HTTPOptions(debug_errors=debug_errors)), router
+    return ProxyApp(Client(router), HTTPOptions(**options)), router
 
 
 async def request(app: ProxyApp, path: str, **kw: Any) -> httpx.Response:
@@ -177,3 +199,72 @@ def test_a_disconnect_cancels_the_users_handler():
         return cancelled.is_set()
 
     assert asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- large bodies, streamed
+
+
+async def _pieces(total: int, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, total, piece):
+        yield bytes([start // piece % 251]) * min(piece, total - start)
+
+
+def _expected(total: int, piece: int = 64 * 1024) -> str:
+    digest = hashlib.sha256()
+    for start in range(0, total, piece):
+        digest.update(bytes([start // piece % 251]) * min(piece, total - start))
+    return digest.hexdigest()
+
+
+def test_a_large_body_reaches_the_app_in_pieces_and_whole():
+    async def handler(req: StarletteRequest) -> dict:
+        digest, pieces, size = hashlib.sha256(), 0, 0
+        async for piece in req.stream():
+            digest.update(piece)
+            pieces += 1
+            size += len(piece)
+        return {"sha": digest.hexdigest(), "pieces": pieces, "size": size}
+
+    total = 3 * INLINE_BODY_BYTES + 12345
+    app, router = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", content=_pieces(total)))
+    assert response.status_code == 200
+    assert response.json()["sha"] == _expected(total) and response.json()["size"] == total
+    assert response.json()["pieces"] > 10, "read as it arrived, not joined first"
+    [received] = router.requests
+    scope, head, _, more = received.args
+    assert more is True and INLINE_BODY_BYTES <= len(head) < INLINE_BODY_BYTES + 64 * 1024, "only the head went inline"
+
+
+def test_a_small_body_still_goes_inside_its_request():
+    async def handler(req: StarletteRequest) -> str:
+        return str(len(await req.body()))
+
+    app, router = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", content=_pieces(INLINE_BODY_BYTES // 2)))
+    assert response.text == str(INLINE_BODY_BYTES // 2)
+    assert router.requests[0].args[3] is False
+
+
+def test_a_streamed_body_growing_past_the_limit_is_413():
+    seen: list[int] = []
+
+    async def handler(req: StarletteRequest) -> str:
+        async for piece in req.stream():
+            seen.append(len(piece))
+        return "read it all"
+
+    limit = 2 * INLINE_BODY_BYTES
+    app, _ = serve(handler, is_class=False, max_body_bytes=limit)
+    response = asyncio.run(request(app, "/app", method="POST", content=_pieces(3 * INLINE_BODY_BYTES)))
+    assert response.status_code == 413 and response.headers["connection"] == "close"
+    assert sum(seen) <= limit, "the app never got more than the limit"
+
+
+def test_an_app_may_answer_before_reading_a_large_body():
+    async def handler() -> str:
+        return "did not read it"
+
+    app, _ = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", content=_pieces(4 * INLINE_BODY_BYTES)))
+    assert (response.status_code, response.text) == (200, "did not read it")

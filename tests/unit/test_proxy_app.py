@@ -41,19 +41,22 @@ class FakeRouter:
         self.target = target
         self.requests: list[Request] = []
         self.policies: list[dict[str, Any]] = []  # the keywords each stream() got (retries, no-replica bound)
+        self.streamed: list[list[bytes]] = []  # the pieces of each streamed body
         self.reply: Callable[[Request], AsyncIterator[list[dict]]] = self._echo
 
     async def _echo(self, request: Request) -> AsyncIterator[list[dict]]:
-        scope, _, _ = request.args
+        scope = request.args[0]
         yield text_reply(f"{self.target}:{scope['path']}")
 
     @property
     def calls(self) -> list[tuple[str, str, bytes]]:
         return [(r.args[0]["path"], r.args[0]["root_path"], r.args[1]) for r in self.requests]
 
-    async def stream(self, request: Request, **policy: Any) -> AsyncIterator[list[dict]]:
+    async def stream(self, request: Request, body: Any = None, **policy: Any) -> AsyncIterator[list[dict]]:
         self.requests.append(request)
         self.policies.append(policy)
+        if body is not None:  # as the replica would: read the streamed rest of a large body
+            self.streamed.append([piece async for piece in body])
         async for batch in self.reply(request):
             yield batch
 
@@ -124,8 +127,8 @@ def test_the_forwarded_request_is_an_http_request_not_a_method_name():
     app, client = make_app(debug_errors=True)
     run(get(app, "/a/x?q=1", method="PUT", content=b"payload", headers={"x-custom": "yes"}))
     (request,) = router_of(client).requests
-    scope, body, debug_errors = request.args
-    assert request.kind is RequestKind.HTTP and request.streams
+    scope, body, debug_errors, more = request.args
+    assert request.kind is RequestKind.HTTP and request.streams and more is False  # a small body goes whole
     assert (scope["method"], scope["path"], scope["query_string"], body, debug_errors) == ("PUT", "/a/x", b"q=1", b"payload", True)
     assert (b"x-custom", b"yes") in scope["headers"]
 

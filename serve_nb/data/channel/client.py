@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 from typing import Any, AsyncIterator, Callable
@@ -18,7 +19,8 @@ from serve_nb.data.channel.frames import (
     Rejected,
     too_large,
 )
-from serve_nb.data.request import Request
+from serve_nb.data.channel.body import pump_body
+from serve_nb.data.request import BodySource, Request
 from serve_nb.exceptions import ReplicaUnavailableError
 
 
@@ -125,8 +127,10 @@ class ChannelClient:
         finally:
             self._pending.pop(rid, None)
 
-    async def stream(self, request: Request) -> AsyncIterator[Any]:
-        """Send a streaming request; yields items as the replica produces them."""
+    async def stream(self, request: Request, body: BodySource | None = None) -> AsyncIterator[Any]:
+        """Send a streaming request; yields items as the replica produces them. With ``body`` (the rest
+        of a large HTTP body) the request waits to be admitted (ACCEPT) before the body is sent, so a
+        REJECT leaves the body unread and the request can still go elsewhere."""
         payload = self._payload(request)
         conn = await self._connection()
         rid = next(self._ids)
@@ -134,8 +138,16 @@ class ChannelClient:
         self._pending[rid] = _Pending(None, queue)
         conn.send(Kind.CALL, rid, payload)
         finished = False
+        pump: asyncio.Task[None] | None = None
         try:
             first = True
+            if body is not None:
+                kind, value = await queue.get()
+                if kind != Kind.ACCEPT:
+                    finished = True
+                    raise Rejected() if kind == Kind.REJECT else value
+                send = functools.partial(self._send_piece, conn, rid)
+                pump = asyncio.get_running_loop().create_task(pump_body(body.__aiter__(), send, conn.drain))
             while True:
                 kind, value = await queue.get()
                 if kind == Kind.CHUNK:
@@ -152,8 +164,14 @@ class ChannelClient:
                     raise value
         finally:
             self._pending.pop(rid, None)
+            if pump is not None and not pump.done():
+                pump.cancel()  # the reply ended (or failed) before the app read the whole body
             if not finished and not conn.closed:
                 conn.send(Kind.CANCEL, rid)
+
+    @staticmethod
+    def _send_piece(conn: _ClientConnection, rid: int, kind: int, piece: bytes) -> None:
+        conn.send(kind, rid, piece)
 
     def _payload(self, request: Request) -> bytes:
         """The request on the wire; one the replica would refuse is refused here, with the reason,

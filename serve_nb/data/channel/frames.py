@@ -32,11 +32,13 @@ MAX_FRAME_BYTES = int(os.environ.get(MAX_FRAME_ENV, "") or 512 * 1024 * 1024)
 
 
 class Kind(IntEnum):
-    """What a frame carries. Callers send the first three; replicas send the rest."""
+    """What a frame carries. Callers send the first five; replicas send the rest."""
 
     HELLO = 1  # the channel token, first on every connection
     CALL = 2  # a pickled Request
     CANCEL = 3  # the caller gave up on a request
+    BODY = 4  # raw bytes: the next piece of an accepted request's streamed body
+    BODY_END = 5  # the streamed body is complete
     OK = 10  # a call's value
     ERR = 11  # the request raised (a packed exception)
     CHUNK = 12  # one item of a streamed reply
@@ -44,6 +46,7 @@ class Kind(IntEnum):
     REJECT = 14  # not run (full or draining): retry elsewhere
     GOODBYE = 15  # every accepted request was answered; nothing more will run
     DENIED = 16  # bad or missing token; the connection closes
+    ACCEPT = 17  # a request whose body follows was admitted: send the body now (REJECT otherwise)
 
 
 @dataclass(frozen=True)

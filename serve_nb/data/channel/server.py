@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
 from serve_nb.common.serialization import dumps, loads, pack_exception
 from serve_nb.data.channel import sockdir
+from serve_nb.data.channel.body import ReceivedBody
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request
 from serve_nb.exceptions import RequestCancelledError
@@ -69,6 +70,7 @@ class _ServerConnection(FrameProtocol):
         self._authenticated = False
         self._deadline: asyncio.TimerHandle | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._bodies: dict[int, ReceivedBody] = {}  # requests whose body is still arriving
         self.goodbye_sent = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,6 +117,14 @@ class _ServerConnection(FrameProtocol):
             # ran (its caller sent CANCEL, or the connection dropped, right after the CALL) runs no
             # ``finally`` of its own, and a slot given back there would be lost for good.
             task.add_done_callback(functools.partial(self._finished, rid))
+        elif kind == Kind.BODY:
+            body = self._bodies.get(rid)
+            if body is not None:  # else the request has ended: the rest of its body is not wanted
+                body.feed(payload)
+        elif kind == Kind.BODY_END:
+            body = self._bodies.pop(rid, None)
+            if body is not None:
+                body.end()
         elif kind == Kind.CANCEL:
             task = self._tasks.get(rid)
             if task is not None:
@@ -124,6 +134,10 @@ class _ServerConnection(FrameProtocol):
         handler = self._server.handler
         try:
             request = Request.from_wire(loads(payload))
+            if request.body_follows:
+                body = self._bodies[rid] = ReceivedBody()
+                self.send(Kind.ACCEPT, rid)  # admitted: the caller sends the body now
+                request = request.with_rest(body)
             if request.streams:
                 # aclosing: a cancelled stream runs the producer's cleanup now, not whenever it is collected.
                 async with contextlib.aclosing(handler.handle(request)) as items:  # type: ignore[type-var]
@@ -141,6 +155,7 @@ class _ServerConnection(FrameProtocol):
 
     def _finished(self, rid: int, _task: "asyncio.Task[None]") -> None:
         self._tasks.pop(rid, None)
+        self._bodies.pop(rid, None)
         self._server.handler.release()
         self._server._on_request_done()
 

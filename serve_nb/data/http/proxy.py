@@ -22,6 +22,7 @@ from serve_nb.http_options import SAFE_METHODS
 from serve_nb.core.routing import RouteTable, root_path_for
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, Headers, Receive, Scope, Send
+from serve_nb.data.http.body import BodyTooLarge, ClientBody, declared_length, read_head, watch_client
 from serve_nb.data.request import Request
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -58,47 +59,6 @@ NOT_FOUND_TEXT = "Not Found. GET /-/routes lists the served route prefixes."
 
 #: Sent with answers given before the body was read: closing is the only way not to read it.
 _CLOSE: Headers = [(b"connection", b"close")]
-
-
-class BodyTooLarge(Exception):
-    """The body grew past ``max_body_bytes`` while it was read (chunked, or a lying Content-Length)."""
-
-
-def declared_length(headers: Headers) -> int | None:
-    """The Content-Length the client declared (the parser has already rejected malformed ones)."""
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-async def _read_body(receive: Receive, limit: int | None) -> bytes | bytearray | None:
-    """The whole request body, held once; None if the client went away first.
-
-    One message (every small body) is passed on as it came. Longer bodies grow one bytearray in
-    place instead of keeping the chunks and joining them (which held the body twice at the end).
-    """
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        return None
-    first: bytes = message.get("body", b"")
-    if limit is not None and len(first) > limit:
-        raise BodyTooLarge
-    if not message.get("more_body", False):
-        return first
-    body = bytearray(first)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        if limit is not None and len(body) > limit:
-            raise BodyTooLarge
-        if not message.get("more_body", False):
-            return body
 
 
 class ProxyApp:
@@ -166,21 +126,22 @@ class ProxyApp:
             await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
             return
         try:
-            body = await _read_body(receive, limit)
+            head = await read_head(receive, limit)
         except BodyTooLarge:
             await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
             return
-        if body is None:
+        if head is None:
             return
         inner = {k: scope[k] for k in _SCOPE_KEYS if k in scope}
         inner["root_path"] = root_path_for(prefix, self._options.root_path)
         inner["headers"] = list(scope["headers"])
         router = self._client.router(DeploymentID(app, ingress))
         started = [False]
-        request = Request.http(inner, body, self._options.debug_errors)
-        safe = self._options.retry_safe_methods and scope["method"] in SAFE_METHODS
-        forward = asyncio.ensure_future(self._forward(router, request, send, started, MAX_IDEMPOTENT_RETRIES if safe else 0))
-        watch = asyncio.ensure_future(receive())  # resolves with http.disconnect if the client leaves
+        request = Request.http(inner, head.data, self._options.debug_errors, head.more)
+        rest = ClientBody(receive, len(head.data), limit) if head.more else None
+        retries = MAX_IDEMPOTENT_RETRIES if self._options.retry_safe_methods and scope["method"] in SAFE_METHODS else 0
+        forward = asyncio.ensure_future(self._forward(router, request, rest, send, started, retries))
+        watch = asyncio.ensure_future(watch_client(receive, rest))  # the client left, or its body failed
         try:
             done, _ = await asyncio.wait(
                 {forward, watch}, timeout=self._options.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -188,21 +149,29 @@ class ProxyApp:
             if forward in done:
                 forward.result()
                 return
-            # The client left, or the timeout passed: cancelling reaches the replica, which cancels the user's work.
+            # The client left, its body went over the limit, or the timeout passed: cancelling reaches the
+            # replica, which cancels the user's work.
             forward.cancel()
             await asyncio.gather(forward, return_exceptions=True)
-            if not done and not started[0]:
+            if started[0]:
+                return
+            if not done:
                 await _plain(send, 408, f"Request timed out after {self._options.request_timeout_s}s.")
+            elif isinstance(watch.result(), BodyTooLarge):
+                await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
         finally:
             watch.cancel()
 
-    async def _forward(self, router: Any, request: Request, send: Send, started: list[bool], retries: int) -> None:
+    async def _forward(
+        self, router: Any, request: Request, rest: ClientBody | None, send: Send, started: list[bool], retries: int
+    ) -> None:
         """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began.
-        ``retries``: how often to send the request again if its replica dies before the response starts."""
+        ``rest``: the body still to stream, if large. ``retries``: how often to send the request again if its
+        replica dies before the response starts (and before a streamed body started to flow)."""
         try:
             # aclosing: when the client leaves (this task is cancelled) the router's slot is freed and the
             # replica told to stop at once; an abandoned generator would do both only when collected.
-            replies = router.stream(request, retries=retries, no_replica_timeout_s=self._options.no_replica_timeout_s)
+            replies = router.stream(request, rest, retries=retries, no_replica_timeout_s=self._options.no_replica_timeout_s)
             async with contextlib.aclosing(replies):
                 async for messages in replies:
                     for message in messages:

@@ -104,10 +104,13 @@ class HTTPAdapter:
                     self._takes_request = True
 
     async def handle(
-        self, scope: Scope, body: bytes | bytearray, debug_errors: bool = False
+        self, scope: Scope, body: bytes | bytearray, debug_errors: bool = False,
+        rest: AsyncIterator[bytes] | bool = False,
     ) -> AsyncIterator[list[Message]]:
         """Run the app on one request; yield its response messages as the app sent them.
 
+        ``body`` is the request body, or its first part when ``rest`` (the chunks still arriving on
+        the channel) follows; the app reads them as ASGI ``http.request`` messages, as they come.
         The start message is held back until the first body message and both go in one batch, so
         an app that fails in between still becomes a clean 500; then each body message alone.
         """
@@ -115,13 +118,20 @@ class HTTPAdapter:
             body = bytes(body)  # the proxy grows long bodies in place; ASGI apps expect bytes
         queue: asyncio.Queue[Any] = asyncio.Queue()
         disconnected = asyncio.Event()
+        chunks = None if isinstance(rest, bool) else rest.__aiter__()
         body_sent = False
 
         async def receive() -> Message:
-            nonlocal body_sent
+            nonlocal body_sent, chunks
             if not body_sent:
                 body_sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": chunks is not None}
+            if chunks is not None:
+                try:
+                    return {"type": "http.request", "body": await chunks.__anext__(), "more_body": True}
+                except StopAsyncIteration:
+                    chunks = None
+                    return {"type": "http.request", "body": b"", "more_body": False}
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
