@@ -35,6 +35,10 @@ def _define(answer: str, n: int) -> Any:
     return namespace["Steady"]
 
 
+class HTTPFailure(Exception):
+    """A reply other than 200 (counted by its status code)."""
+
+
 class Load:
     """``clients`` closed loops calling ``send`` (True: answered); failures are kept by phase."""
 
@@ -51,6 +55,8 @@ class Load:
             try:
                 send()
                 self.ok[phase] += 1
+            except HTTPFailure as exc:
+                self.failed[phase][str(exc)] += 1
             except Exception as exc:  # noqa: BLE001 - counting failures is the point
                 self.failed[phase][type(exc).__name__] += 1
 
@@ -109,7 +115,7 @@ def one_run(mode: str, clients: int) -> dict[str, tuple[int, dict[str, int]]]:
                 method = sessions.s.get if retry["on"] else sessions.s.post
                 reply = method("http://127.0.0.1:8000/steady", timeout=60)
                 if reply.status_code != 200:
-                    raise RuntimeError(f"HTTP {reply.status_code}")
+                    raise HTTPFailure(f"HTTP {reply.status_code}")
             else:
                 h = handle.options(idempotent=True) if retry["on"] else handle
                 h.remote().result(timeout_s=60)

@@ -441,6 +441,19 @@ def test_large_uploads_stream_through_the_proxy_without_piling_up_in_it(serve_in
     assert growth_mb < 50, f"the proxy grew {growth_mb:.0f} MB for 200 MB of uploads in flight"
 
 
+def test_an_app_answering_before_reading_a_large_upload_answers_and_keeps_serving(serve_instance):
+    @serve.deployment
+    def hasty() -> str:
+        return "answered without reading"
+
+    serve.run(hasty.bind(), name="hasty", route_prefix="/hasty")
+    with requests.Session() as session:
+        for _ in range(3):  # the same keep-alive session each time: an unread body must not poison it
+            reply = session.post(f"{URL}/hasty", data=os.urandom(20 << 20), timeout=60)
+            assert (reply.status_code, reply.text) == (200, "answered without reading")
+        assert session.get(f"{URL}/hasty", timeout=10).text == "answered without reading"
+
+
 def test_a_thousand_slow_clients_do_not_stall_others(serve_instance):
     @serve.deployment
     def fast():
