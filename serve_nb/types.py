@@ -102,7 +102,10 @@ class ServeStatus:
 
 @dataclass(frozen=True)
 class ReplicaInfo:
-    """How to reach one running replica; published to routers on the long-poll."""
+    """How to reach one running replica; published to routers on the long-poll.
+
+    ``secret`` is the replica's own channel secret (made by the replica; it reaches callers only over
+    Ray, never a checkpoint or a log: it is left out of ``repr``)."""
 
     replica_id: str
     host: str
@@ -110,6 +113,7 @@ class ReplicaInfo:
     uds_path: str | None
     node_id: str
     pid: int
+    secret: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)

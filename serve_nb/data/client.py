@@ -55,7 +55,7 @@ class ServeClient:
         router = self._routers.get(dep)
         if router is None:
             router = Router(
-                dep, channel_connector(self.info.token, self.node_id), local_node_id=self.node_id,
+                dep, channel_connector(self.node_id), local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
             )

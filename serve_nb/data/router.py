@@ -49,12 +49,13 @@ class ReplicaClient(Protocol):
 Connect = Callable[[ReplicaInfo], ReplicaClient]
 
 
-def channel_connector(token: bytes, local_node_id: str) -> Connect:
-    """Connections over the channel; a Unix socket when the replica is on this node."""
+def channel_connector(local_node_id: str) -> Connect:
+    """Connections over the channel, keyed by each replica's own secret; a Unix socket when the
+    replica is on this node."""
 
     def connect(info: ReplicaInfo) -> ReplicaClient:
         address = Address(info.host, info.port, info.uds_path, info.node_id)
-        return ChannelClient(address, token, local_node_id=local_node_id)
+        return ChannelClient(address, info.secret, local_node_id=local_node_id)
 
     return connect
 
