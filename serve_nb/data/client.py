@@ -55,13 +55,18 @@ class ServeClient:
         router = self._routers.get(dep)
         if router is None:
             router = Router(
-                dep, channel_connector(self.node_id), local_node_id=self.node_id,
+                dep, channel_connector(self.node_id, self._ray_token), local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
             )
             self._routers[dep] = router
             self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)
         return router
+
+    @staticmethod
+    def _ray_token() -> bytes | None:
+        """Ray's auth token as this process has it, for replicas whose channel key mixes it in."""
+        return ray_private.ray_auth_token(only_if_enabled=False)
 
     def _queue_changed(self, dep: DeploymentID, queued: int) -> None:
         """Tell the controller how many requests wait here: at once when a queue forms (cold start

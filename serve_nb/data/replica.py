@@ -107,11 +107,13 @@ class ReplicaCore:
             host = listen_host(ray.util.get_node_ip_address(), node_ips)
             # Made here, returned to the controller over Ray: never in creation args or a checkpoint.
             secret = auth.new_secret()
-            self._server = ChannelServer(self, secret)
+            ray_token = ray_private.ray_auth_token(only_if_enabled=True)
+            key = auth.channel_key(secret, ray_token)
+            self._server = ChannelServer(self, key)
             address = await self._server.start(host, node_id, socket_base=ray_private.session_dir())
             self._info = ReplicaInfo(
                 init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid(),
-                secret=secret,
+                secret=secret, key_uses_ray_token=ray_token is not None,
             )
             if init.controller is not None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_loop(init.controller))

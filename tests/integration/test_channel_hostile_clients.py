@@ -1,6 +1,6 @@
 """A real replica's channel against a hostile local client: without the key nothing but small handshake
 frames is read, idle handshakes are dropped, a wrong proof is DENIED, and the replica keeps serving;
-a client holding the replica's key (its secret from the feed) is served."""
+a client holding the replica's key (its secret from the feed, with Ray's token) is served."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import stat
 import psutil
 import pytest
 
+from serve_nb import ray_private
 from serve_nb.common.serialization import dumps, loads
 from serve_nb.data.channel import Kind, auth
 from serve_nb.data.channel.frames import HEADER
@@ -129,14 +130,18 @@ def test_a_wrong_proof_is_denied_and_callers_with_the_key_are_served(replica):
 
 
 def test_the_replica_proves_its_key_and_serves_a_client_that_proves_it_too(replica):
-    """The key is the replica's own secret, published on the feed (never in the checkpoint)."""
+    """The key is the replica's own secret (published on the feed, never in the checkpoint), mixed
+    with Ray's auth token since Ray 2.60 starts local clusters with token authentication."""
     info, _ = replica
     assert len(info.secret) == auth.SECRET_BYTES and "secret" not in repr(info)
-    with connect(info) as sock:
-        client_nonce, server_nonce, server_proof = challenge(sock)
-        assert auth.verify(info.secret, auth.Role.SERVER, client_nonce, server_nonce, server_proof)
-        proof = auth.proof(info.secret, auth.Role.CLIENT, client_nonce, server_nonce)
-        request = dumps(Request(RequestKind.CALL, "__call__", (7,), {}).to_wire())
-        sock.sendall(frame(Kind.PROOF, 0, proof) + frame(Kind.CALL, 1, request))
-        kind, payload = read_frame(sock)
-        assert (kind, loads(payload)) == (Kind.OK, 7)
+    token = ray_private.ray_auth_token(only_if_enabled=False) if info.key_uses_ray_token else None
+    assert info.key_uses_ray_token == (ray_private.ray_auth_token(only_if_enabled=True) is not None)
+    for key, accepted in ((auth.channel_key(info.secret, token), True), (info.secret, not info.key_uses_ray_token)):
+        with connect(info) as sock:
+            client_nonce, server_nonce, server_proof = challenge(sock)
+            assert auth.verify(key, auth.Role.SERVER, client_nonce, server_nonce, server_proof) == accepted
+            proof = auth.proof(key, auth.Role.CLIENT, client_nonce, server_nonce)
+            request = dumps(Request(RequestKind.CALL, "__call__", (7,), {}).to_wire())
+            sock.sendall(frame(Kind.PROOF, 0, proof) + frame(Kind.CALL, 1, request))
+            kind, payload = read_frame(sock)
+            assert (kind, loads(payload) if kind == Kind.OK else None) == ((Kind.OK, 7) if accepted else (Kind.DENIED, None))

@@ -7,7 +7,7 @@ import asyncio
 from serve_nb.data.channel import Kind, auth
 from serve_nb.data.channel.frames import HEADER
 
-#: A channel key for tests (a replica's secret).
+#: A channel key for tests (what ``auth.channel_key`` returns for a replica).
 KEY = bytes(range(32))
 
 

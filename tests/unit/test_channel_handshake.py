@@ -24,6 +24,19 @@ WAIT_S = 10.0
 # -- the key and the proofs (pure) ------------------------------------------------------------------------------
 
 
+def test_without_rays_token_the_key_is_the_replicas_secret():
+    secret = auth.new_secret()
+    assert len(secret) == auth.SECRET_BYTES and auth.new_secret() != secret
+    assert auth.channel_key(secret) == auth.channel_key(secret, None) == auth.channel_key(secret, b"") == secret
+
+
+def test_with_rays_token_the_key_needs_both_the_secret_and_the_token():
+    secret, token = auth.new_secret(), b"ray-token-" + bytes(22)
+    key = auth.channel_key(secret, token)
+    assert len(key) == 32 and key == auth.channel_key(secret, token)
+    assert key not in (secret, auth.channel_key(secret, b"another token"), auth.channel_key(auth.new_secret(), token))
+
+
 def test_a_proof_is_bound_to_its_role_both_nonces_and_the_key():
     cn, sn = auth.new_nonce(), auth.new_nonce()
     client = auth.proof(KEY, auth.Role.CLIENT, cn, sn)
@@ -107,7 +120,7 @@ def test_anything_but_a_proof_after_the_challenge_is_refused(second: Kind):
 def test_neither_the_key_nor_the_secret_ever_travels():
     """Everything both ends send, recorded by a relay between them, holds neither."""
     secret = auth.new_secret()
-    key = secret
+    key = auth.channel_key(secret, b"a Ray token")
 
     async def main() -> None:
         server = ChannelServer(FakeReplica(), key)
@@ -271,17 +284,18 @@ def test_a_replica_that_never_answers_hello_is_given_up_as_not_sent():
     against(impostor, test, handshake_timeout_s=0.1)
 
 
-# -- routers key each replica's connection with its secret ---------------------------------------------------------
+# -- routers key each replica's connection as the replica says --------------------------------------------------
 
 
-def test_a_router_keys_a_connection_with_the_replicas_own_secret():
-    secret = auth.new_secret()
+@pytest.mark.parametrize("uses_token", [False, True])
+def test_a_router_keys_a_connection_with_the_replicas_secret_and_rays_token_when_the_replica_says_so(uses_token: bool):
+    secret, token = auth.new_secret(), b"the cluster's Ray token"
 
     async def main() -> None:
-        server = ChannelServer(FakeReplica(), secret)
+        server = ChannelServer(FakeReplica(), auth.channel_key(secret, token if uses_token else None))
         address = await server.start("127.0.0.1", use_uds=False)
-        info = ReplicaInfo("r1", address.host, address.port, None, "n", 1, secret=secret)
-        client = channel_connector("")(info)
+        info = ReplicaInfo("r1", address.host, address.port, None, "n", 1, secret=secret, key_uses_ray_token=uses_token)
+        client = channel_connector("", ray_token=lambda: token)(info)
         try:
             assert await client.call(call("echo", 1)) == ((1,), {})
         finally:
@@ -289,3 +303,22 @@ def test_a_router_keys_a_connection_with_the_replicas_own_secret():
             server.abort()
 
     asyncio.run(asyncio.wait_for(main(), WAIT_S))
+
+
+def test_a_router_without_rays_token_says_why_a_replica_keyed_with_it_refuses_it(caplog: pytest.LogCaptureFixture):
+    secret = auth.new_secret()
+
+    async def main() -> None:
+        server = ChannelServer(FakeReplica(), auth.channel_key(secret, b"the cluster's Ray token"))
+        address = await server.start("127.0.0.1", use_uds=False)
+        info = ReplicaInfo("r1", address.host, address.port, None, "n", 1, secret=secret, key_uses_ray_token=True)
+        client = channel_connector("", ray_token=lambda: None)(info)
+        try:
+            with pytest.raises(ReplicaUnavailableError, match="did not prove"):
+                await client.call(call("echo", 1))
+        finally:
+            client.close()
+            server.abort()
+
+    asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    assert "replica r1 authenticates callers with Ray's auth token, and this process has none" in caplog.text

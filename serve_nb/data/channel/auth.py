@@ -2,8 +2,9 @@
 
 Each replica makes its own secret when it starts (``new_secret``); the controller learns it from the
 replica over Ray and hands it to routers on the long-poll, so it is never in an actor's creation
-arguments or in the controller's checkpoint (both are kept in Ray's GCS). The secret is the key
-both ends prove they hold.
+arguments or in the controller's checkpoint (both are kept in Ray's GCS). When Ray's token
+authentication is on, the key both ends use is derived from that secret *and* Ray's token
+(``channel_key``), so the secret alone, wherever it might leak, lets no one in.
 
 The handshake, once per connection (one round trip; every request after it costs nothing more)::
 
@@ -31,6 +32,9 @@ PROOF_BYTES = hashlib.sha256().digest_size
 #: What a CHALLENGE carries: the replica's nonce, then its proof.
 CHALLENGE_BYTES = NONCE_BYTES + PROOF_BYTES
 
+_KEY_INFO = b"serve_nb channel key v1"
+
+
 class Role(Enum):
     """Which end a proof speaks for; part of what is signed, so a proof of one is no proof of the other."""
 
@@ -45,6 +49,18 @@ def new_secret() -> bytes:
 
 def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_BYTES)
+
+
+def channel_key(secret: bytes, ray_token: bytes | None = None) -> bytes:
+    """The key both ends prove they hold: HKDF-SHA256 (RFC 5869) with the replica's secret as salt and
+    Ray's auth token, when Ray uses one, as input keying material; the secret itself otherwise.
+
+    With the token mixed in, only a process holding Ray's token (one that could submit Ray tasks
+    anyway) can compute the key, even if the secret leaked some other way than over Ray."""
+    if not ray_token:
+        return secret
+    prk = hmac.new(secret, ray_token, hashlib.sha256).digest()
+    return hmac.new(prk, _KEY_INFO + b"\x01", hashlib.sha256).digest()
 
 
 def proof(key: bytes, role: Role, client_nonce: bytes, server_nonce: bytes) -> bytes:

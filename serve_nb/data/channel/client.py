@@ -90,7 +90,7 @@ class ChannelClient:
 
     It connects on first use. Once the replica says GOODBYE or the connection is lost it is
     unusable for good (``on_unusable`` fires once) and the router makes a new one if needed.
-    ``key`` is the replica's channel key: its secret (``auth``).
+    ``key`` is the replica's channel key (``auth.channel_key``).
     """
 
     _ids = itertools.count(1)
@@ -184,7 +184,8 @@ class ChannelClient:
             return NotSent("the replica is stopping")
         return ReplicaUnavailableError(
             f"The process at {where} did not prove it is the replica (it does not hold the replica's channel "
-            "key): another process listens there now."
+            "key): another process listens there now, or this process derives the key differently (the key "
+            "includes Ray's auth token when Ray uses token authentication)."
         )
 
     async def call(self, request: Request) -> Any:

@@ -198,7 +198,7 @@ class _ServerConnection(FrameProtocol):
 class ChannelServer:
     """Accepts callers on TCP (and a Unix socket for same-node callers) and runs their requests.
 
-    ``key`` is what callers must prove they hold: the replica's secret (``auth``)."""
+    ``key`` is what callers must prove they hold (``auth.channel_key``)."""
 
     def __init__(
         self,
