@@ -98,7 +98,7 @@ class ReplicaCore:
                 install_client(init.controller, init.cluster_info)
             node_id = ray.get_runtime_context().get_node_id()
             from serve_nb import ray_private
-            from serve_nb.data.channel import auth
+            from serve_nb.data.channel import auth, tls
             from serve_nb.data.channel.server import listen_host
 
             # Loopback while the whole cluster is on this machine; the node's IP once other machines
@@ -109,7 +109,7 @@ class ReplicaCore:
             secret = auth.new_secret()
             ray_token = ray_private.ray_auth_token(only_if_enabled=True)
             key = auth.channel_key(secret, ray_token)
-            self._server = ChannelServer(self, key)
+            self._server = ChannelServer(self, key, tls=tls.server_context_from_env())
             address = await self._server.start(host, node_id, socket_base=ray_private.session_dir())
             self._info = ReplicaInfo(
                 init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid(),

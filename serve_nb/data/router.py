@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from typing import Any, AsyncIterator, Callable, Protocol
 
@@ -52,10 +53,12 @@ class ReplicaClient(Protocol):
 Connect = Callable[[ReplicaInfo], ReplicaClient]
 
 
-def channel_connector(local_node_id: str, ray_token: Callable[[], bytes | None] = lambda: None) -> Connect:
+def channel_connector(
+    local_node_id: str, tls: ssl.SSLContext | None = None, ray_token: Callable[[], bytes | None] = lambda: None
+) -> Connect:
     """Connections over the channel, keyed by each replica's own secret (and Ray's auth token, from
     ``ray_token``, when the replica says its key uses it); a Unix socket when the replica is on this
-    node."""
+    node, TLS (``tls``) over TCP."""
 
     def connect(info: ReplicaInfo) -> ReplicaClient:
         address = Address(info.host, info.port, info.uds_path, info.node_id)
@@ -67,7 +70,7 @@ def channel_connector(local_node_id: str, ray_token: Callable[[], bytes | None] 
                 info.replica_id,
             )
         key = auth.channel_key(info.secret, token)
-        return ChannelClient(address, key, local_node_id=local_node_id)
+        return ChannelClient(address, key, tls=tls, local_node_id=local_node_id)
 
     return connect
 

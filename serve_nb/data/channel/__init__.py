@@ -4,7 +4,7 @@ One Ray actor call costs about a millisecond; a frame on an open socket costs te
 microseconds. Ray still places, starts and stops replicas; requests travel here.
 
 ``frames`` is the wire format, ``server`` the replica's end, ``client`` the caller's end, ``auth``
-the handshake that proves both ends hold the replica's key.
+the handshake that proves both ends hold the replica's key, ``tls`` Ray's TLS settings applied here.
 Guarantees:
 - REJECT means the replica did not run the request (full or draining): the caller may retry.
 - GOODBYE is sent once every accepted request was answered; anything the caller sent after it
@@ -15,6 +15,7 @@ Guarantees:
   sends none and unpickles no reply, until then.
 - Before it is authenticated a connection can make either end hold at most a small handshake frame,
   for a few seconds; after, a frame is at most ``MAX_FRAME_BYTES`` (both ends check, the sender first).
+- TCP connections use TLS, mutual and against Ray's CA, whenever Ray's own TLS is on (``RAY_USE_TLS``).
 - The replica listens on loopback while the whole cluster is on one machine, else on the node's IP
   (``server.listen_host``); same-node callers use a Unix socket in a 0700 directory (``sockdir``).
 """

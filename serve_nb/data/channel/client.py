@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.common.serialization import dumps, loads, unpack_exception
@@ -90,7 +91,8 @@ class ChannelClient:
 
     It connects on first use. Once the replica says GOODBYE or the connection is lost it is
     unusable for good (``on_unusable`` fires once) and the router makes a new one if needed.
-    ``key`` is the replica's channel key (``auth.channel_key``).
+    ``key`` is the replica's channel key (``auth.channel_key``); ``tls``, if given, wraps a TCP
+    connection (never the Unix socket).
     """
 
     _ids = itertools.count(1)
@@ -100,12 +102,14 @@ class ChannelClient:
         address: Address,
         key: bytes,
         *,
+        tls: ssl.SSLContext | None = None,
         local_node_id: str = "",
         max_frame: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self.address = address
         self._key = key
+        self._tls = tls
         self.handshake_timeout_s = handshake_timeout_s
         self.max_frame = max_frame
         self._local = bool(address.uds_path) and address.node_id == local_node_id and bool(local_node_id)
@@ -146,10 +150,17 @@ class ChannelClient:
                 _, conn = await loop.create_unix_connection(lambda: _ClientConnection(self), self.address.uds_path)
             else:
                 _, conn = await loop.create_connection(
-                    lambda: _ClientConnection(self), self.address.host, self.address.port
+                    lambda: _ClientConnection(self), self.address.host, self.address.port, ssl=self._tls,
+                    ssl_handshake_timeout=self.handshake_timeout_s if self._tls is not None else None,
                 )
             # shield: a timeout must not cancel the future the connection still resolves
             await asyncio.wait_for(asyncio.shield(conn.handshake), self.handshake_timeout_s)
+        except ssl.SSLError as exc:  # before OSError, its base: a certificate problem is not transient
+            self._give_up(conn)
+            raise ReplicaUnavailableError(
+                f"TLS with the replica at {where} failed: {exc}. Ray's TLS settings (RAY_USE_TLS, RAY_TLS_SERVER_CERT, "
+                "RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT) must be the cluster's in this process too."
+            ) from exc
         except (OSError, asyncio.TimeoutError) as exc:
             self._give_up(conn)
             raise NotSent(f"cannot connect to replica at {where}: {exc!r}") from exc
@@ -173,7 +184,10 @@ class ChannelClient:
         """The replica closed the connection before either end was authenticated: nothing was sent."""
         where = f"{self.address.host}:{self.address.port}"
         reason = f" ({exc})" if exc is not None else ""
-        return NotSent(f"the replica at {where} closed the connection before the handshake ended{reason}")
+        return NotSent(
+            f"the replica at {where} closed the connection before the handshake ended{reason}: it is stopping, "
+            "or it refused this caller's TLS (RAY_USE_TLS and Ray's certificates must be the cluster's here too)"
+        )
 
     def _refusal(self, kind: int, payload: bytes) -> Exception:
         """Why a handshake failed, from the frame that ended it."""

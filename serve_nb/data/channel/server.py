@@ -4,7 +4,8 @@ Until a connection has proven it holds the replica's key (``auth``: HELLO, CHALL
 treated as hostile: each frame must be the expected handshake frame of at most ``MAX_HELLO_BYTES``
 (anything else closes it before its payload is read), the handshake must end within its deadline,
 and at most ``MAX_UNAUTHENTICATED`` such connections are held (the oldest is dropped for a new one:
-a real caller completes its handshake at once, so it is never the oldest).
+a real caller completes its handshake at once, so it is never the oldest). With TLS the same
+deadline bounds the TLS handshake, which comes first.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import ipaddress
 import os
 import socket
+import ssl
 from enum import Enum
 from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
@@ -198,19 +200,22 @@ class _ServerConnection(FrameProtocol):
 class ChannelServer:
     """Accepts callers on TCP (and a Unix socket for same-node callers) and runs their requests.
 
-    ``key`` is what callers must prove they hold (``auth.channel_key``)."""
+    ``key`` is what callers must prove they hold (``auth.channel_key``); ``tls``, if given, wraps
+    every TCP connection (never the Unix socket)."""
 
     def __init__(
         self,
         handler: RequestHandler,
         key: bytes,
         *,
+        tls: ssl.SSLContext | None = None,
         max_frame: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
     ) -> None:
         self.handler = handler
         self.key = key
+        self.tls = tls
         self.max_frame = max_frame
         self.handshake_timeout_s = handshake_timeout_s
         self.max_unauthenticated = max_unauthenticated
@@ -226,7 +231,12 @@ class ChannelServer:
         """Listen on ``host`` (see ``listen_host``) and, for callers on this node, on a Unix socket in
         a private directory under ``socket_base`` (Ray's session directory; the temp dir if None)."""
         loop = asyncio.get_running_loop()
-        tcp = await loop.create_server(lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG)
+        tls_options: dict[str, Any] = {}
+        if self.tls is not None:
+            tls_options = {"ssl": self.tls, "ssl_handshake_timeout": self.handshake_timeout_s}
+        tcp = await loop.create_server(
+            lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG, **tls_options
+        )
         self._servers.append(tcp)
         port = tcp.sockets[0].getsockname()[1]
         uds = None
