@@ -66,6 +66,22 @@ def enable_local_auth_token() -> None:
         pass
 
 
+def ray_auth_token(only_if_enabled: bool) -> bytes | None:
+    """Ray's auth token as this process has it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token),
+    or None. With ``only_if_enabled``, None unless this process runs Ray with token authentication
+    (RAY_AUTH_MODE=token): how a replica decides whether its channel key mixes the token in. A caller
+    told that it does reads the token whatever its own mode says."""
+    try:
+        from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+
+        if only_if_enabled and get_authentication_mode() != AuthenticationMode.TOKEN:
+            return None
+        token = AuthenticationTokenLoader.instance().get_raw_token(ignore_auth_mode=True)
+    except Exception:  # another Ray version, or no token to be found
+        return None
+    return token.encode() if token else None
+
+
 def connection_id() -> int:
     """Identifies this process's Ray connection; it changes after ray.shutdown() and a new ray.init()."""
     worker = ray._private.worker.global_worker

@@ -104,7 +104,11 @@ class ServeStatus:
 
 @dataclass(frozen=True)
 class ReplicaInfo:
-    """How to reach one running replica; published to routers on the long-poll."""
+    """How to reach one running replica; published to routers on the long-poll.
+
+    ``secret`` is the replica's own channel secret (made by the replica; it reaches callers only over
+    Ray, never a checkpoint or a log: it is left out of ``repr``). ``key_uses_ray_token`` says the
+    channel key also mixes in Ray's auth token (see ``serve_nb.data.channel.auth.channel_key``)."""
 
     replica_id: str
     host: str
@@ -112,6 +116,8 @@ class ReplicaInfo:
     uds_path: str | None
     node_id: str
     pid: int
+    secret: bytes = field(default=b"", repr=False)
+    key_uses_ray_token: bool = False
 
 
 @dataclass(frozen=True)

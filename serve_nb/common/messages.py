@@ -62,16 +62,19 @@ class DeploymentSpec:
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    """What every serve_nb process needs from the controller once."""
+    """What every serve_nb process needs from the controller once. Nothing secret: each replica's
+    channel secret travels with its ReplicaInfo instead."""
 
-    token: bytes
     http_options: HTTPOptions
     epoch: str
 
 
 @dataclass(frozen=True)
 class ReplicaInit:
-    """What a replica actor is constructed with: its identity, its code and its ReplicaConfig."""
+    """What a replica actor is constructed with: its identity, its code and its ReplicaConfig.
+
+    No secret: Ray keeps an actor's creation arguments in its GCS, so the replica makes its channel
+    secret itself and returns it in its InitResult."""
 
     app: str
     deployment: str
@@ -81,7 +84,6 @@ class ReplicaInit:
     is_class: bool
     version: str
     config: ReplicaConfig
-    token: bytes
     controller: Any = None  # handle to the controller, so the replica's own handles need no lookup
     cluster_info: ClusterInfo | None = None
 
@@ -92,7 +94,6 @@ class ReplicaInit:
         *,
         app: str,
         replica_id: str,
-        token: bytes,
         controller: Any = None,
         cluster_info: ClusterInfo | None = None,
     ) -> "ReplicaInit":
@@ -106,7 +107,6 @@ class ReplicaInit:
             is_class=spec.is_class,
             version=spec.version,
             config=spec.replica_config,
-            token=token,
             controller=controller,
             cluster_info=cluster_info,
         )
@@ -114,6 +114,8 @@ class ReplicaInit:
 
 @dataclass(frozen=True)
 class InitResult:
+    """A replica's answer to ``initialize``: how to reach it (with its channel secret), or the user's error."""
+
     ok: bool
     info: ReplicaInfo | None = None
     methods: tuple[str, ...] = ()
@@ -122,7 +124,8 @@ class InitResult:
 
 @dataclass(frozen=True)
 class ReplicaMetadata:
-    """What a restarted controller learns from a replica it adopts."""
+    """What a restarted controller learns from a replica it adopts, its channel secret included (in
+    ``info``), so routing goes on across a controller restart with nothing secret in the checkpoint."""
 
     replica_id: str
     version: str

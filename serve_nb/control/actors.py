@@ -86,12 +86,9 @@ def replica_options(dep: DeploymentID, replica_id: str, spec: DeploymentSpec) ->
     }
 
 
-def replica_init(
-    dep: DeploymentID, replica_id: str, spec: DeploymentSpec, token: bytes, controller: Any, info: ClusterInfo
-) -> ReplicaInit:
-    """What a new replica's constructor gets."""
-    return ReplicaInit.for_replica(spec, app=dep.app, replica_id=replica_id, token=token, controller=controller,
-                                   cluster_info=info)
+def replica_init(dep: DeploymentID, replica_id: str, spec: DeploymentSpec, controller: Any, info: ClusterInfo) -> ReplicaInit:
+    """What a new replica's constructor gets (nothing secret: Ray keeps it in the GCS)."""
+    return ReplicaInit.for_replica(spec, app=dep.app, replica_id=replica_id, controller=controller, cluster_info=info)
 
 
 class RayReplica:
@@ -199,10 +196,8 @@ class RayCluster:
         except Exception:
             return None
 
-    def start_replica(
-        self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, token: bytes, info: ClusterInfo
-    ) -> RayReplica:
-        init = replica_init(dep, replica_id, spec, token, self._controller, info)
+    def start_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo) -> RayReplica:
+        init = replica_init(dep, replica_id, spec, self._controller, info)
         return RayReplica(self._replica_cls.options(**replica_options(dep, replica_id, spec)).remote(init))
 
     def start_proxy(self, node_id: str, options: HTTPOptions, info: ClusterInfo) -> RayProxy:

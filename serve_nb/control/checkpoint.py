@@ -2,6 +2,7 @@
 
 A restarted controller loads it and adopts the replicas still running. The saved form is a plain
 dict (stable across serve_nb versions that share it); the dataclasses here are how code reads it.
+Nothing secret is saved: replicas' channel secrets are learned again from the replicas themselves.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ class SavedApp:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    token: bytes
     http_options: HTTPOptions
     apps: dict[str, SavedApp]
 
@@ -55,20 +55,21 @@ def encode(checkpoint: Checkpoint) -> bytes:
         }
         for name, app in checkpoint.apps.items()
     }
-    return dumps({"token": checkpoint.token, "http_options": checkpoint.http_options, "apps": apps})
+    return dumps({"http_options": checkpoint.http_options, "apps": apps})
 
 
 def decode(blob: bytes) -> Checkpoint:
-    """The inverse of ``encode``; raises on a blob it cannot read."""
+    """The inverse of ``encode``; raises on a blob it cannot read. Keys it does not know (the cluster
+    token earlier versions saved) are ignored, and missing top-level ones take their defaults."""
     saved: dict[str, Any] = loads(blob)
     apps = {
         name: SavedApp(
             app["route_prefix"], app["ingress"], app["deployed_at"], app["deleting"], app["was_running"],
             {d: SavedDeployment(spec, target, removing) for d, (spec, target, removing) in app["deployments"].items()},
         )
-        for name, app in saved["apps"].items()
+        for name, app in saved.get("apps", {}).items()
     }
-    return Checkpoint(saved["token"], saved["http_options"], apps)
+    return Checkpoint(saved.get("http_options") or HTTPOptions(), apps)
 
 
 class KeyValueStore(Protocol):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 import uuid
 from typing import Any
@@ -53,7 +52,6 @@ class ControllerCore:
         self._longpoll = LongPollHost(self._epoch)
         self._checkpoints = CheckpointStore(cluster)
         self._apps: dict[str, AppState] = {}
-        self._token = secrets.token_bytes(16)
         self._http_options = http_options or HTTPOptions()
         self._wake = asyncio.Event()
         self._apps_gone = asyncio.Event()  # set whenever a reconcile pass leaves no application
@@ -74,7 +72,7 @@ class ControllerCore:
         saved = self._checkpoints.load()
         if saved is None:
             return
-        self._token, self._http_options = saved.token, saved.http_options
+        self._http_options = saved.http_options
         for name, app in saved.apps.items():
             self._apps[name] = AppState.from_saved(name, app, self._ctx)
         await self._adopt_actors()
@@ -97,6 +95,8 @@ class ControllerCore:
                 await self._adopt_replica(*parsed, actor)
 
     async def _adopt_replica(self, dep: DeploymentID, replica_id: str, actor: ReplicaHandle) -> None:
+        """Keep a running replica of a wanted deployment. Its ReplicaInfo, channel secret included,
+        comes from the replica itself over Ray (the checkpoint holds no secret)."""
         state = self._deployment(dep)
         if state is None:  # of an app or deployment no longer wanted
             actor.kill()
@@ -113,12 +113,12 @@ class ControllerCore:
 
     def _checkpoint(self) -> None:
         apps = {name: app.saved() for name, app in self._apps.items()}
-        self._checkpoints.save(Checkpoint(self._token, self._http_options, apps))
+        self._checkpoints.save(Checkpoint(self._http_options, apps))
 
     # -- remote API -------------------------------------------------------------------------------
 
     def _cluster_info(self) -> ClusterInfo:
-        return ClusterInfo(self._token, self._http_options, self._epoch)
+        return ClusterInfo(self._http_options, self._epoch)
 
     async def ready(self) -> ClusterInfo:
         await self._ready
@@ -275,7 +275,7 @@ class ControllerCore:
         return app.deployments.get(dep.name) if app else None
 
     def _launch_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec) -> ReplicaHandle:
-        return self._cluster.start_replica(dep, replica_id, spec, self._token, self._cluster_info())
+        return self._cluster.start_replica(dep, replica_id, spec, self._cluster_info())
 
     def _reconcile_all(self) -> None:
         for app in list(self._apps.values()):

@@ -34,8 +34,8 @@ class ReplicaHandle(Protocol):
         """True once the actor is placed on a node (answers while its constructor still runs)."""
 
     async def initialize(self) -> InitResult:
-        """Run the user's constructor (and reconfigure with the user_config it was created with);
-        raises ActorCallFailed if the process fails."""
+        """Run the user's constructor (and reconfigure with the user_config it was created with); the
+        result carries the replica's own channel secret. Raises ActorCallFailed if the process fails."""
 
     async def check_health(self, timeout_s: float) -> None:
         """Returns if healthy; raises ActorCallFailed otherwise."""
@@ -50,7 +50,8 @@ class ReplicaHandle(Protocol):
         """Never returns while the actor lives; raises ActorCallFailed when it dies."""
 
     async def get_metadata(self) -> ReplicaMetadata:
-        """What a restarted controller learns from a replica it adopts; raises ActorCallFailed."""
+        """What a restarted controller learns from a replica it adopts (its channel secret included);
+        raises ActorCallFailed."""
 
     def kill(self) -> None:
         """Stop the actor now; never raises (it may already be gone)."""
@@ -93,10 +94,8 @@ class Cluster(Protocol):
     def get_proxy(self, name: str) -> ProxyHandle | None:
         """The proxy actor called ``name``; None if there is none."""
 
-    def start_replica(
-        self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, token: bytes, info: ClusterInfo
-    ) -> ReplicaHandle:
-        """Create a replica actor (it is not initialized yet)."""
+    def start_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo) -> ReplicaHandle:
+        """Create a replica actor (it is not initialized yet; it makes its channel secret then)."""
 
     def start_proxy(self, node_id: str, options: HTTPOptions, info: ClusterInfo) -> ProxyHandle:
         """Create a proxy actor pinned to ``node_id`` (not serving yet: call ``start``)."""

@@ -18,6 +18,7 @@ from serve_nb import ray_private
 from serve_nb.common.messages import ClusterInfo
 from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 from serve_nb.core.snapshots import replicas_key
+from serve_nb.data.channel import tls
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
 from serve_nb.data.router import Router, channel_connector
@@ -49,19 +50,25 @@ class ServeClient:
         self._flush_scheduled: set[DeploymentID] = set()
         self.caller_id = f"{os.getpid()}-{id(self):x}"
         self.closed = False
+        self._tls = tls.client_context_from_env()  # None unless Ray's TLS is on; raises if it is misconfigured
 
     def router(self, dep: DeploymentID) -> Router:
         """The router for ``dep`` (call on the background loop)."""
         router = self._routers.get(dep)
         if router is None:
             router = Router(
-                dep, channel_connector(self.info.token, self.node_id), local_node_id=self.node_id,
+                dep, channel_connector(self.node_id, self._tls, self._ray_token), local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
             )
             self._routers[dep] = router
             self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)
         return router
+
+    @staticmethod
+    def _ray_token() -> bytes | None:
+        """Ray's auth token as this process has it, for replicas whose channel key mixes it in."""
+        return ray_private.ray_auth_token(only_if_enabled=False)
 
     def _queue_changed(self, dep: DeploymentID, queued: int) -> None:
         """Tell the controller how many requests wait here: at once when a queue forms (cold start

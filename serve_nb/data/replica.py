@@ -98,15 +98,23 @@ class ReplicaCore:
                 install_client(init.controller, init.cluster_info)
             node_id = ray.get_runtime_context().get_node_id()
             from serve_nb import ray_private
+            from serve_nb.data.channel import auth, tls
             from serve_nb.data.channel.server import listen_host
 
             # Loopback while the whole cluster is on this machine; the node's IP once other machines
             # may call (a replica started before a machine joins stays loopback-only: see listen_host).
             node_ips = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
             host = listen_host(ray.util.get_node_ip_address(), node_ips)
-            self._server = ChannelServer(self, init.token)
+            # Made here, returned to the controller over Ray: never in creation args or a checkpoint.
+            secret = auth.new_secret()
+            ray_token = ray_private.ray_auth_token(only_if_enabled=True)
+            key = auth.channel_key(secret, ray_token)
+            self._server = ChannelServer(self, key, tls=tls.server_context_from_env())
             address = await self._server.start(host, node_id, socket_base=ray_private.session_dir())
-            self._info = ReplicaInfo(init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid())
+            self._info = ReplicaInfo(
+                init.replica_id, address.host, address.port, address.uds_path, node_id, os.getpid(),
+                secret=secret, key_uses_ray_token=ray_token is not None,
+            )
             if init.controller is not None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_loop(init.controller))
             return InitResult(ok=True, info=self._info, methods=self._methods)

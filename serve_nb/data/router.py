@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import ssl
 import time
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import choose_replica
-from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, NotSent, Rejected
+from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, NotSent, Rejected, auth
 from serve_nb.data.request import BodySource, Request
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
+
+logger = logging.getLogger(__name__)
 
 #: After a REJECT (replica full, or its in-flight count here is stale) skip that replica this long,
 #: so a retry goes elsewhere instead of spinning on the same one.
@@ -52,12 +56,24 @@ class ReplicaClient(Protocol):
 Connect = Callable[[ReplicaInfo], ReplicaClient]
 
 
-def channel_connector(token: bytes, local_node_id: str) -> Connect:
-    """Connections over the channel; a Unix socket when the replica is on this node."""
+def channel_connector(
+    local_node_id: str, tls: ssl.SSLContext | None = None, ray_token: Callable[[], bytes | None] = lambda: None
+) -> Connect:
+    """Connections over the channel, keyed by each replica's own secret (and Ray's auth token, from
+    ``ray_token``, when the replica says its key uses it); a Unix socket when the replica is on this
+    node, TLS (``tls``) over TCP."""
 
     def connect(info: ReplicaInfo) -> ReplicaClient:
         address = Address(info.host, info.port, info.uds_path, info.node_id)
-        return ChannelClient(address, token, local_node_id=local_node_id)
+        token = ray_token() if info.key_uses_ray_token else None
+        if info.key_uses_ray_token and token is None:
+            logger.warning(
+                "serve_nb: replica %s authenticates callers with Ray's auth token, and this process has none "
+                "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); its calls will be refused.",
+                info.replica_id,
+            )
+        key = auth.channel_key(info.secret, token)
+        return ChannelClient(address, key, tls=tls, local_node_id=local_node_id)
 
     return connect
 

@@ -1,5 +1,6 @@
-"""A real replica's channel against a hostile local client: no token means nothing but a small HELLO
-is read, idle handshakes are dropped, a wrong token is DENIED, and the replica keeps serving."""
+"""A real replica's channel against a hostile local client: without the key nothing but small handshake
+frames is read, idle handshakes are dropped, a wrong proof is DENIED, and the replica keeps serving;
+a client holding the replica's key (its secret from the feed, with Ray's token) is served."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import stat
 import psutil
 import pytest
 
-from serve_nb.data.channel import Kind
+from serve_nb import ray_private
+from serve_nb.common.serialization import dumps, loads
+from serve_nb.data.channel import Kind, auth
 from serve_nb.data.channel.frames import HEADER
 from serve_nb.data.channel.server import HANDSHAKE_TIMEOUT_S
+from serve_nb.data.request import Request, RequestKind
 
 APP = "hostile"
 ANNOUNCED = 400 * 1024 * 1024  # what the attacker's frame header claims
@@ -53,6 +57,19 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes]:
     while len(payload) < length:
         payload += sock.recv(length - len(payload))
     return kind, payload
+
+
+def frame(kind: int, rid: int = 0, payload: bytes = b"") -> bytes:
+    return HEADER.pack(len(payload), kind, rid) + payload
+
+
+def challenge(sock: socket.socket) -> tuple[bytes, bytes, bytes]:
+    """Say HELLO and read the CHALLENGE: (client nonce, server nonce, server proof)."""
+    client_nonce = auth.new_nonce()
+    sock.sendall(frame(Kind.HELLO, 0, client_nonce))
+    kind, payload = read_frame(sock)
+    assert kind == Kind.CHALLENGE
+    return client_nonce, payload[: auth.NONCE_BYTES], payload[auth.NONCE_BYTES :]
 
 
 def closed_by_replica(sock: socket.socket) -> bool:
@@ -101,11 +118,30 @@ def test_an_idle_handshake_is_closed_after_the_deadline(replica):
     assert handle.remote(3).result() == 3
 
 
-def test_a_wrong_token_is_denied_and_callers_with_the_right_one_are_served(replica):
+def test_a_wrong_proof_is_denied_and_callers_with_the_key_are_served(replica):
     info, handle = replica
     with connect(info) as sock:
-        sock.sendall(HEADER.pack(16, Kind.HELLO, 0) + b"x" * 16)
+        challenge(sock)
+        sock.sendall(frame(Kind.PROOF, 0, b"x" * auth.PROOF_BYTES))
         kind, payload = read_frame(sock)
-        assert kind == Kind.DENIED and b"token" in payload
+        assert kind == Kind.DENIED and b"authentication failed" in payload
         assert closed_by_replica(sock)
     assert [handle.remote(i).result() for i in range(5)] == list(range(5))
+
+
+def test_the_replica_proves_its_key_and_serves_a_client_that_proves_it_too(replica):
+    """The key is the replica's own secret (published on the feed, never in the checkpoint), mixed
+    with Ray's auth token since Ray 2.60 starts local clusters with token authentication."""
+    info, _ = replica
+    assert len(info.secret) == auth.SECRET_BYTES and "secret" not in repr(info)
+    token = ray_private.ray_auth_token(only_if_enabled=False) if info.key_uses_ray_token else None
+    assert info.key_uses_ray_token == (ray_private.ray_auth_token(only_if_enabled=True) is not None)
+    for key, accepted in ((auth.channel_key(info.secret, token), True), (info.secret, not info.key_uses_ray_token)):
+        with connect(info) as sock:
+            client_nonce, server_nonce, server_proof = challenge(sock)
+            assert auth.verify(key, auth.Role.SERVER, client_nonce, server_nonce, server_proof) == accepted
+            proof = auth.proof(key, auth.Role.CLIENT, client_nonce, server_nonce)
+            request = dumps(Request(RequestKind.CALL, "__call__", (7,), {}).to_wire())
+            sock.sendall(frame(Kind.PROOF, 0, proof) + frame(Kind.CALL, 1, request))
+            kind, payload = read_frame(sock)
+            assert (kind, loads(payload) if kind == Kind.OK else None) == ((Kind.OK, 7) if accepted else (Kind.DENIED, None))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -86,7 +87,9 @@ class FakeReplica:
         self.drained = False
         self.killed = False
         self._dead = asyncio.Event()
-        self.info = ReplicaInfo(replica_id, "127.0.0.1", 9000, None, cluster.replica_node, next(_pids))
+        # The secret a real replica makes itself when it starts.
+        self.info = ReplicaInfo(replica_id, "127.0.0.1", 9000, None, cluster.replica_node, next(_pids),
+                                secret=os.urandom(32))
 
     # -- test controls
     def finish_start(self) -> None:
@@ -201,9 +204,7 @@ class FakeCluster:
     def get_proxy(self, name: str) -> FakeProxy | None:
         return next((p for p in self.proxies if p.name == name and not p.killed), None)
 
-    def start_replica(
-        self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, token: bytes, info: ClusterInfo
-    ) -> FakeReplica:
+    def start_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo) -> FakeReplica:
         replica = FakeReplica(self, dep, replica_id, spec)
         self.replicas.append(replica)
         return replica

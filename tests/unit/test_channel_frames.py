@@ -40,7 +40,7 @@ class Wire:
 
 
 FRAMES = [
-    (Kind.HELLO, 0, b"token"),
+    (Kind.HELLO, 0, b"nonce"),
     (Kind.CALL, 1, b"x" * 100),
     (Kind.CANCEL, 1, b""),
     (Kind.OK, 2**64 - 1, bytes(range(256)) * 3),

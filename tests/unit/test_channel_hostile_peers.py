@@ -1,6 +1,7 @@
-"""A replica's channel against a peer without the token, or sending more than a frame may carry:
-nothing but a small HELLO is read before the token is checked, handshakes expire, unauthenticated
-connections are capped, and oversized payloads fail with a clear error instead of a dead connection."""
+"""A replica's channel against a peer without the key, or sending more than a frame may carry:
+nothing but small handshake frames is read before the caller's proof is checked, handshakes expire,
+unauthenticated connections are capped, and oversized payloads fail with a clear error instead of a
+dead connection."""
 
 from __future__ import annotations
 
@@ -9,35 +10,22 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from serve_nb.data.channel import ChannelClient, ChannelServer, FrameTooLargeError, Kind
+from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame
+from serve_nb.common.serialization import dumps
+from serve_nb.data.channel import ChannelClient, ChannelServer, FrameTooLargeError, Kind, auth
 from serve_nb.data.channel.frames import HEADER, FrameProtocol
 from serve_nb.data.channel.server import MAX_HELLO_BYTES, listen_host
-from test_channel_round_trip import TOKEN, FakeReplica, call, stream
+from test_channel_round_trip import FakeReplica, call, stream
 
 #: Bounds every wait in this module: a test that hangs fails instead.
 WAIT_S = 10.0
 ANNOUNCED = 100 * 1024 * 1024  # what a hostile peer claims to send
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
-    length, kind, rid = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return kind, rid, await reader.readexactly(length)
-
-
-async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
-    """True once the server has closed the connection (whatever it sent before is skipped)."""
-    try:
-        while await reader.read(65536):
-            pass
-    except ConnectionError:
-        pass
-    return True
-
-
 def with_server(test: Callable[..., Awaitable[Any]], **server_options: Any) -> Any:
     async def main() -> Any:
         replica = FakeReplica()
-        server = ChannelServer(replica, TOKEN, **server_options)
+        server = ChannelServer(replica, KEY, **server_options)
         address = await server.start("127.0.0.1", use_uds=False)
         try:
             return await asyncio.wait_for(test(replica, server, address), WAIT_S)
@@ -86,7 +74,7 @@ def test_an_idle_handshake_is_closed_after_the_deadline():
 
 def test_an_authenticated_connection_outlives_the_handshake_deadline():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
-        client = ChannelClient(address, TOKEN)
+        client = ChannelClient(address, KEY)
         assert await client.call(call("echo", 1)) == ((1,), {})
         (conn,) = server._connections
         assert conn._deadline is None and server._unauthenticated == {}  # the timer was cancelled
@@ -100,7 +88,7 @@ def test_unauthenticated_connections_beyond_the_cap_drop_the_oldest_and_callers_
         idle = [await asyncio.open_connection(address.host, address.port) for _ in range(5)]
         assert await closed_by_peer(idle[0][0]) and await closed_by_peer(idle[1][0])
         assert len(server._unauthenticated) <= 3
-        client = ChannelClient(address, TOKEN)
+        client = ChannelClient(address, KEY)
         assert await client.call(call("echo", 2)) == ((2,), {})
         client.close()
         for _, writer in idle:
@@ -109,10 +97,26 @@ def test_unauthenticated_connections_beyond_the_cap_drop_the_oldest_and_callers_
     with_server(test, max_unauthenticated=3)
 
 
-def test_a_wrong_token_of_the_right_size_is_denied():
+def test_a_wrong_proof_of_the_right_size_is_denied_and_what_follows_it_is_not_run():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
         reader, writer = await asyncio.open_connection(address.host, address.port)
-        writer.write(HEADER.pack(len(TOKEN), Kind.HELLO, 0) + b"x" * len(TOKEN))
+        await challenge(reader, writer)
+        payload = dumps(call("echo").to_wire())
+        writer.write(frame(Kind.PROOF, 0, b"x" * auth.PROOF_BYTES) + frame(Kind.CALL, 1, payload))
+        kind, _, message = await read_frame(reader)
+        assert kind == Kind.DENIED and message == b"channel authentication failed"
+        assert await closed_by_peer(reader)
+        assert replica.requests == []
+        writer.close()
+
+    with_server(test)
+
+
+@pytest.mark.parametrize("nonce_bytes", [0, 16, auth.NONCE_BYTES + 1])
+def test_a_hello_whose_nonce_is_not_32_bytes_is_denied(nonce_bytes: int):
+    async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        writer.write(frame(Kind.HELLO, 0, b"n" * nonce_bytes))
         assert (await read_frame(reader))[0] == Kind.DENIED
         assert await closed_by_peer(reader)
         writer.close()
@@ -122,7 +126,7 @@ def test_a_wrong_token_of_the_right_size_is_denied():
 
 def test_the_caller_refuses_to_send_an_oversized_request_and_stays_usable():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
-        client = ChannelClient(address, TOKEN, max_frame=4096)
+        client = ChannelClient(address, KEY, max_frame=4096)
         with pytest.raises(FrameTooLargeError, match="request is .* over the channel's limit"):
             await client.call(call("echo", b"x" * 8192))
         with pytest.raises(FrameTooLargeError):
@@ -137,7 +141,7 @@ def test_the_caller_refuses_to_send_an_oversized_request_and_stays_usable():
 
 def test_an_oversized_request_reaching_the_replica_fails_with_a_clear_error():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
-        client = ChannelClient(address, TOKEN)  # a caller with a larger limit than the replica's
+        client = ChannelClient(address, KEY)  # a caller with a larger limit than the replica's
         with pytest.raises(FrameTooLargeError, match="request is"):
             await client.call(call("echo", b"x" * 8192))
         assert replica.requests == []
@@ -147,7 +151,7 @@ def test_an_oversized_request_reaching_the_replica_fails_with_a_clear_error():
 
 def test_a_reply_over_the_replicas_limit_comes_back_as_the_callers_error():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
-        client = ChannelClient(address, TOKEN)
+        client = ChannelClient(address, KEY)
         with pytest.raises(FrameTooLargeError, match="streamed item is"):
             async for _ in client.stream(stream("echo", 1, 8192)):
                 pass
@@ -159,7 +163,7 @@ def test_a_reply_over_the_replicas_limit_comes_back_as_the_callers_error():
 
 def test_a_reply_over_the_callers_limit_fails_that_request_with_a_clear_error():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
-        client = ChannelClient(address, TOKEN, max_frame=4096)
+        client = ChannelClient(address, KEY, max_frame=4096)
         with pytest.raises(FrameTooLargeError, match="reply is"):
             async for _ in client.stream(stream("echo", 1, 8192)):
                 pass

@@ -10,11 +10,11 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import pytest
 
 from serve_nb.common.serialization import remote_traceback_of
+from channel_peer import KEY, proof_frame
 from serve_nb.data.channel import Address, ChannelClient, ChannelServer, NotSent, Rejected
+from serve_nb.data.channel.server import Phase
 from serve_nb.data.request import Request, RequestKind
 from serve_nb.exceptions import ReplicaUnavailableError, RequestCancelledError
-
-TOKEN = b"secret-token"
 
 
 class FakeReplica:
@@ -76,14 +76,14 @@ def stream(method: str, count: int, size: int = 0) -> Request:
     return Request(RequestKind.STREAM, method, (count, size), {})
 
 
-def scenario(test: Callable[..., Awaitable[Any]], capacity: int = 10, token: bytes = TOKEN) -> Any:
+def scenario(test: Callable[..., Awaitable[Any]], capacity: int = 10, key: bytes = KEY) -> Any:
     """Run ``test(replica, server, client)`` with a server on 127.0.0.1 and a client to it."""
 
     async def main() -> Any:
         replica = FakeReplica(capacity)
-        server = ChannelServer(replica, TOKEN)
+        server = ChannelServer(replica, KEY)
         address = await server.start("127.0.0.1", use_uds=False)
-        client = ChannelClient(address, token)
+        client = ChannelClient(address, key)
         try:
             return await asyncio.wait_for(test(replica, server, client), 30)
         finally:
@@ -138,13 +138,17 @@ def test_a_full_replica_rejects_and_takes_requests_again_once_a_slot_frees():
     scenario(test, capacity=1)
 
 
-def test_a_bad_token_is_denied_and_the_client_becomes_unusable():
+def test_a_caller_with_another_key_trusts_no_reply_sends_nothing_and_becomes_unusable():
     async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
-        with pytest.raises(ReplicaUnavailableError, match="refused the connection: bad or missing channel token"):
+        unusable: list[ChannelClient] = []
+        client.on_unusable = unusable.append
+        with pytest.raises(ReplicaUnavailableError, match="did not prove it is the replica"):
             await client.call(call("echo"))
-        assert client.lost and not client.usable and replica.requests == []
+        assert client.lost and not client.usable and unusable == [client]
+        assert replica.requests == []
+        assert all(c._phase is not Phase.AUTHENTICATED for c in server._connections)
 
-    scenario(test, token=b"wrong")
+    scenario(test, key=b"another key")
 
 
 def test_goodbye_lets_in_flight_requests_finish_then_later_ones_are_not_sent():
@@ -285,7 +289,7 @@ def test_an_unreachable_replica_is_not_sent_and_reported_once():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]  # nothing listens here once closed
-        client = ChannelClient(Address("127.0.0.1", port), TOKEN)
+        client = ChannelClient(Address("127.0.0.1", port), KEY)
         unusable: list[ChannelClient] = []
         client.on_unusable = unusable.append
         with pytest.raises(NotSent, match="cannot connect"):
@@ -300,11 +304,11 @@ def test_an_unreachable_replica_is_not_sent_and_reported_once():
 def test_a_caller_on_the_same_node_uses_the_unix_socket():
     async def main() -> None:
         replica = FakeReplica()
-        server = ChannelServer(replica, TOKEN)
+        server = ChannelServer(replica, KEY)
         address = await server.start("127.0.0.1", node_id="node-1")
         assert address.uds_path is not None
-        local = ChannelClient(address, TOKEN, local_node_id="node-1")
-        remote = ChannelClient(address, TOKEN, local_node_id="node-2")
+        local = ChannelClient(address, KEY, local_node_id="node-1")
+        remote = ChannelClient(address, KEY, local_node_id="node-2")
         try:
             assert await local.call(call("echo", 1)) == ((1,), {})
             assert await remote.call(call("echo", 2)) == ((2,), {})
@@ -328,7 +332,7 @@ def test_a_call_cancelled_before_it_ever_ran_gives_its_slot_back():
     async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
         reader, writer = await asyncio.open_connection(client.address.host, client.address.port)
         payload = dumps(call("block").to_wire())
-        writer.write(HEADER.pack(len(TOKEN), Kind.HELLO, 0) + TOKEN
+        writer.write(await proof_frame(reader, writer)
                      + HEADER.pack(len(payload), Kind.CALL, 7) + payload
                      + HEADER.pack(0, Kind.CANCEL, 7))
         await writer.drain()

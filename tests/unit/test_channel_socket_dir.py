@@ -16,7 +16,8 @@ import pytest
 
 from serve_nb.data.channel import ChannelClient, ChannelServer
 from serve_nb.data.channel import sockdir
-from test_channel_round_trip import TOKEN, FakeReplica, call
+from channel_peer import KEY
+from test_channel_round_trip import FakeReplica, call
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def mode(path: str) -> int:
 
 def test_the_socket_is_in_a_0700_directory_of_its_own_and_is_0600(base: str) -> None:
     async def main() -> None:
-        server = ChannelServer(FakeReplica(), TOKEN)
+        server = ChannelServer(FakeReplica(), KEY)
         address = await server.start("127.0.0.1", node_id="n", socket_base=base)
         try:
             assert address.uds_path is not None
@@ -49,7 +50,7 @@ def test_the_socket_is_in_a_0700_directory_of_its_own_and_is_0600(base: str) -> 
             assert os.path.basename(directory).startswith(f"serve_nb-{os.getpid()}-")
             assert mode(directory) == 0o700 and mode(address.uds_path) == 0o600
             assert stat.S_ISSOCK(os.lstat(address.uds_path).st_mode)
-            client = ChannelClient(address, TOKEN, local_node_id="n")
+            client = ChannelClient(address, KEY, local_node_id="n")
             assert await client.call(call("echo", 1)) == ((1,), {})
             assert client._conn is not None
             assert client._conn.transport.get_extra_info("socket").family == socket.AF_UNIX

@@ -197,9 +197,9 @@ def spec_of(config):
 
 def test_replica_init_is_built_from_the_spec():
     spec = spec_of(config_of(user_config={"a": 1}, max_ongoing_requests=7))
-    init = ReplicaInit.for_replica(spec, app="app", replica_id="r1", token=b"t", controller="ctl")
+    init = ReplicaInit.for_replica(spec, app="app", replica_id="r1", controller="ctl")
     assert (init.app, init.deployment, init.replica_id, init.version) == ("app", "Model", "r1", "v1")
-    assert (init.def_blob, init.args_blob, init.is_class, init.token) == (b"code", b"args", True, b"t")
+    assert (init.def_blob, init.args_blob, init.is_class) == (b"code", b"args", True)
     assert init.config == spec.replica_config
     assert (init.config.user_config, init.config.max_ongoing_requests) == ({"a": 1}, 7)
     assert (init.controller, init.cluster_info) == ("ctl", None)
@@ -209,7 +209,7 @@ def replica_core(config):
     from serve_nb.data.replica import ReplicaCore
 
     spec = spec_of(config)
-    core = ReplicaCore(ReplicaInit.for_replica(spec, app="app", replica_id="r1", token=b"t"))
+    core = ReplicaCore(ReplicaInit.for_replica(spec, app="app", replica_id="r1"))
     core._obj = WithReconfigure()  # what initialize() would have constructed
     return core
 

@@ -38,7 +38,7 @@ class Model:
 def make_core(obj: Any, *, is_class: bool = True, max_ongoing: int = 2) -> ReplicaCore:
     init = ReplicaInit(
         app="app", deployment="Model", replica_id="r1", def_blob=b"", args_blob=b"", is_class=is_class,
-        version="v1", config=ReplicaConfig(max_ongoing_requests=max_ongoing), token=b"t",
+        version="v1", config=ReplicaConfig(max_ongoing_requests=max_ongoing),
     )
     core = ReplicaCore(init)
     core.accept_requests_for(obj)

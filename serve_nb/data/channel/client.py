@@ -1,4 +1,8 @@
-"""The caller's end of the channel: one connection to one replica, shared by concurrent requests."""
+"""The caller's end of the channel: one connection to one replica, shared by concurrent requests.
+
+A connection is usable once the replica has proven it holds the replica's key (``auth``); until then
+no request is sent and nothing it sends is unpickled.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import asyncio
 import functools
 import itertools
 import os
+import ssl
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.common.serialization import dumps, loads, unpack_exception
+from serve_nb.data.channel import auth
+from serve_nb.data.channel.body import pump_body
 from serve_nb.data.channel.frames import (
     MAX_FRAME_BYTES,
     Address,
@@ -19,7 +26,6 @@ from serve_nb.data.channel.frames import (
     Rejected,
     too_large,
 )
-from serve_nb.data.channel.body import pump_body
 from serve_nb.data.request import BodySource, Request
 from serve_nb.exceptions import ReplicaUnavailableError
 
@@ -34,20 +40,60 @@ class _Pending:
         self.queue = queue
 
 
+#: The largest frame read before the replica has proven itself: a CHALLENGE, or a short DENIED.
+MAX_HANDSHAKE_FRAME = 256
+#: The replica answers HELLO at once; a connection whose handshake has not ended by then is given up.
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
 class _ClientConnection(FrameProtocol):
+    """Says HELLO as soon as it is connected. ``trusted`` once the replica has proven it holds the key
+    (the PROOF is then sent); ``handshake`` resolves then, or fails with why it did not."""
+
+    max_frame = MAX_HANDSHAKE_FRAME  # until the replica has proven itself; then the caller's limit
+
     def __init__(self, owner: "ChannelClient") -> None:
         super().__init__()
         self._owner = owner
-        self.max_frame = owner.max_frame
+        self._nonce = auth.new_nonce()
+        self.trusted = False
+        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.send(Kind.HELLO, 0, self._nonce)
 
     def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
-        self._owner._on_frame(kind, rid, payload)
+        if self.trusted:
+            self._owner._on_frame(kind, rid, payload)
+            return
+        key = self._owner._key
+        if kind == Kind.CHALLENGE and len(payload) == auth.CHALLENGE_BYTES:
+            server_nonce, server_proof = payload[: auth.NONCE_BYTES], payload[auth.NONCE_BYTES :]
+            if auth.verify(key, auth.Role.SERVER, self._nonce, server_nonce, server_proof):
+                self.send(Kind.PROOF, 0, auth.proof(key, auth.Role.CLIENT, self._nonce, server_nonce))
+                self.trusted = True
+                self.max_frame = self._owner.max_frame
+                if not self.handshake.done():
+                    self.handshake.set_result(None)
+                return
+        self._handshake_failed(self._owner._refusal(kind, payload))
 
     def frame_too_large(self, kind: int, rid: int, length: int) -> None:
-        self._owner._fail_one(rid, too_large("reply", length, self.max_frame))
+        if self.trusted:
+            self._owner._fail_one(rid, too_large("reply", length, self.max_frame))
+        else:
+            self._handshake_failed(self._owner._refusal(kind, b""))
+
+    def _handshake_failed(self, exc: Exception) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(exc)
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if not self.handshake.done():
+            self.handshake.set_exception(self._owner._closed_in_handshake(exc))
         self._owner._on_lost(exc)
 
 
@@ -56,15 +102,26 @@ class ChannelClient:
 
     It connects on first use. Once the replica says GOODBYE or the connection is lost it is
     unusable for good (``on_unusable`` fires once) and the router makes a new one if needed.
+    ``key`` is the replica's channel key (``auth.channel_key``); ``tls``, if given, wraps a TCP
+    connection (never the Unix socket).
     """
 
     _ids = itertools.count(1)
 
     def __init__(
-        self, address: Address, token: bytes, *, local_node_id: str = "", max_frame: int = MAX_FRAME_BYTES
+        self,
+        address: Address,
+        key: bytes,
+        *,
+        tls: ssl.SSLContext | None = None,
+        local_node_id: str = "",
+        max_frame: int = MAX_FRAME_BYTES,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self.address = address
-        self._token = token
+        self._key = key
+        self._tls = tls
+        self.handshake_timeout_s = handshake_timeout_s
         self.max_frame = max_frame
         self._local = bool(address.uds_path) and address.node_id == local_node_id and bool(local_node_id)
         self._conn: _ClientConnection | None = None
@@ -72,6 +129,7 @@ class ChannelClient:
         self._pending: dict[int, _Pending] = {}
         self.goodbye = False
         self.lost = False
+        self.closed = False
         self.on_unusable: Callable[["ChannelClient"], None] | None = None
 
     @property
@@ -93,21 +151,67 @@ class ChannelClient:
                 self._connecting = None
 
     async def _open(self) -> _ClientConnection:
+        """Connect and authenticate both ways. Raises NotSent (nothing was sent: retry elsewhere) or,
+        when the replica cannot be trusted or refuses this caller, ReplicaUnavailableError."""
         loop = asyncio.get_running_loop()
+        where = f"{self.address.host}:{self.address.port}"
+        conn: _ClientConnection | None = None
         try:
             if self._local and self.address.uds_path and os.path.exists(self.address.uds_path):
                 _, conn = await loop.create_unix_connection(lambda: _ClientConnection(self), self.address.uds_path)
             else:
                 _, conn = await loop.create_connection(
-                    lambda: _ClientConnection(self), self.address.host, self.address.port
+                    lambda: _ClientConnection(self), self.address.host, self.address.port, ssl=self._tls,
+                    ssl_handshake_timeout=self.handshake_timeout_s if self._tls is not None else None,
                 )
-        except OSError as exc:
-            self.lost = True
-            self._notify_unusable()
-            raise NotSent(f"cannot connect to replica at {self.address.host}:{self.address.port}: {exc}") from exc
-        conn.send(Kind.HELLO, 0, self._token)
+            # shield: a timeout must not cancel the future the connection still resolves
+            await asyncio.wait_for(asyncio.shield(conn.handshake), self.handshake_timeout_s)
+        except ssl.SSLError as exc:  # before OSError, its base: a certificate problem is not transient
+            self._give_up(conn)
+            raise ReplicaUnavailableError(
+                f"TLS with the replica at {where} failed: {exc}. Ray's TLS settings (RAY_USE_TLS, RAY_TLS_SERVER_CERT, "
+                "RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT) must be the cluster's in this process too."
+            ) from exc
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._give_up(conn)
+            raise NotSent(f"cannot connect to replica at {where}: {exc!r}") from exc
+        except BaseException:
+            self._give_up(conn)
+            raise
+        if self.closed:  # the router let go of this client while it was connecting
+            conn.close()
+            raise NotSent("the connection was closed by its owner")
         self._conn = conn
         return conn
+
+    def _give_up(self, conn: _ClientConnection | None) -> None:
+        """The connection never became usable: close it, and say so once."""
+        self.lost = True
+        if conn is not None:
+            conn.close()
+        self._notify_unusable()
+
+    def _closed_in_handshake(self, exc: Exception | None) -> NotSent:
+        """The replica closed the connection before either end was authenticated: nothing was sent."""
+        where = f"{self.address.host}:{self.address.port}"
+        reason = f" ({exc})" if exc is not None else ""
+        return NotSent(
+            f"the replica at {where} closed the connection before the handshake ended{reason}: it is stopping, "
+            "or it refused this caller's TLS (RAY_USE_TLS and Ray's certificates must be the cluster's here too)"
+        )
+
+    def _refusal(self, kind: int, payload: bytes) -> Exception:
+        """Why a handshake failed, from the frame that ended it."""
+        where = f"{self.address.host}:{self.address.port}"
+        if kind == Kind.DENIED:
+            return ReplicaUnavailableError(f"replica at {where} refused the connection: {payload.decode(errors='replace')}")
+        if kind == Kind.GOODBYE:
+            return NotSent("the replica is stopping")
+        return ReplicaUnavailableError(
+            f"The process at {where} did not prove it is the replica (it does not hold the replica's channel "
+            "key): another process listens there now, or this process derives the key differently (the key "
+            "includes Ray's auth token when Ray uses token authentication)."
+        )
 
     async def call(self, request: Request) -> Any:
         """Send one request and wait for its value; raises Rejected, NotSent, FrameTooLargeError, or
@@ -197,10 +301,6 @@ class ChannelClient:
             self._fail_all(NotSent("replica said goodbye before running the request"))
             self._notify_unusable()
             return
-        if kind == Kind.DENIED:
-            self.lost = True
-            self._fail_all(ReplicaUnavailableError(f"replica refused the connection: {payload.decode(errors='replace')}"))
-            return
         pending = self._pending.get(rid)
         if pending is None:
             return
@@ -249,5 +349,6 @@ class ChannelClient:
             cb(self)
 
     def close(self) -> None:
+        self.closed = True
         if self._conn is not None:
             self._conn.close()

@@ -32,21 +32,25 @@ MAX_FRAME_BYTES = int(os.environ.get(MAX_FRAME_ENV, "") or 512 * 1024 * 1024)
 
 
 class Kind(IntEnum):
-    """What a frame carries. Callers send the first five; replicas send the rest."""
+    """What a frame carries. Callers send the first six; replicas send the rest.
 
-    HELLO = 1  # the channel token, first on every connection
+    A connection opens with HELLO, CHALLENGE, PROOF (see ``auth``); only then CALLs and replies."""
+
+    HELLO = 1  # the caller's nonce, first on every connection
     CALL = 2  # a pickled Request
     CANCEL = 3  # the caller gave up on a request
-    BODY = 4  # raw bytes: the next piece of an accepted request's streamed body
-    BODY_END = 5  # the streamed body is complete
+    PROOF = 4  # the caller's proof that it holds the replica's key
+    BODY = 5  # raw bytes: the next piece of an accepted request's streamed body
+    BODY_END = 6  # the streamed body is complete
     OK = 10  # a call's value
     ERR = 11  # the request raised (a packed exception)
     CHUNK = 12  # one item of a streamed reply
     END = 13  # a streamed reply is complete
     REJECT = 14  # not run (full or draining): retry elsewhere
     GOODBYE = 15  # every accepted request was answered; nothing more will run
-    DENIED = 16  # bad or missing token; the connection closes
-    ACCEPT = 17  # a request whose body follows was admitted: send the body now (REJECT otherwise)
+    DENIED = 16  # the caller did not prove it holds the key; the connection closes
+    CHALLENGE = 17  # the replica's nonce and its proof that it holds the key
+    ACCEPT = 18  # a request whose body follows was admitted: send the body now (REJECT otherwise)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class FrameProtocol(asyncio.Protocol):
         size = HEADER.size
         while end - off >= size:
             length, kind, rid = HEADER.unpack_from(buf, off)
-            if length > self.max_frame:  # read each time: a HELLO in this same read raises it
+            if length > self.max_frame:  # read each time: a PROOF in this same read raises it
                 self._buf = bytearray()  # drop what was read; nothing more is parsed here
                 self.frame_too_large(kind, rid, length)
                 self.close()

@@ -1,9 +1,11 @@
 """The replica's end of the channel: accepts callers and runs their requests.
 
-Until a connection has sent the token it is treated as hostile: its first frame must be a HELLO of
-at most ``MAX_HELLO_BYTES`` (anything else closes it before its payload is read), it must arrive
-within the handshake deadline, and at most ``MAX_UNAUTHENTICATED`` such connections are held (the
-oldest is dropped for a new one: a real caller sends its HELLO at once, so it is never the oldest).
+Until a connection has proven it holds the replica's key (``auth``: HELLO, CHALLENGE, PROOF) it is
+treated as hostile: each frame must be the expected handshake frame of at most ``MAX_HELLO_BYTES``
+(anything else closes it before its payload is read), the handshake must end within its deadline,
+and at most ``MAX_UNAUTHENTICATED`` such connections are held (the oldest is dropped for a new one:
+a real caller completes its handshake at once, so it is never the oldest). With TLS the same
+deadline bounds the TLS handshake, which comes first.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import ipaddress
 import os
 import socket
+import ssl
+from enum import Enum
 from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
 from serve_nb.common.serialization import dumps, loads, pack_exception
-from serve_nb.data.channel import sockdir
+from serve_nb.data.channel import auth, sockdir
 from serve_nb.data.channel.body import ReceivedBody
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request
@@ -27,10 +30,13 @@ from serve_nb.exceptions import RequestCancelledError
 #: Connections the kernel queues before accept: a burst of new routers (a proxy per node, many
 #: driver processes) connecting at once must not be refused.
 LISTEN_BACKLOG = 1024
-#: The largest first frame accepted: a HELLO carries the 16-byte channel token, nothing more.
+#: The largest frame accepted before the caller is authenticated: a HELLO carries a 32-byte nonce
+#: and a PROOF a 32-byte HMAC, nothing more.
 MAX_HELLO_BYTES = 256
-#: A caller sends its HELLO right after connecting; one that has not within this is dropped.
+#: A caller answers at once; a connection whose handshake has not ended within this is dropped.
 HANDSHAKE_TIMEOUT_S = 5.0
+#: What a caller that did not prove it holds the key is told before the connection closes.
+DENIED_MESSAGE = b"channel authentication failed"
 #: Connections that have not yet authenticated, held at once per server; beyond it the oldest goes.
 MAX_UNAUTHENTICATED = 128
 
@@ -61,13 +67,23 @@ class RequestHandler(Protocol):
         """An awaitable value, or for a streaming request an async iterator of items."""
 
 
+class Phase(Enum):
+    """Where a connection is in its handshake."""
+
+    HELLO = "waiting for the caller's nonce"
+    PROOF = "waiting for the caller's proof"
+    AUTHENTICATED = "authenticated"
+
+
 class _ServerConnection(FrameProtocol):
     max_frame = MAX_HELLO_BYTES  # until authenticated; then the server's limit
 
     def __init__(self, server: "ChannelServer") -> None:
         super().__init__()
         self._server = server
-        self._authenticated = False
+        self._phase = Phase.HELLO
+        self._client_nonce = b""
+        self._server_nonce = b""
         self._deadline: asyncio.TimerHandle | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._bodies: dict[int, ReceivedBody] = {}  # requests whose body is still arriving
@@ -92,19 +108,33 @@ class _ServerConnection(FrameProtocol):
             self._deadline = None
 
     def frame_too_large(self, kind: int, rid: int, length: int) -> None:
-        if not self._authenticated:
-            self.send(Kind.DENIED, rid, b"bad or missing channel token")
+        if self._phase is not Phase.AUTHENTICATED:
+            self.send(Kind.DENIED, rid, DENIED_MESSAGE)
         elif kind == Kind.CALL:
             self.send(Kind.ERR, rid, pack_exception(too_large("request", length, self.max_frame)))
 
+    def _handshake(self, kind: int, payload: bytes) -> bool:
+        """Take one handshake frame; False if it is not the one expected, or its proof is wrong."""
+        key = self._server.key
+        if self._phase is Phase.HELLO:
+            if kind != Kind.HELLO or len(payload) != auth.NONCE_BYTES:
+                return False
+            self._client_nonce, self._server_nonce = payload, auth.new_nonce()
+            server_proof = auth.proof(key, auth.Role.SERVER, self._client_nonce, self._server_nonce)
+            self.send(Kind.CHALLENGE, 0, self._server_nonce + server_proof)
+            self._phase = Phase.PROOF
+            return True
+        if kind != Kind.PROOF or not auth.verify(key, auth.Role.CLIENT, self._client_nonce, self._server_nonce, payload):
+            return False
+        self._phase = Phase.AUTHENTICATED
+        self.max_frame = self._server.max_frame
+        self._end_handshake()
+        return True
+
     def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
-        if not self._authenticated:
-            if kind == Kind.HELLO and hmac.compare_digest(payload, self._server.token):
-                self._authenticated = True
-                self.max_frame = self._server.max_frame
-                self._end_handshake()
-            else:
-                self.send(Kind.DENIED, rid, b"bad or missing channel token")
+        if self._phase is not Phase.AUTHENTICATED:
+            if not self._handshake(kind, payload):
+                self.send(Kind.DENIED, rid, DENIED_MESSAGE)
                 self.close()
             return
         if kind == Kind.CALL:
@@ -183,19 +213,24 @@ class _ServerConnection(FrameProtocol):
 
 
 class ChannelServer:
-    """Accepts callers on TCP (and a Unix socket for same-node callers) and runs their requests."""
+    """Accepts callers on TCP (and a Unix socket for same-node callers) and runs their requests.
+
+    ``key`` is what callers must prove they hold (``auth.channel_key``); ``tls``, if given, wraps
+    every TCP connection (never the Unix socket)."""
 
     def __init__(
         self,
         handler: RequestHandler,
-        token: bytes,
+        key: bytes,
         *,
+        tls: ssl.SSLContext | None = None,
         max_frame: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
     ) -> None:
         self.handler = handler
-        self.token = token
+        self.key = key
+        self.tls = tls
         self.max_frame = max_frame
         self.handshake_timeout_s = handshake_timeout_s
         self.max_unauthenticated = max_unauthenticated
@@ -211,7 +246,12 @@ class ChannelServer:
         """Listen on ``host`` (see ``listen_host``) and, for callers on this node, on a Unix socket in
         a private directory under ``socket_base`` (Ray's session directory; the temp dir if None)."""
         loop = asyncio.get_running_loop()
-        tcp = await loop.create_server(lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG)
+        tls_options: dict[str, Any] = {}
+        if self.tls is not None:
+            tls_options = {"ssl": self.tls, "ssl_handshake_timeout": self.handshake_timeout_s}
+        tcp = await loop.create_server(
+            lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG, **tls_options
+        )
         self._servers.append(tcp)
         port = tcp.sockets[0].getsockname()[1]
         uds = None

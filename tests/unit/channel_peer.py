@@ -1,0 +1,49 @@
+"""A channel peer written by hand, frame by frame, so tests can follow the handshake or break it on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+
+from serve_nb.data.channel import Kind, auth
+from serve_nb.data.channel.frames import HEADER
+
+#: A channel key for tests (what ``auth.channel_key`` returns for a replica).
+KEY = bytes(range(32))
+
+
+def frame(kind: int, rid: int = 0, payload: bytes = b"") -> bytes:
+    return HEADER.pack(len(payload), kind, rid) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    length, kind, rid = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return kind, rid, await reader.readexactly(length)
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True once the other end has closed the connection (whatever it sent before is skipped)."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionError:
+        pass
+    return True
+
+
+async def challenge(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_nonce: bytes | None = None
+) -> tuple[bytes, bytes, bytes]:
+    """Say HELLO and read the replica's CHALLENGE: (client nonce, server nonce, server proof)."""
+    client_nonce = client_nonce if client_nonce is not None else auth.new_nonce()
+    writer.write(frame(Kind.HELLO, 0, client_nonce))
+    kind, _, payload = await read_frame(reader)
+    assert kind == Kind.CHALLENGE, f"expected CHALLENGE, got {Kind(kind).name}"
+    return client_nonce, payload[: auth.NONCE_BYTES], payload[auth.NONCE_BYTES :]
+
+
+async def proof_frame(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes = KEY) -> bytes:
+    """Run the handshake up to the caller's PROOF and return that frame unsent, so a test can send
+    requests in the same write (as a real caller may)."""
+    client_nonce, server_nonce, server_proof = await challenge(reader, writer)
+    assert auth.verify(key, auth.Role.SERVER, client_nonce, server_nonce, server_proof)
+    return frame(Kind.PROOF, 0, auth.proof(key, auth.Role.CLIENT, client_nonce, server_nonce))
