@@ -29,7 +29,7 @@ from serve_nb.control.protocols import ActorCallFailed
 from serve_nb.core.resources import NodeInfo
 from serve_nb.data.http.proxy import ProxyActor
 from serve_nb.data.replica import ReplicaActor
-from serve_nb.types import DeploymentID
+from serve_nb.types import DeploymentID, ReplicaInfo
 
 # A live actor answers a metadata or is-serving call at once; one that has not within this long
 # after a controller restart is treated as gone (killed, or left alone if it is a proxy).
@@ -125,6 +125,9 @@ class RayReplica:
     async def get_metadata(self) -> ReplicaMetadata:
         return await _ask(self._actor.get_metadata.remote(), ADOPT_TIMEOUT_S)
 
+    async def listen_on_node_ip(self) -> ReplicaInfo:
+        return await _ask(self._actor.listen_on_node_ip.remote(), ADOPT_TIMEOUT_S)
+
     def kill(self) -> None:
         _kill(self._actor)
 
@@ -175,7 +178,8 @@ class RayCluster:
         if now - self._nodes_checked_at > NODES_CACHE_S:
             self._nodes_checked_at = now
             try:
-                self._nodes = [NodeInfo(n["NodeID"], n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+                self._nodes = [NodeInfo(n["NodeID"], n.get("Resources", {}), n.get("NodeManagerAddress", ""))
+                               for n in ray.nodes() if n.get("Alive")]
             except Exception:
                 pass  # keep the last known nodes
         return self._nodes

@@ -28,7 +28,7 @@ from serve_nb.control.deployment_state import DeploymentContext, DeploymentState
 from serve_nb.control.longpoll import LongPollHost
 from serve_nb.control.protocols import ActorCallFailed, Cluster, ReplicaHandle
 from serve_nb.control.proxies import ProxyManager
-from serve_nb.core.policy import proxy_nodes
+from serve_nb.core.policy import proxy_nodes, spans_machines
 from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, FeedKeyKind, app_key, parse_key, replicas_key
 from serve_nb.types import DeploymentID, ServeStatus
 
@@ -250,6 +250,7 @@ class ControllerCore:
         self._autoscale_all()
         self._reconcile_all()
         self._reconcile_proxies()
+        self._open_replicas_to_other_machines()
         self._record_history()
         self._publish()
 
@@ -289,6 +290,18 @@ class ControllerCore:
                 self._checkpoint()
         if not self._apps:
             self._apps_gone.set()
+
+    def _open_replicas_to_other_machines(self) -> None:
+        """Replicas bind loopback while the cluster is one machine; once it spans several, they must
+        also be reachable on their node's IP (new replicas bind it from the start)."""
+        try:
+            if not spans_machines(self._cluster.alive_nodes()):
+                return
+        except Exception:
+            return
+        for app in self._apps.values():
+            for state in app.deployments.values():
+                state.open_to_other_machines()
 
     def _reconcile_proxies(self) -> None:
         if self._shutting_down:  # shutdown() stops them gracefully once the apps are gone

@@ -13,22 +13,22 @@ import asyncio
 import collections
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, Mapping, Sequence
 
 from serve_nb.common.messages import DeploymentSpec, InitResult, ReplicaMetadata
 from serve_nb.control.clock import Clock
 from serve_nb.control.protocols import ActorCallFailed, ReplicaHandle
+from serve_nb.control.replica_record import ReplicaRecord
 from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
-from serve_nb.core.policy import LoadWindow, redeploy_target
+from serve_nb.core.policy import LoadWindow, is_loopback, redeploy_target
 from serve_nb.core.resources import StartingReplica, pending_resources_message
 from serve_nb.core.status import DeploymentFacts, Scaling, format_duration, slow_init_message, slow_initializers
 from serve_nb.types import (
     DeploymentID,
     DeploymentStatus,
     ReplicaDetail,
-    ReplicaInfo,
     ReplicaSet,
     ReplicaState,
     ScalingEvent,
@@ -40,23 +40,12 @@ logger = logging.getLogger(__name__)
 MAX_CONSTRUCTOR_ATTEMPTS = 3
 # One slow or failed check is noise (a long request, GC); this many in a row means replace it.
 HEALTH_FAILURES_BEFORE_REPLACE = 3
-# A STARTING replica Ray has not placed by then is waiting for resources (see reconcile.plan).
-UNPLACED_AFTER_S = 3.0
 # A router that stopped reporting its queue (gone, or idle) no longer counts after this.
 QUEUED_REPORT_TTL_S = 10.0
 # A router's "unreachable" report is checked at once; a live replica answers well within this.
 UNREACHABLE_CHECK_TIMEOUT_S = 2.0
 # Scaling decisions kept for the app widget.
 SCALING_EVENTS_KEPT = 50
-
-_SERVING = (ReplicaState.RUNNING, ReplicaState.UPDATING)
-_TRANSITIONS: dict[ReplicaState, tuple[ReplicaState, ...]] = {
-    ReplicaState.STARTING: (ReplicaState.RUNNING, ReplicaState.STOPPING),
-    ReplicaState.RUNNING: (ReplicaState.UPDATING, ReplicaState.STOPPING),
-    ReplicaState.UPDATING: (ReplicaState.RUNNING, ReplicaState.STOPPING),
-    ReplicaState.STOPPING: (ReplicaState.STOPPING,),
-}
-
 
 @dataclass(frozen=True)
 class DeploymentContext:
@@ -66,88 +55,6 @@ class DeploymentContext:
     launch: Callable[[DeploymentID, str, DeploymentSpec], ReplicaHandle]  # create a replica actor
     wake: Callable[[], None]  # run the reconcile loop soon
     publish: Callable[[], None]  # publish replica sets now (routers drop a replica before it drains)
-
-
-@dataclass(eq=False)
-class ReplicaRecord:
-    """One replica as the controller tracks it. ``state`` changes only through the phase methods."""
-
-    replica_id: str
-    actor: ReplicaHandle
-    version: str
-    config_version: str
-    started_at: float
-    state: ReplicaState = ReplicaState.STARTING
-    info: ReplicaInfo | None = None  # how to reach it, once initialized
-    health_failures: int = 0  # in a row
-    ongoing: int = 0  # as last reported by the replica
-    placed: bool = False  # Ray has put it on a node
-    placed_at: float = 0.0  # when it was placed: its __init__ started then
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    @classmethod
-    def adopted(cls, replica_id: str, actor: ReplicaHandle, meta: ReplicaMetadata) -> ReplicaRecord:
-        """A replica a restarted controller found running."""
-        return cls(replica_id, actor, meta.version, meta.config_version, meta.started_at, ReplicaState.RUNNING,
-                   meta.info, placed=True)
-
-    @property
-    def serving(self) -> bool:
-        return self.state in _SERVING
-
-    def _move(self, to: ReplicaState) -> None:
-        if to not in _TRANSITIONS[self.state]:
-            raise ValueError(f"replica {self.replica_id}: no transition {self.state} -> {to}")
-        self.state = to
-
-    def on_placed(self, now: float) -> None:
-        self.placed = True
-        self.placed_at = now
-
-    def in_init_for(self, now: float) -> float | None:
-        """Seconds its ``__init__`` (and first health check) has been running, or None if it is not."""
-        if self.state != ReplicaState.STARTING or not self.placed:
-            return None
-        return now - self.placed_at
-
-    def on_initialized(self, info: ReplicaInfo | None) -> None:
-        """The constructor ran and a first health check passed: it serves from now on."""
-        self._move(ReplicaState.RUNNING)
-        self.info = info
-
-    def begin_reconfigure(self) -> None:
-        self._move(ReplicaState.UPDATING)
-
-    def on_reconfigured(self, config_version: str) -> None:
-        """Back to RUNNING at ``config_version``, whatever the outcome: not retried until the config changes."""
-        self._move(ReplicaState.RUNNING)
-        self.config_version = config_version
-
-    def on_health_ok(self) -> None:
-        self.health_failures = 0
-
-    def on_health_failure(self) -> int:
-        """One more failed check; the count in a row."""
-        self.health_failures += 1
-        return self.health_failures
-
-    def begin_stop(self) -> None:
-        """STOPPING: its lifecycle tasks end (except the caller's own, which is finishing it)."""
-        self._move(ReplicaState.STOPPING)
-        current = asyncio.current_task() if self.tasks else None
-        for task in self.tasks:
-            if task is not current:
-                task.cancel()
-        self.tasks = [t for t in self.tasks if t is current]
-
-    def view(self, now: float) -> reconcile.ReplicaView:
-        waiting = self.state == ReplicaState.STARTING and not self.placed and now - self.started_at > UNPLACED_AFTER_S
-        return reconcile.ReplicaView(self.replica_id, self.version, self.config_version, self.state, self.started_at, waiting)
-
-    def detail(self) -> ReplicaDetail:
-        info = self.info
-        return ReplicaDetail(self.replica_id, str(self.state), info.node_id if info else "", info.pid if info else 0,
-                             self.started_at, self.ongoing, self.version)
 
 
 class DeploymentState:
@@ -326,6 +233,25 @@ class DeploymentState:
         record.actor.kill()
         self.unhealthy_message = why
         self._ctx.wake()
+
+    def open_to_other_machines(self) -> None:
+        """The cluster now spans machines: replicas that listen on loopback only (started while it was
+        one machine) also listen on their node's IP, and routers everywhere learn the new address."""
+        for record in list(self.replicas.values()):
+            if record.serving and record.info is not None and is_loopback(record.info.host) and not record.opening:
+                record.opening = True
+                self._spawn(record, self._open_to_network(record))
+
+    async def _open_to_network(self, record: ReplicaRecord) -> None:
+        try:
+            info = await record.actor.listen_on_node_ip()
+        except ActorCallFailed as exc:
+            record.opening = False  # tried again at the next pass, unless the death watch removes it first
+            logger.warning("serve_nb: replica %s could not listen on its node's IP: %s", record.replica_id, exc.brief)
+            return
+        if record.serving:
+            record.info = info
+            self._ctx.publish()
 
     def kill_all(self) -> None:
         """Kill every replica outright (shutdown's last resort after its deadline)."""

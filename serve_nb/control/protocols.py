@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaConfig, ReplicaMetadata
 from serve_nb.config import HTTPOptions
 from serve_nb.core.resources import NodeInfo
-from serve_nb.types import DeploymentID
+from serve_nb.types import DeploymentID, ReplicaInfo
 
 
 class ActorCallFailed(Exception):
@@ -48,6 +48,9 @@ class ReplicaHandle(Protocol):
 
     async def wait_for_death(self) -> None:
         """Never returns while the actor lives; raises ActorCallFailed when it dies."""
+
+    async def listen_on_node_ip(self) -> ReplicaInfo:
+        """Also listen on the node's IP (it listened on loopback while the cluster was one machine)."""
 
     async def get_metadata(self) -> ReplicaMetadata:
         """What a restarted controller learns from a replica it adopts (its channel secret included);

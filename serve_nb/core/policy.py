@@ -5,6 +5,7 @@ the autoscaling load window, when to add a point to an app's history chart, wher
 from __future__ import annotations
 
 import collections
+import ipaddress
 import statistics
 from typing import Sequence
 
@@ -57,3 +58,17 @@ def proxy_nodes(location: ProxyLocation, nodes: Sequence[NodeInfo]) -> list[str]
     if location == ProxyLocation.HeadOnly:
         nodes = [n for n in nodes if n.is_head]
     return [n.node_id for n in nodes]
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def spans_machines(nodes: Sequence[NodeInfo]) -> bool:
+    """True once the cluster's nodes are on more than one address: replicas must then listen on their
+    node's IP, not on loopback (several nodes started on one host share one address)."""
+    return len({n.ip for n in nodes if n.ip}) > 1

@@ -24,6 +24,7 @@ class NodeInfo:
 
     node_id: str
     resources: Mapping[str, float] = field(default_factory=dict)
+    ip: str = ""  # the address Ray uses for the node
 
     @property
     def is_head(self) -> bool:

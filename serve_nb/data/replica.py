@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import concurrent.futures
 import contextvars
+import dataclasses
 import functools
 import inspect
 import os
@@ -178,6 +179,19 @@ class ReplicaCore:
                 except Exception:
                     pass  # controller restarting: the next report catches up
 
+    async def listen_on_node_ip(self) -> ReplicaInfo:
+        """Another machine joined the cluster: also listen on this node's IP (the address Ray uses for it),
+        so callers there can reach a replica that bound loopback while the cluster was one machine."""
+        import ray
+
+        info, server = self._info, self._server
+        node_ip = ray.util.get_node_ip_address()
+        if info is None or server is None or info.host == node_ip:
+            return info  # type: ignore[return-value] - not started, or already reachable
+        port = await server.listen_tcp(node_ip)
+        self._info = dataclasses.replace(info, host=node_ip, port=port)
+        return self._info
+
     def metadata(self) -> ReplicaMetadata:
         return ReplicaMetadata(
             self._init.replica_id, self._init.version, self._config.config_version, self._info, self._methods,
@@ -311,3 +325,6 @@ class ReplicaActor:
 
     async def get_metadata(self) -> ReplicaMetadata:
         return self._core.metadata()
+
+    async def listen_on_node_ip(self) -> ReplicaInfo:
+        return await self._core.listen_on_node_ip()

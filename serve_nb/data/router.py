@@ -217,7 +217,7 @@ class Router:
                     self._in_flight[rid] += 1
                     return rid
                 limit = None
-                if no_replica_timeout_s is not None and not self._infos:
+                if no_replica_timeout_s is not None and not self._reachable(now):
                     no_replica_since = now if no_replica_since is None else no_replica_since
                     limit = no_replica_since + no_replica_timeout_s - now
                     if limit <= 0:
@@ -238,8 +238,15 @@ class Router:
                 if self._on_queue_change is not None:
                     self._on_queue_change(self.num_queued)
 
+    def _reachable(self, now: float) -> bool:
+        """Some replica may take a request soon: one exists that is not blocked "for good" (lost, or gone)."""
+        return any(self._blocked_until.get(rid, 0.0) < now + UNBLOCK_HORIZON_S for rid in self._infos)
+
     def _no_replica_message(self, waited_s: float) -> str:
         dep = self.deployment
+        if self._infos:
+            return (f"No replica of deployment '{dep.name}' of application '{dep.app}' could be reached from here "
+                    f"(waited {waited_s:g} s); serve.status() shows whether they are running.")
         reason = f" {self._waiting}" if self._waiting else ""
         return (f"No replica of deployment '{dep.name}' of application '{dep.app}' is running yet (waited "
                 f"{waited_s:g} s).{reason}")
@@ -262,9 +269,8 @@ class Router:
         pass retries only for idempotent requests: it may have run)."""
         while True:
             rid = await self._acquire(no_replica_timeout_s)
-            client = self._client(rid)
             try:
-                return await client.call(request)
+                return await self._client(rid).call(request)
             except Rejected:
                 self._rejected(rid)
             except NotSent:
@@ -285,9 +291,9 @@ class Router:
         again once the body started to flow: the body is gone."""
         while True:
             rid = await self._acquire(no_replica_timeout_s)
-            client = self._client(rid)
             started = False
             try:
+                client = self._client(rid)
                 replies = client.stream(request) if body is None else client.stream(request, body)
                 async with contextlib.aclosing(replies) as items:  # closed with this generator
                     async for item in items:

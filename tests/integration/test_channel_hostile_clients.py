@@ -145,3 +145,34 @@ def test_the_replica_proves_its_key_and_serves_a_client_that_proves_it_too(repli
             sock.sendall(frame(Kind.PROOF, 0, proof) + frame(Kind.CALL, 1, request))
             kind, payload = read_frame(sock)
             assert (kind, loads(payload) if kind == Kind.OK else None) == ((Kind.OK, 7) if accepted else (Kind.DENIED, None))
+
+
+def test_a_loopback_replica_opens_on_its_node_ip_when_asked_and_serves_there(replica):
+    """What the controller asks of running replicas once a second machine joins the cluster."""
+    import dataclasses
+
+    import ray
+
+    from serve_nb.common.names import NAMESPACE, replica_actor_name
+    from serve_nb.types import DeploymentID
+
+    info, handle = replica
+    node_ip = ray.util.get_node_ip_address()
+    if ipaddress.ip_address(node_ip).is_loopback:
+        pytest.skip("this machine's Ray node address is itself loopback")
+    actor = ray.get_actor(replica_actor_name(DeploymentID(APP, "Echo"), info.replica_id), namespace=NAMESPACE)
+    opened = ray.get(actor.listen_on_node_ip.remote())
+    assert (opened.host, opened.secret) == (node_ip, info.secret) and opened.port != info.port
+    assert ray.get(actor.listen_on_node_ip.remote()) == opened, "asking again changes nothing"
+    token = ray_private.ray_auth_token(only_if_enabled=False) if info.key_uses_ray_token else None
+    key = auth.channel_key(info.secret, token)
+    for address in (opened, dataclasses.replace(opened, host=info.host, port=info.port)):  # both listen
+        with connect(address) as sock:
+            client_nonce, server_nonce, server_proof = challenge(sock)
+            assert auth.verify(key, auth.Role.SERVER, client_nonce, server_nonce, server_proof)
+            request = dumps(Request(RequestKind.CALL, "__call__", (9,), {}).to_wire())
+            proof = auth.proof(key, auth.Role.CLIENT, client_nonce, server_nonce)
+            sock.sendall(frame(Kind.PROOF, 0, proof) + frame(Kind.CALL, 1, request))
+            kind, payload = read_frame(sock)
+            assert (kind, loads(payload)) == (Kind.OK, 9)
+    assert handle.remote(3).result() == 3

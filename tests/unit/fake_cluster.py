@@ -8,6 +8,7 @@ condition holds (bounded), so no test waits on wall-clock time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class FakeReplica:
         # The secret a real replica makes itself when it starts.
         self.info = ReplicaInfo(replica_id, "127.0.0.1", 9000, None, cluster.replica_node, next(_pids),
                                 secret=os.urandom(32))
+        self.node_ip = "10.0.0.1"  # the IP of the node it runs on
+        self.opened = 0  # times asked to listen on its node's IP
 
     # -- test controls
     def finish_start(self) -> None:
@@ -132,6 +135,11 @@ class FakeReplica:
     async def wait_for_death(self) -> None:
         await self._dead.wait()
         raise ActorCallFailed("ActorDiedError: the actor died")
+
+    async def listen_on_node_ip(self) -> ReplicaInfo:
+        self.info = dataclasses.replace(self.info, host=self.node_ip, port=self.info.port + 1000)
+        self.opened += 1
+        return self.info
 
     async def get_metadata(self) -> ReplicaMetadata:
         if not self.alive:

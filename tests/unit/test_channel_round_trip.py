@@ -76,11 +76,12 @@ def stream(method: str, count: int, size: int = 0) -> Request:
     return Request(RequestKind.STREAM, method, (count, size), {})
 
 
-def scenario(test: Callable[..., Awaitable[Any]], capacity: int = 10, key: bytes = KEY) -> Any:
+def scenario(test: Callable[..., Awaitable[Any]], capacity: int = 10, key: bytes = KEY,
+             replica_cls: type[FakeReplica] = FakeReplica) -> Any:
     """Run ``test(replica, server, client)`` with a server on 127.0.0.1 and a client to it."""
 
     async def main() -> Any:
-        replica = FakeReplica(capacity)
+        replica = replica_cls(capacity)
         server = ChannelServer(replica, KEY)
         address = await server.start("127.0.0.1", use_uds=False)
         client = ChannelClient(address, key)

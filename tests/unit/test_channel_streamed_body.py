@@ -58,12 +58,7 @@ def http(head: bytes) -> Request:
 
 
 def run(test: Any, capacity: int = 10) -> Any:
-    original = scenario.__globals__["FakeReplica"]
-    scenario.__globals__["FakeReplica"] = BodyReplica
-    try:
-        return scenario(test, capacity=capacity)
-    finally:
-        scenario.__globals__["FakeReplica"] = original
+    return scenario(test, capacity=capacity, replica_cls=BodyReplica)
 
 
 def test_the_body_follows_its_request_in_order_and_whole():

@@ -7,12 +7,8 @@ import asyncio
 import pytest
 from fake_cluster import FakeClock, run, spec
 
-from serve_nb.control.deployment_state import (
-    UNPLACED_AFTER_S,
-    DeploymentContext,
-    DeploymentState,
-    ReplicaRecord,
-)
+from serve_nb.control.deployment_state import DeploymentContext, DeploymentState
+from serve_nb.control.replica_record import UNPLACED_AFTER_S, ReplicaRecord
 from serve_nb.core.status import Scaling
 from serve_nb.types import DeploymentID, DeploymentStatus, ReplicaInfo, ReplicaState
 

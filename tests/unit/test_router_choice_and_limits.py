@@ -447,3 +447,29 @@ def test_the_bound_does_not_apply_while_replicas_are_busy():
         assert [await running, await queued] == ["r1", "r1"]
 
     run(test)
+
+
+def test_with_a_bound_a_request_also_gives_up_when_no_replica_can_be_reached():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode.update(r1="unreachable", r2="unreachable")  # e.g. this caller cannot connect at all
+        with pytest.raises(DeploymentUnavailableError, match="could be reached from here \\(waited 0.05 s\\)"):
+            await router.call(CALL, no_replica_timeout_s=0.05)
+        assert sorted(events["unreachable"]) == ["r1", "r2"]
+
+    run(test)
+
+
+def test_a_replica_whose_connection_cannot_be_made_does_not_leak_its_slot():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        def broken_connect(info: ReplicaInfo) -> Any:
+            raise OSError("no route")
+
+        router._connect = broken_connect
+        router.update(replica_set("r1", max_ongoing=1))
+        for _ in range(3):
+            with pytest.raises(OSError):
+                await router.call(CALL)
+        assert router._in_flight["r1"] == 0
+
+    run(test)

@@ -246,14 +246,7 @@ class ChannelServer:
         """Listen on ``host`` (see ``listen_host``) and, for callers on this node, on a Unix socket in
         a private directory under ``socket_base`` (Ray's session directory; the temp dir if None)."""
         loop = asyncio.get_running_loop()
-        tls_options: dict[str, Any] = {}
-        if self.tls is not None:
-            tls_options = {"ssl": self.tls, "ssl_handshake_timeout": self.handshake_timeout_s}
-        tcp = await loop.create_server(
-            lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG, **tls_options
-        )
-        self._servers.append(tcp)
-        port = tcp.sockets[0].getsockname()[1]
+        port = await self.listen_tcp(host)
         uds = None
         if use_uds and hasattr(socket, "AF_UNIX"):
             try:
@@ -265,6 +258,18 @@ class ChannelServer:
                 self._remove_socket_file()
                 uds = None
         return Address(host=host, port=port, uds_path=uds, node_id=node_id)
+
+    async def listen_tcp(self, host: str) -> int:
+        """Accept callers on ``host`` too (TLS when Ray's is on); returns the port. Listeners add up: a
+        replica that listened on loopback keeps it when it later also listens on the node's IP."""
+        tls_options: dict[str, Any] = {}
+        if self.tls is not None:
+            tls_options = {"ssl": self.tls, "ssl_handshake_timeout": self.handshake_timeout_s}
+        tcp = await asyncio.get_running_loop().create_server(
+            lambda: _ServerConnection(self), host=host, port=0, backlog=LISTEN_BACKLOG, **tls_options
+        )
+        self._servers.append(tcp)
+        return tcp.sockets[0].getsockname()[1]
 
     def _on_request_done(self) -> None:
         if not any(c.busy for c in self._connections):
