@@ -141,6 +141,7 @@ def test_initialization_timeout_fails_the_deploy_with_the_reason(apps):
 def test_a_request_to_an_app_with_no_running_replica_gets_503_after_a_bounded_wait(apps):
     gate = make_signal()
     serve.run(Stuck.bind(gate), name="cold", route_prefix="/cold", _blocking=False)
+    wait_until(lambda: "/cold" in requests.get(f"{URL}/-/routes", timeout=10).json(), what="the route at the proxy")
     started = time.monotonic()
     reply = requests.get(f"{URL}/cold", timeout=30)
     waited = time.monotonic() - started

@@ -16,6 +16,7 @@ from serve_nb.data.channel import Address, ChannelClient, ChannelServer, Kind, N
 from serve_nb.data.router import channel_connector
 from serve_nb.exceptions import ReplicaUnavailableError
 from serve_nb.types import ReplicaInfo
+from test_channel_hostile_peers import with_server
 from test_channel_round_trip import FakeReplica, call
 
 WAIT_S = 10.0
@@ -48,19 +49,6 @@ def test_a_proof_is_bound_to_its_role_both_nonces_and_the_key():
 
 
 # -- a real server against a hand-written caller -----------------------------------------------------------------
-
-
-def with_server(test: Callable[..., Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        replica = FakeReplica()
-        server = ChannelServer(replica, KEY)
-        address = await server.start("127.0.0.1", use_uds=False)
-        try:
-            return await asyncio.wait_for(test(replica, server, address), WAIT_S)
-        finally:
-            server.abort()
-
-    return asyncio.run(main())
 
 
 def test_a_caller_sends_its_requests_right_after_its_proof_and_is_served():
