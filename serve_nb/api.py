@@ -21,8 +21,8 @@ from serve_nb.core.graph import AppGraph, build_graph
 from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.core.status import format_duration, init_report_due
 from serve_nb.core.versions import args_version, code_version, replica_version
-from serve_nb.deployment import Application
-from serve_nb.exceptions import DeployError, RayServeException
+from serve_nb.deployment import Application, Deployment
+from serve_nb.exceptions import DeployConflictError, DeployError, RayServeException
 from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
 #: ``serve.run`` keywords of Ray Serve 2.60 that serve_nb does not implement, with the default it accepts.
@@ -125,18 +125,27 @@ def _wait_for_proxies(options: HTTPOptions) -> None:
     if options.location == "NoServer":
         return
     status = _wait_for_status(
-        lambda s: bool(s.proxies) and all(p.status != ProxyStatus.STARTING for p in s.proxies.values()),
+        lambda s: bool(s.proxies) and all(p != ProxyStatus.STARTING for p in s.proxies.values()),
         timeout_s=options.start_timeout_s,
         what=f"the HTTP proxies to start on {options.host}:{options.port}",
     )
-    bad = [p for p in status.proxies.values() if p.status != ProxyStatus.HEALTHY]
+    bad = [p for p in status.proxy_details.values() if p.status != ProxyStatus.HEALTHY]
     if bad:
         raise RayServeException(f"The HTTP proxy could not start: {bad[0].message}")
 
 
-def _build_specs(graph: AppGraph) -> list[Any]:
+def _build_specs(graph: AppGraph, app_name: str) -> list[Any]:
     from serve_nb.common.messages import DeploymentSpec
-    from serve_nb.common.serialization import dumps, user_code_by_value
+    from serve_nb.common.serialization import dumps, dumps_replacing, user_code_by_value
+    from serve_nb.data.handle import DeploymentHandle
+
+    def handle_for(obj: Any) -> DeploymentHandle | None:
+        """A bound Application inside arguments travels as a handle to its deployment."""
+        name = graph.names.get(id(obj)) if isinstance(obj, Application) else None
+        return None if name is None else DeploymentHandle(name, app_name)
+
+    def dumps_args(value: Any) -> bytes:
+        return dumps_replacing(value, handle_for)
 
     specs = []
     for node in graph.nodes.values():
@@ -147,14 +156,14 @@ def _build_specs(graph: AppGraph) -> list[Any]:
             except Exception as exc:
                 raise TypeError(f"Deployment '{node.name}' cannot be serialized to send to its replicas: {exc}") from exc
             try:
-                args_blob = dumps((node.args, node.kwargs))
+                args_blob = dumps_args((node.args, node.kwargs))
             except Exception as exc:
                 raise TypeError(
                     f"The arguments bound to deployment '{node.name}' cannot be serialized: {exc}. "
                     "Pass picklable values (or create the object inside the constructor)."
                 ) from exc
         version = replica_version(
-            code_version(dep.func_or_class, dumps), args_version(node.args, node.kwargs, dumps), dep.config
+            code_version(dep.func_or_class, dumps), args_version(node.args, node.kwargs, dumps_args), dep.config
         )
         specs.append(DeploymentSpec(node.name, def_blob, args_blob, dep.config, version, dep.is_class))
     return specs
@@ -196,14 +205,18 @@ def run(
     if not isinstance(name, str) or not name:
         raise ValueError(f"Application name must be a non-empty string, got {name!r}.")
     prefix = validate_route_prefix(route_prefix)
-    graph = build_graph(target, name, lambda dep, app: DeploymentHandle(dep, app))
-    specs = _build_specs(graph)
+    from serve_nb.common.serialization import find_instances
+
+    graph = build_graph(target, name, scan=lambda value: find_instances(value, (Application, Deployment)))
+    for old, new in graph.renamed:
+        logger.warning("serve.run('%s'): more than one deployment is named '%s'; renaming one to '%s'.", name, old, new)
+    specs = _build_specs(graph, name)
     client = _bootstrap().connect_client(create=True)
     import ray
 
-    error = ray.get(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs))
+    error = _ask_controller(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs), f"serve.run('{name}')")
     if error:
-        raise ValueError(error)
+        raise DeployConflictError(error)
     if prefix is not None:  # proxies and replicas start at the same time; wait for both
         _wait_for_proxies(client.info.http_options)
     handle = DeploymentHandle(graph.ingress, name)
@@ -222,6 +235,18 @@ def run(
         except KeyboardInterrupt:
             pass
     return handle
+
+
+def _ask_controller(ref: Any, what: str) -> Any:
+    """The controller's answer; an error raised inside the controller becomes DeployError with its own
+    message (never a RayTaskError with the controller's traceback)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        raise DeployError(f"{what} failed: {type(cause).__name__}: {cause}") from None
 
 
 def _wait_for_deploy(client: Any, name: str) -> ServeStatus:

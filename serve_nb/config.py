@@ -103,7 +103,12 @@ DEPLOYMENT_OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("version", None, OptionEffect.RESTART),  # None: the code's structural hash
     # serve_nb's own: a replica whose __init__ has not returned by then fails the deploy (None: wait).
     OptionSpec("initialization_timeout_s", None, OptionEffect.CONTROLLER),
+    # Where new replicas may go (running ones stay where they are, as in Ray Serve's scheduler).
+    OptionSpec("max_replicas_per_node", None, OptionEffect.CONTROLLER),
 )
+
+#: Ray Serve's bounds for ``max_replicas_per_node``.
+MAX_REPLICAS_PER_NODE_LIMIT = 100
 
 #: Options ``@serve.deployment`` and ``Deployment.options`` accept.
 DEPLOYMENT_OPTIONS: tuple[str, ...] = tuple(spec.name for spec in DEPLOYMENT_OPTION_SPECS)
@@ -111,7 +116,7 @@ DEPLOYMENT_OPTIONS: tuple[str, ...] = tuple(spec.name for spec in DEPLOYMENT_OPT
 #: Ray Serve 2.60 deployment options serve_nb does not implement: accepted only as None (not set).
 UNSUPPORTED_RAY_SERVE_OPTIONS = (
     "placement_group_bundles", "placement_group_strategy", "placement_group_bundle_label_selector",
-    "max_replicas_per_node", "backpressure_config", "logging_config", "request_router_config",
+    "backpressure_config", "logging_config", "request_router_config",
     "max_constructor_retry_count", "gang_scheduling_config", "deployment_actors", "rolling_update_percentage",
     "max_surge_percent",
 )
@@ -167,6 +172,10 @@ def check_option_names(options: Mapping[str, Any]) -> None:
     A Ray Serve option serve_nb does not implement passes only as None (not set): ignoring any other
     value would deploy something else than the user asked for (UnsupportedOptionError, a TypeError).
     """
+    if options.get("max_replicas_per_node") is not None and options.get("placement_group_bundles") is not None:
+        raise ValueError(  # Ray Serve's words: placing by bundles and capping per node exclude each other
+            "Setting max_replicas_per_node is not allowed when placement_group_bundles is provided."
+        )
     for key in options:
         if key in MOVED_RAY_SERVE_OPTIONS:
             raise TypeError(f"Deployment option '{key}' is not a deployment option. {MOVED_RAY_SERVE_OPTIONS[key]}")
@@ -371,6 +380,7 @@ class DeploymentConfig:
     ray_actor_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RAY_ACTOR_OPTIONS))
     version: str | None = None
     initialization_timeout_s: float | None = None
+    max_replicas_per_node: int | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "DeploymentConfig":
@@ -412,6 +422,18 @@ class DeploymentConfig:
         for name in ("graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s"):
             if name in kw:
                 kw[name] = _non_negative(name, kw[name])
+        per_node = kw.get("max_replicas_per_node")
+        if per_node is not None:
+            if not isinstance(per_node, int) or isinstance(per_node, bool):
+                raise TypeError(
+                    f"Get invalid type '{type(per_node)}' for max_replicas_per_node. Expected None or an integer in "
+                    f"the range of [1, {MAX_REPLICAS_PER_NODE_LIMIT}]."
+                )
+            if not 1 <= per_node <= MAX_REPLICAS_PER_NODE_LIMIT:
+                raise ValueError(
+                    f"Invalid max_replicas_per_node {per_node}. Valid values are None or an integer in the range of "
+                    f"[1, {MAX_REPLICAS_PER_NODE_LIMIT}]."
+                )
         if kw.get("initialization_timeout_s") is not None:
             kw["initialization_timeout_s"] = _non_negative("initialization_timeout_s", kw["initialization_timeout_s"],
                                                            strict=True)

@@ -141,6 +141,9 @@ class Deployment:
         return f"Deployment(name={self.name!r})"
 
 
+_NO_NAME: Any = object()
+
+
 @overload
 def deployment(_func_or_class: Callable[..., Any]) -> Deployment: ...
 
@@ -149,8 +152,19 @@ def deployment(_func_or_class: Callable[..., Any]) -> Deployment: ...
 def deployment(_func_or_class: None = None, **options: Any) -> Callable[[Callable[..., Any]], Deployment]: ...
 
 
-def deployment(_func_or_class: Any = None, **options: Any) -> Any:
-    """Turn a class or function into a Deployment; usable bare (``@serve.deployment``) or with options."""
+def deployment(_func_or_class: Any = None, name: Any = _NO_NAME, **options: Any) -> Any:
+    """Turn a class or function into a Deployment; usable bare (``@serve.deployment``), with options, or
+    with the name first, as Ray Serve allows (``@serve.deployment("counter", num_replicas=2)``).
+
+    The class or function is pickled once here, so one that cannot travel to its replicas (it holds a
+    lock, a socket, an open file) is refused at the line that defines it, as in Ray Serve, rather than
+    at deploy time."""
+    if isinstance(_func_or_class, str):
+        if name is not _NO_NAME:
+            raise TypeError("@serve.deployment got a name both as its first argument and as name=; give one.")
+        _func_or_class, name = None, _func_or_class
+    if name is not _NO_NAME:
+        options["name"] = name
     check_option_names(options)
 
     def wrap(target: Any) -> Deployment:
@@ -158,8 +172,30 @@ def deployment(_func_or_class: Any = None, **options: Any) -> Any:
             return target.options(**options)
         if not (inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target) or callable(target)):
             raise TypeError(f"@serve.deployment must decorate a class or a function, got {type(target).__name__}.")
+        _check_serializable(target)
         return Deployment(target, dict(options))
 
     if _func_or_class is not None:
         return wrap(_func_or_class)
     return wrap
+
+
+def _check_serializable(target: Any) -> None:
+    from serve_nb.common.serialization import dumps, user_code_by_value
+
+    try:
+        with user_code_by_value(target):
+            dumps(target)
+    except Exception as exc:
+        import io
+
+        from ray.util import inspect_serializability
+
+        trace = io.StringIO()
+        with user_code_by_value(target):
+            inspect_serializability(target, print_file=trace)  # names the captured value that fails
+        raise TypeError(
+            f"Could not serialize the deployment {target!r}: {type(exc).__name__}: {exc}\n{trace.getvalue()}\n"
+            "A deployment is sent to its replicas by pickling: create locks, sockets, files and clients inside "
+            "__init__, not as class attributes or globals it captures."
+        ) from exc

@@ -40,8 +40,16 @@ class ReplicaUnavailableError(ServeException):
     """The replica serving a request died or became unreachable while handling it."""
 
 
-class DeployError(ServeException):
-    """``serve.run`` could not bring an application up; the message carries the user's traceback."""
+class DeployError(ServeException, RuntimeError):
+    """``serve.run`` could not bring an application up; the message carries the user's traceback.
+
+    Also a RuntimeError: Ray Serve raises RuntimeError for a failed deploy, and code written for it
+    catches that."""
+
+
+class DeployConflictError(ServeException, ValueError):
+    """``serve.run`` was refused before anything changed: the route prefix belongs to another application,
+    or Serve is shutting down. A RayServeException, as in Ray Serve, and a ValueError, as before."""
 
 
 class RemoteTraceback(Exception):
@@ -58,6 +66,7 @@ class RemoteTraceback(Exception):
 __all__ = [
     "ServeException",
     "RayServeException",
+    "DeployConflictError",
     "BackPressureError",
     "DeploymentUnavailableError",
     "RequestCancelledError",

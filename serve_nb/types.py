@@ -96,10 +96,14 @@ class ProxyStatusInfo:
 
 @dataclass(frozen=True)
 class ServeStatus:
-    """What ``serve.status()`` returns: every application, and the HTTP proxies."""
+    """What ``serve.status()`` returns: every application, and the HTTP proxies by node id.
+
+    ``proxies`` maps each node to its proxy's status, as Ray Serve's does (code compares the values with
+    ``"HEALTHY"``); ``proxy_details`` adds where each listens and why one is not healthy."""
 
     applications: dict[str, ApplicationStatusInfo] = field(default_factory=dict)
-    proxies: dict[str, ProxyStatusInfo] = field(default_factory=dict)
+    proxies: dict[str, ProxyStatus] = field(default_factory=dict)
+    proxy_details: dict[str, ProxyStatusInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import sys
 import sysconfig
 import traceback
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ray import cloudpickle  # Ray's vendored copy: the same reducers Ray itself uses
 
@@ -32,6 +33,49 @@ def dumps(obj: Any) -> bytes:
 
 
 loads = pickle.loads
+
+
+def _nothing() -> None:
+    return None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def find_instances(obj: Any, types: tuple[type, ...]) -> list[Any]:
+    """Every object of ``types`` reachable from ``obj`` as pickling sees it (inside any picklable object,
+    not only containers), each once, in the order met; objects of ``types`` are not looked into."""
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    class Finder(cloudpickle.CloudPickler):
+        def reducer_override(self, o: Any) -> Any:
+            if isinstance(o, types):
+                if id(o) not in seen:
+                    seen.add(id(o))
+                    found.append(o)
+                return (_nothing, ())
+            return super().reducer_override(o)
+
+    Finder(io.BytesIO(), protocol=5).dump(obj)
+    return found
+
+
+def dumps_replacing(obj: Any, replacement: Callable[[Any], Any]) -> bytes:
+    """``dumps(obj)``, with each object for which ``replacement`` returns something other than None
+    pickled as that instead (wherever it sits): how bound Applications become handles in arguments."""
+    buffer = io.BytesIO()
+
+    class Replacer(cloudpickle.CloudPickler):
+        def reducer_override(self, o: Any) -> Any:
+            new = replacement(o)
+            if new is not None:
+                return (_same, (new,))  # ``new`` itself is pickled as usual, as the one argument
+            return super().reducer_override(o)
+
+    Replacer(buffer, protocol=5).dump(obj)
+    return buffer.getvalue()
 
 
 def user_traceback(exc: BaseException) -> str:

@@ -200,9 +200,16 @@ class RayCluster:
         except Exception:
             return None
 
-    def start_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo) -> RayReplica:
+    def start_replica(
+        self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo, node_id: str | None = None
+    ) -> RayReplica:
         init = replica_init(dep, replica_id, spec, self._controller, info)
-        return RayReplica(self._replica_cls.options(**replica_options(dep, replica_id, spec)).remote(init))
+        options = replica_options(dep, replica_id, spec)
+        if node_id is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        return RayReplica(self._replica_cls.options(**options).remote(init))
 
     def start_proxy(self, node_id: str, options: HTTPOptions, info: ClusterInfo) -> RayProxy:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -57,7 +57,8 @@ class ControllerCore:
         self._apps_gone = asyncio.Event()  # set whenever a reconcile pass leaves no application
         self._shutting_down = False
         self._proxies = ProxyManager(cluster, self._clock, self._wake.set)
-        self._ctx = DeploymentContext(self._clock, self._launch_replica, self._wake.set, self._publish)
+        self._ctx = DeploymentContext(self._clock, self._launch_replica, self._wake.set, self._publish,
+                                      self._cluster.alive_nodes)
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
     # -- startup and recovery ---------------------------------------------------------------------
@@ -275,8 +276,8 @@ class ControllerCore:
         app = self._apps.get(dep.app)
         return app.deployments.get(dep.name) if app else None
 
-    def _launch_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec) -> ReplicaHandle:
-        return self._cluster.start_replica(dep, replica_id, spec, self._cluster_info())
+    def _launch_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, node_id: str | None) -> ReplicaHandle:
+        return self._cluster.start_replica(dep, replica_id, spec, self._cluster_info(), node_id)
 
     def _reconcile_all(self) -> None:
         for app in list(self._apps.values()):
@@ -320,7 +321,8 @@ class ControllerCore:
     def _status(self) -> ServeStatus:
         """What ``serve.status()`` returns. Reads only: calling it changes nothing."""
         apps = {name: app.status(self._node_resources) for name, app in self._apps.items()}
-        return ServeStatus(applications=apps, proxies=self._proxies.statuses(self._http_options))
+        details = self._proxies.statuses(self._http_options)
+        return ServeStatus(applications=apps, proxies={node: d.status for node, d in details.items()}, proxy_details=details)
 
     def _publish(self) -> None:
         status = self._status()

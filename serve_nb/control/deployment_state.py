@@ -23,7 +23,14 @@ from serve_nb.control.replica_record import ReplicaRecord
 from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
 from serve_nb.core.policy import LoadWindow, is_loopback, redeploy_target
-from serve_nb.core.resources import StartingReplica, pending_resources_message
+from serve_nb.core.resources import (
+    NodeInfo,
+    StartingReplica,
+    no_room_message,
+    node_with_room,
+    pending_resources_message,
+    resource_request,
+)
 from serve_nb.core.status import DeploymentFacts, Scaling, format_duration, slow_init_message, slow_initializers
 from serve_nb.types import (
     DeploymentID,
@@ -52,9 +59,10 @@ class DeploymentContext:
     """What a deployment needs from the controller around it."""
 
     clock: Clock
-    launch: Callable[[DeploymentID, str, DeploymentSpec], ReplicaHandle]  # create a replica actor
+    launch: Callable[[DeploymentID, str, DeploymentSpec, str | None], ReplicaHandle]  # a replica actor (on a node)
     wake: Callable[[], None]  # run the reconcile loop soon
     publish: Callable[[], None]  # publish replica sets now (routers drop a replica before it drains)
+    nodes: Callable[[], Sequence[NodeInfo]] = tuple  # the alive nodes (for max_replicas_per_node)
 
 
 class DeploymentState:
@@ -75,6 +83,8 @@ class DeploymentState:
         self.queued: dict[str, tuple[int, float]] = {}  # caller id -> (queued, when reported)
         self.last_decision = ""
         self.events: collections.deque[ScalingEvent] = collections.deque(maxlen=SCALING_EVENTS_KEPT)
+        self.unplaced = 0  # replicas the last pass could not place (max_replicas_per_node)
+        self.no_room = ""  # why, for the status
         self._window = LoadWindow()
         self._scaling_state = ScalingState()
         self._ctx = ctx
@@ -83,7 +93,8 @@ class DeploymentState:
 
     def goal(self) -> reconcile.Goal:
         target = 0 if self.removing else self.target
-        return reconcile.Goal(self.spec.version, self.spec.config_version, target, self.failed_message is not None)
+        return reconcile.Goal(self.spec.version, self.spec.config_version, target, self.failed_message is not None,
+                              self.unplaced)
 
     def load(self, now: float) -> float:
         """Ongoing requests on serving replicas plus requests queued in callers (fresh reports only)."""
@@ -164,6 +175,8 @@ class DeploymentState:
 
     def pending_resources(self, nodes: Callable[[], Sequence[Mapping[str, float]]]) -> str:
         """Why replicas wait for resources, if they likely do; "" otherwise. ``nodes`` asked only if needed."""
+        if self.no_room:
+            return self.no_room
         starting = [StartingReplica(r.started_at, r.placed) for r in self.replicas.values()
                     if r.state == ReplicaState.STARTING]
         if not starting:
@@ -197,7 +210,9 @@ class DeploymentState:
         """Start, stop or reconfigure replicas as ``reconcile.plan`` says."""
         now = self._ctx.clock.time()
         self._enforce_init_timeout(now)
-        for action in reconcile.plan(self.goal(), [r.view(now) for r in self.replicas.values()]):
+        actions = reconcile.plan(self.goal(), [r.view(now) for r in self.replicas.values()])
+        unplaced_before, self.unplaced, self.no_room = self.unplaced, 0, ""
+        for action in actions:
             if isinstance(action, reconcile.StartReplicas):
                 for _ in range(action.count):
                     self._start_replica()
@@ -205,6 +220,8 @@ class DeploymentState:
                 self._stop_replica(self.replicas[action.replica_id])
             elif isinstance(action, reconcile.ReconfigureReplica):
                 self._reconfigure_replica(self.replicas[action.replica_id])
+        if self.unplaced != unplaced_before:
+            self._ctx.wake()  # the next pass lets an old replica make room (see reconcile.Goal.unplaced)
 
     def adopt(self, replica_id: str, actor: ReplicaHandle, meta: ReplicaMetadata) -> None:
         """Take over a replica found running after a controller restart."""
@@ -266,11 +283,34 @@ class DeploymentState:
     def _start_replica(self) -> None:
         spec = self.spec
         replica_id = secrets.token_hex(4)
-        actor = self._ctx.launch(self.dep, replica_id, spec)
-        record = ReplicaRecord(replica_id, actor, spec.version, spec.config_version, self._ctx.clock.time())
+        node_id = None
+        if spec.config.max_replicas_per_node is not None:
+            node_id = self._node_with_room(spec.config.max_replicas_per_node)
+            if node_id is None:
+                self.unplaced += 1
+                return
+        try:
+            actor = self._ctx.launch(self.dep, replica_id, spec, node_id)
+        except Exception as exc:  # noqa: BLE001 - Ray refused the actor's options (e.g. a bad runtime_env)
+            # The same options would be refused again: the deploy fails now, with Ray's reason.
+            self.failed_message = f"Ray could not create a replica actor: {type(exc).__name__}: {exc}"
+            return
+        record = ReplicaRecord(replica_id, actor, spec.version, spec.config_version, self._ctx.clock.time(),
+                               node_id=node_id or "")
         self.replicas[replica_id] = record
         self._spawn(record, self._initialize(record))
         self._spawn(record, self._await_placement(record))
+
+    def _node_with_room(self, limit: int) -> str | None:
+        """Where a new replica may go under ``max_replicas_per_node``; None (and why, in the status) if nowhere."""
+        nodes = self._ctx.nodes()
+        need = resource_request(self.spec.config.ray_actor_options)
+        on_node = collections.Counter(r.node_id for r in self.replicas.values() if r.node_id)
+        node_id = node_with_room(nodes, on_node, limit, need)
+        if node_id is None:
+            able = sum(1 for n in nodes if all(n.resources.get(k, 0.0) >= v for k, v in need.items()))
+            self.no_room = no_room_message(limit, able, self.goal().target)
+        return node_id
 
     async def _await_placement(self, record: ReplicaRecord) -> None:
         if await record.actor.wait_placed():

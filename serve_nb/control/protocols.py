@@ -97,8 +97,11 @@ class Cluster(Protocol):
     def get_proxy(self, name: str) -> ProxyHandle | None:
         """The proxy actor called ``name``; None if there is none."""
 
-    def start_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo) -> ReplicaHandle:
-        """Create a replica actor (it is not initialized yet; it makes its channel secret then)."""
+    def start_replica(
+        self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo, node_id: str | None = None
+    ) -> ReplicaHandle:
+        """Create a replica actor (it is not initialized yet; it makes its channel secret then), on ``node_id``
+        if given (``max_replicas_per_node``), else where Ray spreads it."""
 
     def start_proxy(self, node_id: str, options: HTTPOptions, info: ClusterInfo) -> ProxyHandle:
         """Create a proxy actor pinned to ``node_id`` (not serving yet: call ``start``)."""

@@ -45,13 +45,14 @@ class ReplicaRecord:
     placed: bool = False  # Ray has put it on a node
     placed_at: float = 0.0  # when it was placed: its __init__ started then
     opening: bool = False  # asked to listen on its node's IP too (the cluster spans machines now)
+    node_id: str = ""  # the node it was placed on, when the controller chose it (or learned it)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
     def adopted(cls, replica_id: str, actor: ReplicaHandle, meta: ReplicaMetadata) -> ReplicaRecord:
         """A replica a restarted controller found running."""
         return cls(replica_id, actor, meta.version, meta.config_version, meta.started_at, ReplicaState.RUNNING,
-                   meta.info, placed=True)
+                   meta.info, placed=True, node_id=meta.info.node_id if meta.info else "")
 
     @property
     def serving(self) -> bool:
@@ -76,6 +77,8 @@ class ReplicaRecord:
         """The constructor ran and a first health check passed: it serves from now on."""
         self._move(ReplicaState.RUNNING)
         self.info = info
+        if info is not None and info.node_id:
+            self.node_id = info.node_id
 
     def begin_reconfigure(self) -> None:
         self._move(ReplicaState.UPDATING)

@@ -1,7 +1,11 @@
 """Flatten an ``Application`` bind graph into deployments plus one ingress.
 
-Nested Applications in constructor arguments (inside lists, tuples and dicts) are replaced by
-handles made with the ``make_handle`` factory the caller passes in, so this module stays pure.
+Applications bound into another's constructor arguments, anywhere inside them, become deployments
+of the app; the caller finds them with the ``scan`` function it passes (serve_nb's walks any picklable
+object, as Ray Serve's does; ``scan_containers`` here walks lists, tuples, sets and dicts) and later
+replaces each by a handle to the deployment ``AppGraph.names`` gives it. Each distinct bound
+Application is one deployment; when two would share a name, the later ones are renamed ``Name_1``,
+``Name_2``... (Ray Serve's rule), and ``AppGraph.renamed`` says so. Pure: no Ray.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from typing import Any, Callable
 
 from serve_nb.deployment import Application, Deployment
 
-HandleFactory = Callable[[str, str], Any]
+#: Finds the Applications (and unbound Deployments, an error) inside a value, each once, in order.
+Scan = Callable[[Any], list[Any]]
 
 
 @dataclass
 class DeploymentNode:
-    """One deployment of an app with its constructor arguments, handles already substituted."""
+    """One deployment of an app with its constructor arguments as bound (Applications still in them)."""
 
     name: str
     deployment: Deployment
@@ -31,71 +36,80 @@ class AppGraph:
 
     ingress: str
     nodes: dict[str, DeploymentNode]
+    #: ``id(application)`` -> the name of its deployment (what a handle replacing it must name).
+    names: dict[int, str] = field(default_factory=dict)
+    #: (original name, new name) of deployments renamed because another had the name first.
+    renamed: list[tuple[str, str]] = field(default_factory=list)
 
 
 class GraphError(ValueError):
-    """The bind graph is malformed (e.g. two different deployments share a name)."""
+    """The bind graph is malformed (a cycle, or a deployment passed without ``.bind()``)."""
 
 
-def _same_binding(a: Application, b: Application) -> bool:
-    if a.deployment is not b.deployment:
-        return False
-    try:
-        return bool(a._args == b._args and a._kwargs == b._kwargs)
-    except Exception:  # arguments whose == raises or is ambiguous (arrays): treat as different
-        return False
+def scan_containers(value: Any) -> list[Any]:
+    """Applications and Deployments inside lists, tuples, sets and dicts (keys and values), in order."""
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, (Application, Deployment)):
+            if id(v) not in seen:
+                seen.add(id(v))
+                found.append(v)
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            for item in v:
+                walk(item)
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                walk(k)
+                walk(item)
+
+    walk(value)
+    return found
 
 
-def build_graph(app: Application, app_name: str, make_handle: HandleFactory) -> AppGraph:
-    """Walk ``app`` depth-first; raise GraphError on conflicting names or cycles."""
+def build_graph(app: Application, app_name: str, scan: Scan = scan_containers) -> AppGraph:
+    """Walk ``app`` depth-first, children first; raise GraphError on a cycle or an unbound deployment."""
     if not isinstance(app, Application):
         raise TypeError(
             f"Expected an Application (a bound deployment, e.g. MyDeployment.bind()), got "
             f"{type(app).__name__}." + (" Call .bind() on the deployment first." if isinstance(app, Deployment) else "")
         )
-    nodes: dict[str, DeploymentNode] = {}
-    seen: dict[str, Application] = {}
+    graph = AppGraph(ingress="", nodes={})
     visiting: set[int] = set()
+    keep: list[Application] = []  # holds every visited app, so no id() in ``names`` is reused
 
-    def substitute(value: Any, parent: list[str]) -> Any:
-        if isinstance(value, Application):
-            name = visit(value)
-            if name not in parent:
-                parent.append(name)
-            return make_handle(name, app_name)
-        if isinstance(value, Deployment):
-            raise GraphError(
-                f"Deployment '{value.name}' was passed as an argument without .bind(); "
-                f"pass {value.name}.bind(...) to get a handle to it."
-            )
-        if isinstance(value, list):
-            return [substitute(v, parent) for v in value]
-        if isinstance(value, tuple):
-            items = [substitute(v, parent) for v in value]
-            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-        if isinstance(value, dict):
-            return {k: substitute(v, parent) for k, v in value.items()}
-        return value
+    def unique(name: str) -> str:
+        if name not in graph.nodes:
+            return name
+        suffix = 1
+        while f"{name}_{suffix}" in graph.nodes:
+            suffix += 1
+        graph.renamed.append((name, f"{name}_{suffix}"))
+        return f"{name}_{suffix}"
 
     def visit(node: Application) -> str:
-        name = node.deployment.name
+        if id(node) in graph.names:
+            return graph.names[id(node)]
         if id(node) in visiting:
-            raise GraphError(f"The bind graph has a cycle through deployment '{name}'.")
-        if name in seen:
-            if seen[name] is node or _same_binding(seen[name], node):
-                return name
-            raise GraphError(
-                f"Two different deployments in application '{app_name}' are named '{name}'. "
-                f"Give one a distinct name with .options(name=...)."
-            )
-        seen[name] = node
+            raise GraphError(f"The bind graph has a cycle through deployment '{node.deployment.name}'.")
         visiting.add(id(node))
         children: list[str] = []
-        args = tuple(substitute(a, children) for a in node._args)
-        kwargs = {k: substitute(v, children) for k, v in node._kwargs.items()}
+        for found in scan((node._args, node._kwargs)):
+            if not isinstance(found, Application):
+                raise GraphError(
+                    f"Deployment '{found.name}' was passed as an argument without .bind(); "
+                    f"pass {found.name}.bind(...) to get a handle to it."
+                )
+            child = visit(found)
+            if child not in children:
+                children.append(child)
         visiting.discard(id(node))
-        nodes[name] = DeploymentNode(name, node.deployment, args, kwargs, children)
+        name = unique(node.deployment.name)
+        keep.append(node)
+        graph.names[id(node)] = name
+        graph.nodes[name] = DeploymentNode(name, node.deployment, node._args, node._kwargs, children)
         return name
 
-    ingress = visit(app)
-    return AppGraph(ingress=ingress, nodes=nodes)
+    graph.ingress = visit(app)
+    return graph

@@ -32,12 +32,15 @@ class Goal:
     """What one deployment should be: ``target`` replicas of ``version`` configured as ``config_version``.
 
     ``start_blocked`` stops new replicas of this version from starting (it failed to deploy).
+    ``unplaced``: new replicas the last pass could not place (``max_replicas_per_node`` left no node with
+    room); like replicas waiting for resources, each lets an old replica go to make room.
     """
 
     version: str
     config_version: str
     target: int
     start_blocked: bool = False
+    unplaced: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ def plan(goal: Goal, replicas: Sequence[ReplicaView]) -> list[Action]:
     # New replicas Ray cannot place while old ones hold the resources: let one old replica go for
     # each, or the update would wait forever (surge-first needs room for the surge).
     blocked_new = sum(1 for r in current if r.state == ReplicaState.STARTING and r.waiting_for_resources)
-    keep_old = max(0, goal.target - serving_new - blocked_new)
+    # Unplaced ones make room one old replica at a time, so an update never takes every old replica down at once.
+    keep_old = max(0, goal.target - serving_new - blocked_new - min(goal.unplaced, 1))
     # Old replicas that are not serving yet are never worth keeping.
     old_running = [r for r in old if r.state in _SERVING]
     for r in old:

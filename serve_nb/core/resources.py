@@ -75,3 +75,25 @@ def pending_resources_message(
         f"Each asks for {need}; the cluster may not have that much free (other replicas hold it), or the "
         "constructor is slow. Lower ray_actor_options, num_replicas, or free resources."
     )
+
+
+def node_with_room(
+    nodes: Sequence[NodeInfo], replicas_on: Mapping[str, int], limit: int, need: Mapping[str, float]
+) -> str | None:
+    """``max_replicas_per_node``: the node a new replica goes to, or None if no node has room for one.
+
+    Among nodes holding fewer than ``limit`` of the deployment's replicas whose resources could hold one,
+    the one holding fewest (ties: the first listed): new replicas spread, as Ray's SPREAD would."""
+    room = [n for n in nodes if replicas_on.get(n.node_id, 0) < limit
+            and all(n.resources.get(k, 0.0) >= v for k, v in need.items())]
+    if not room:
+        return None
+    return min(room, key=lambda n: replicas_on.get(n.node_id, 0)).node_id
+
+
+def no_room_message(limit: int, nodes: int, wanted: int) -> str:
+    """Why replicas cannot start under ``max_replicas_per_node`` (said in the deployment's status)."""
+    return (
+        f"{PENDING_RESOURCES_TAG}: max_replicas_per_node={limit} and {nodes} node(s) that can hold a replica allow "
+        f"{limit * nodes} replica(s); {wanted} wanted. Add nodes, raise max_replicas_per_node or lower num_replicas."
+    )

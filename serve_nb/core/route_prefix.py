@@ -53,18 +53,18 @@ def validate_route_prefix(route_prefix: object) -> str | None:
         return None
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(
-            f"Invalid route_prefix {route_prefix!r}: it must start with '/' (a string such as '/api'), "
-            "or be None to serve the app without HTTP."
+            f"Invalid route_prefix '{route_prefix}', must start with a forward slash ('/'). Use a string such as "
+            "'/api', or None to serve the app without HTTP."
         )
     if route_prefix != "/" and route_prefix.endswith("/"):
         raise ValueError(
-            f"Invalid route_prefix {route_prefix!r}: it may not end with '/' (only the root prefix '/' does). "
-            f"Use {route_prefix.rstrip('/') or '/'!r}."
+            f"Invalid route_prefix '{route_prefix}', may not end with a trailing '/'. Only the root prefix '/' "
+            f"does; use {route_prefix.rstrip('/') or '/'!r}."
         )
     if "{" in route_prefix or "}" in route_prefix:
         raise ValueError(
-            f"Invalid route_prefix {route_prefix!r}: it may not contain wildcards ('{{' or '}}'). A prefix is "
-            "matched literally; read path parameters inside the app (e.g. with @serve.ingress(FastAPI()))."
+            f"Invalid route_prefix '{route_prefix}', may not contain wildcards. A prefix is matched literally; "
+            "read path parameters inside the app (e.g. with @serve.ingress(FastAPI()))."
         )
     bad = _invalid_chars(route_prefix)
     if bad:

@@ -81,6 +81,15 @@ class DeploymentResponse:
     def __repr__(self) -> str:
         return f"DeploymentResponse(done={self._future.done()})"
 
+    def __reduce__(self) -> Any:
+        # Only a top-level argument of a handle call is resolved to its value (as in Ray Serve); one
+        # nested in a list or dict would otherwise fail deep inside pickle with a confusing message.
+        raise RayServeException(
+            "`DeploymentResponse` is not serializable. If you are passing the `DeploymentResponse` in a nested "
+            "object (e.g. a list or dictionary) to a downstream deployment handle call, that is no longer "
+            "supported. Please only pass `DeploymentResponse` objects as top level arguments."
+        )
+
 
 class _Next(Enum):
     """What the stream's pump hands the iterating thread next."""

@@ -85,7 +85,11 @@ class ReplicaCore:
             set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id))
             target = loads(init.def_blob)
             args, kwargs = loads(init.args_blob)
-            if init.is_class:
+            if init.is_class and inspect.iscoroutinefunction(getattr(target, "__init__", None)):
+                # ``async def __init__`` (async model loading), as Ray Serve allows: create, then await it here.
+                self._obj = target.__new__(target)
+                await self._obj.__init__(*args, **kwargs)
+            elif init.is_class:
                 self._obj = await self._in_thread(target, *args, **kwargs)
             else:
                 self._obj = target
@@ -233,30 +237,36 @@ class ReplicaCore:
     async def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         fn = self._resolve(method)
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
-            raise TypeError(
-                f"Method '{method}' of deployment '{self._init.deployment}' is a generator; "
-                "call it with handle.options(stream=True).remote(...)."
-            )
-        return await self._invoke(fn, args, kwargs)
+            raise _returned_a_generator(method)  # calling it would run none of its code: refuse first
+        result = await self._invoke(fn, args, kwargs)
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            raise _returned_a_generator(method)
+        return result
 
     async def _stream(self, method: str, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        """Stream what the method returns: a generator function's items, or those of the generator a
+        plain method returns (Ray Serve decides by the result, so a method may hand one on)."""
         fn = self._resolve(method)
         if inspect.isasyncgenfunction(fn):
-            async with contextlib.aclosing(fn(*args, **kwargs)) as items:  # the user's cleanup runs on cancel
+            items: Any = fn(*args, **kwargs)
+        elif inspect.isgeneratorfunction(fn):
+            items = fn(*args, **kwargs)  # creating it runs none of the user's code
+        else:
+            items = await self._invoke(fn, args, kwargs)
+        if inspect.isasyncgen(items):
+            async with contextlib.aclosing(items):  # the user's cleanup runs on cancel
                 async for item in items:
                     yield item
             return
-        if inspect.isgeneratorfunction(fn):
-            gen = await self._in_thread(fn, *args, **kwargs)
+        if inspect.isgenerator(items):
             sentinel = object()
             while True:
-                item = await self._in_thread(next, gen, sentinel)
+                item = await self._in_thread(next, items, sentinel)
                 if item is sentinel:
                     return
                 yield item
         raise TypeError(
-            f"Method '{method}' of deployment '{self._init.deployment}' is not a generator; "
-            "call it without stream=True."
+            f"Called method '{method}' with `handle.options(stream=True)` but it did not return a generator."
         )
 
     def _resolve(self, method: str) -> Callable[..., Any]:
@@ -295,6 +305,14 @@ class ReplicaCore:
             )
         await self._invoke(fn, (user_config,), {})
         self._user_config = user_config
+
+
+def _returned_a_generator(method: str) -> TypeError:
+    """Ray Serve's words, which code written for it may match on."""
+    return TypeError(
+        f"Method '{method}' returned a generator. You must use `handle.options(stream=True)` to call "
+        "generators on a deployment."
+    )
 
 
 class ReplicaActor:

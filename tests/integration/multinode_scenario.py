@@ -32,7 +32,7 @@ def main() -> None:
     try:
         serve.start(http_options={"port": PORT, "reuse_port": True})
         proxies = serve.status().proxies
-        assert len(proxies) == 3 and all(p.status == "HEALTHY" for p in proxies.values()), proxies
+        assert len(proxies) == 3 and all(p == "HEALTHY" for p in proxies.values()), proxies
 
         @serve.deployment(num_replicas=3, ray_actor_options={"num_cpus": 1})
         class Spread:
@@ -44,8 +44,17 @@ def main() -> None:
             def __call__(self, request=None):
                 return ray.get_runtime_context().get_node_id()
 
+        @serve.deployment(num_replicas=3, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0})
+        class OnePerNode:
+            def __call__(self, request=None):
+                return ray.get_runtime_context().get_node_id()
+
         serve.run(Spread.bind(), name="spread", route_prefix="/spread")
         serve.run(Pinned.bind(), name="pinned", route_prefix="/pinned")
+        serve.run(OnePerNode.bind(), name="one-per-node", route_prefix=None)
+        one_per_node = serve.feed.get(serve.feed.app("one-per-node")).deployments[0].replicas
+        assert len({r.node_id for r in one_per_node}) == 3, f"max_replicas_per_node=1 not held: {one_per_node}"
+        serve.delete("one-per-node")
         third_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "third" in n["Resources"])
         second_id = second.node_id
 

@@ -328,7 +328,7 @@ def test_handle_to_failed_app_fails_fast(serve_instance):
 
 
 def test_bad_input_is_refused_before_anything_deploys(serve_instance):
-    with pytest.raises(ValueError, match="must start with '/'"):
+    with pytest.raises(ValueError, match="must start with a forward slash"):
         serve.run(Counter.bind(), name="bad1", route_prefix="nope")
     with pytest.raises(ValueError, match="num_replicas"):
         Counter.options(num_replicas=0)
@@ -347,26 +347,43 @@ def test_bad_input_is_refused_before_anything_deploys(serve_instance):
     assert not {"bad1", "bad2", "bad3"} & set(serve.status().applications)
 
 
-def test_duplicate_deployment_names_in_one_app_are_refused(serve_instance):
+def test_a_deployment_bound_twice_is_two_deployments_the_second_renamed(serve_instance, caplog):
+    import logging
+
     @serve.deployment
     class Part:
         def __init__(self, x):
             self.x = x
 
+        def __call__(self):
+            return self.x
+
+    class Pair:
+        """An ordinary object holding bound applications: they become handles all the same."""
+
+        def __init__(self, left, right):
+            self.left, self.right = left, right
+
     @serve.deployment
     class Whole:
-        def __init__(self, a, b):
-            pass
+        def __init__(self, pair):
+            self.pair = pair
 
-    with pytest.raises(ValueError, match="named 'Part'"):
-        serve.run(Whole.bind(Part.bind(1), Part.bind(2)), name="dup", route_prefix=None)
-    assert "dup" not in serve.status().applications
+        async def __call__(self):
+            return [await self.pair.left.remote(), await self.pair.right.remote()]
+
+    with caplog.at_level(logging.WARNING, logger="serve_nb"):
+        handle = serve.run(Whole.bind(Pair(Part.bind(1), Part.bind(2))), name="dup", route_prefix=None)
+    assert handle.remote().result() == [1, 2]
+    assert set(serve.status().applications["dup"].deployments) == {"Part", "Part_1", "Whole"}
+    assert any("renaming one to 'Part_1'" in r.getMessage() for r in caplog.records)
 
 
 def test_route_prefix_conflict_is_refused_and_other_app_keeps_serving(serve_instance):
     first = serve.run(Counter.bind(), name="owner", route_prefix="/shared")
-    with pytest.raises(ValueError, match="already used by application 'owner'"):
+    with pytest.raises(serve.exceptions.RayServeException, match="already used by application 'owner'") as info:
         serve.run(Counter.bind(), name="intruder", route_prefix="/shared")
+    assert isinstance(info.value, ValueError), "code that caught ValueError still does"
     assert "intruder" not in serve.status().applications
     assert first.remote(1).result() == 1
 
@@ -492,3 +509,33 @@ class Tight:
     serve.run(define(source, "Tight", answer="v2").bind(), name="tight", route_prefix=None)  # returns once RUNNING
     assert {h.remote().result() for _ in range(20)} == {"v2"}
     assert serve.status().applications["tight"].deployments["Tight"].replica_states == {"RUNNING": 2}
+
+
+def test_an_async_constructor_is_awaited_on_the_replicas_loop(serve_instance):
+    import asyncio
+
+    @serve.deployment
+    class Loaded:
+        async def __init__(self, name):
+            await asyncio.sleep(0.01)  # e.g. async model loading
+            self.name = name
+            self.loop = id(asyncio.get_running_loop())
+
+        async def __call__(self):
+            return self.name, self.loop == id(asyncio.get_running_loop())
+
+    handle = serve.run(Loaded.bind("model-a"), name="async-init", route_prefix=None)
+    assert handle.remote().result() == ("model-a", True)
+
+
+def test_options_ray_refuses_fail_serve_run_as_a_runtime_error_with_rays_reason(serve_instance):
+    @serve.deployment(ray_actor_options={"runtime_env": {"working_dir": "."}})
+    class Anywhere:
+        def __call__(self):
+            return "never"
+
+    with pytest.raises(RuntimeError, match="Ray could not create a replica actor") as info:
+        serve.run(Anywhere.bind(), name="bad-env", route_prefix=None)
+    assert isinstance(info.value, serve.exceptions.DeployError)
+    assert "RayTaskError" not in str(info.value)
+    serve.delete("bad-env")

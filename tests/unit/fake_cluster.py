@@ -197,6 +197,7 @@ class FakeCluster:
     proxies: list[FakeProxy] = field(default_factory=list)
     hold_starts: bool = False  # replicas' initialize waits for finish_start()
     constructor_errors: dict[str, str] = field(default_factory=dict)  # deployment -> error
+    launch_errors: dict[str, Exception] = field(default_factory=dict)  # deployment -> what creating its actor raises
     proxy_start_error: str | None = None
     replica_node: str = "head"
 
@@ -212,8 +213,14 @@ class FakeCluster:
     def get_proxy(self, name: str) -> FakeProxy | None:
         return next((p for p in self.proxies if p.name == name and not p.killed), None)
 
-    def start_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo) -> FakeReplica:
+    def start_replica(
+        self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo, node_id: str | None = None
+    ) -> FakeReplica:
+        if dep.name in self.launch_errors:
+            raise self.launch_errors[dep.name]
         replica = FakeReplica(self, dep, replica_id, spec)
+        if node_id is not None:
+            replica.info = dataclasses.replace(replica.info, node_id=node_id)
         self.replicas.append(replica)
         return replica
 

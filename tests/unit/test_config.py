@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from serve_nb.config import (
@@ -49,8 +51,18 @@ def test_check_option_names_route_prefix_points_to_serve_run():
     with pytest.raises(TypeError, match=r"serve\.run\(\)"):
         check_option_names({"route_prefix": "/x"})
     with pytest.raises(TypeError) as info:
-        check_option_names({"max_replicas_per_node": 1})
+        check_option_names({"placement_group_bundles": [{"CPU": 1}]})
     assert "serve.run" not in str(info.value)
+
+
+def test_max_replicas_per_node_is_checked_as_ray_serve_checks_it():
+    assert DeploymentConfig.from_options({"max_replicas_per_node": 3}).max_replicas_per_node == 3
+    with pytest.raises(ValueError, match=r"Invalid max_replicas_per_node 0\. Valid values are None or an integer"):
+        DeploymentConfig.from_options({"max_replicas_per_node": 0})
+    with pytest.raises(TypeError, match="Expected None or an integer in the range of \\[1, 100\\]"):
+        DeploymentConfig.from_options({"max_replicas_per_node": "2"})
+    with pytest.raises(ValueError, match="Setting max_replicas_per_node is not allowed when placement_group_bundles"):
+        check_option_names({"max_replicas_per_node": 3, "placement_group_bundles": [{"CPU": 1}]})
 
 
 def test_from_options_checks_option_names_too():
@@ -452,21 +464,21 @@ def test_validate_route_prefix_returns_a_reachable_prefix_unchanged(prefix):
 
 @pytest.mark.parametrize("prefix", ["api", "", "api/", 5])
 def test_validate_route_prefix_must_start_with_a_slash(prefix):
-    with pytest.raises(ValueError, match="route_prefix.*must start with '/'"):
+    with pytest.raises(ValueError, match=r"Invalid route_prefix '.*', must start with a forward slash \('/'\)\."):
         validate_route_prefix(prefix)
 
 
 @pytest.mark.parametrize("prefix, suggestion", [("/api/", "'/api'"), ("/api/v1//", "'/api/v1'"), ("//", "'/'")])
 def test_validate_route_prefix_refuses_a_trailing_slash_instead_of_rewriting_it(prefix, suggestion):
     # Ray Serve raises here too; "//" used to become "/", the catch-all, silently.
-    with pytest.raises(ValueError, match="may not end with '/'") as info:
+    with pytest.raises(ValueError, match=f"Invalid route_prefix '{prefix}', may not end with a trailing '/'\\.") as info:
         validate_route_prefix(prefix)
-    assert f"Use {suggestion}" in str(info.value)
+    assert f"use {suggestion}" in str(info.value)
 
 
 @pytest.mark.parametrize("prefix", ["/{id}", "/a/{b}", "/a}"])
 def test_validate_route_prefix_refuses_wildcards(prefix):
-    with pytest.raises(ValueError, match="wildcards"):
+    with pytest.raises(ValueError, match=f"Invalid route_prefix '{re.escape(prefix)}', may not contain wildcards\\."):
         validate_route_prefix(prefix)
 
 

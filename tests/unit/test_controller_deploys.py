@@ -136,3 +136,21 @@ def test_a_route_prefix_taken_by_another_app_is_refused():
         assert "two" not in (await core.get_status()).applications
 
     run(scenario())
+
+
+def test_options_ray_refuses_fail_the_deploy_cleanly_and_keep_other_apps():
+    async def scenario():
+        h = Harness()
+        core = await h.start()
+        await core.deploy_app("ok", "/ok", "Model", [spec()])
+        await h.wait_status("RUNNING", app="ok")
+        h.cluster.launch_errors["Bad"] = ValueError(". is not a valid URI")
+        assert await core.deploy_app("app", "/app", "Bad", [spec("Bad")]) is None, "the call itself does not fail"
+        await h.wait_status("DEPLOY_FAILED")
+        message = (await h.status()).message
+        assert "Ray could not create a replica actor: ValueError: . is not a valid URI" in message
+        await h.tick(5)
+        assert h.cluster.live("Bad") == [] and len(h.cluster.live("Model")) == 1
+        assert await h.app_status("ok") == "RUNNING"
+
+    run(scenario())

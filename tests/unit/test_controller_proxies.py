@@ -10,7 +10,7 @@ from serve_nb.types import ProxyStatus
 
 
 def _statuses(h: Harness) -> dict[str, str]:
-    return {node: p.status for node, p in h.published("status").proxies.items()}
+    return dict(h.published("status").proxies)
 
 
 def test_a_proxy_starts_on_every_node_or_on_the_head_only():
@@ -34,7 +34,7 @@ def test_a_proxy_that_cannot_start_is_unhealthy_and_retried():
         h.cluster.proxy_start_error = "[Errno 98] Address already in use"
         core = await h.start(HTTPOptions())
         await until(lambda: _statuses(h) == {"head": "UNHEALTHY"}, "the proxy to fail")
-        assert "Address already in use" in (await core.get_status()).proxies["head"].message
+        assert "Address already in use" in (await core.get_status()).proxy_details["head"].message
         [failed] = h.cluster.proxies
         assert failed.killed
         await h.tick(PROXY_RETRY_S - 1)
@@ -44,7 +44,7 @@ def test_a_proxy_that_cannot_start_is_unhealthy_and_retried():
         await h.tick(1.0)
         await until(lambda: _statuses(h) == {"head": "HEALTHY"}, "the retry to succeed")
         assert len(h.cluster.proxies) == 2
-        assert (await core.get_status()).proxies["head"].message == ""
+        assert (await core.get_status()).proxy_details["head"].message == ""
 
     run(scenario())
 

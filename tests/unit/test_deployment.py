@@ -112,8 +112,16 @@ def test_unknown_option_in_decorator_is_type_error():
 
 
 def test_ray_serve_only_option_in_decorator_is_type_error():
-    with pytest.raises(TypeError, match="max_replicas_per_node.*serve_nb does not support yet"):
-        deployment(max_replicas_per_node=2)
+    with pytest.raises(TypeError, match="placement_group_strategy.*serve_nb does not support yet"):
+        deployment(placement_group_strategy="PACK")
+
+
+def test_max_replicas_per_node_with_placement_group_bundles_is_refused_in_ray_serves_words():
+    message = "Setting max_replicas_per_node is not allowed when placement_group_bundles is provided."
+    with pytest.raises(ValueError, match=message):
+        deployment(max_replicas_per_node=3, placement_group_bundles=[{"CPU": 1}])
+    with pytest.raises(ValueError, match=message):
+        deployment(Plain).options(max_replicas_per_node=3, placement_group_bundles=[{"CPU": 1}])
 
 
 def test_route_prefix_in_decorator_points_to_serve_run():
@@ -331,3 +339,30 @@ def test_user_config_none_is_fine_anywhere():
 def test_user_config_must_be_json_serializable():
     with pytest.raises(ValueError, match="JSON"):
         deployment(WithReconfigure, user_config={"s": {1, 2}})
+
+
+# --------------------------------------------------------------------------- Ray Serve's other spellings
+
+
+def test_the_name_may_come_first_as_in_ray_serve():
+    @deployment("counter", num_replicas=2)
+    class Counter:
+        pass
+
+    assert Counter.name == "counter" and Counter.num_replicas == 2
+    assert deployment("bare")(Counter.func_or_class).name == "bare"
+    with pytest.raises(TypeError, match="both as its first argument and as name="):
+        deployment("a", name="b")
+
+
+def test_a_deployment_that_cannot_be_pickled_is_refused_where_it_is_defined():
+    import threading
+
+    lock = threading.Lock()
+
+    class Holder:
+        def hello(self) -> object:
+            return lock
+
+    with pytest.raises(TypeError, match=r"Could not serialize the deployment[\s\S]*was found to be non-serializable"):
+        deployment(Holder)

@@ -47,6 +47,7 @@ CHANGED = {
     "graceful_shutdown_wait_loop_s": 0.5,
     "version": "v2",
     "initialization_timeout_s": 60.0,
+    "max_replicas_per_node": 2,
 }
 
 #: What a change does, per effect: (replica version changes, config version changes, the

@@ -93,18 +93,21 @@ def router_of(client: FakeClient) -> FakeRouter:
     return client.router(DeploymentID("a", "A"))
 
 
-def test_healthz_is_503_until_routes_arrive_then_200():
+def test_healthz_is_503_until_a_route_exists_then_200_for_good():
     async def scenario():
         client = FakeClient()
         app = ProxyApp(client, HTTPOptions())
-        before = await get(app, "/-/healthz")
+        answers = [await get(app, "/-/healthz")]
+        client.longpoll.callbacks[ROUTES_KEY]({})  # the controller's table, still empty
+        answers.append(await get(app, "/-/healthz"))
         client.longpoll.callbacks[ROUTES_KEY]({"/a": ("app-a", "Ingress")})
-        after = await get(app, "/-/healthz")
-        return before, after
+        answers.append(await get(app, "/-/healthz"))
+        client.longpoll.callbacks[ROUTES_KEY]({})  # the app deleted: still a healthy proxy
+        answers.append(await get(app, "/-/healthz"))
+        return [(a.status_code, a.text) for a in answers]
 
-    before, after = run(scenario())
-    assert before.status_code == 503
-    assert (after.status_code, after.text) == (200, "success")
+    not_yet = (503, "Route table is not populated yet.")
+    assert run(scenario()) == [not_yet, not_yet, (200, "success"), (200, "success")]
 
 
 def test_routes_endpoint_and_longest_prefix_forwarding():
@@ -299,12 +302,13 @@ def test_wait_for_route_returns_when_the_route_arrives_and_false_on_timeout():
 # --------------------------------------------------------------------------- limits against hostile clients
 
 
-def test_unknown_path_404_is_short_and_does_not_echo_the_path():
+def test_unknown_path_404_says_so_in_ray_serves_words_and_repeats_at_most_100_characters():
+    response = run(get(make_app()[0], "/nope"))
+    assert (response.status_code, response.text) == (404, "Path '/nope' not found. Ping http://.../-/routes for available routes.")
     long_path = "/" + "x" * 10_000
     response = run(get(make_app()[0], long_path))
     assert response.status_code == 404
-    assert "xxxx" not in response.text and len(response.content) < 100
-    assert "GET /-/routes" in response.text
+    assert response.text == f"Path '/{'x' * 99}...' not found. Ping http://.../-/routes for available routes."
 
 
 def test_declared_body_over_the_limit_is_413_and_never_forwarded():

@@ -236,3 +236,10 @@ def test_http_options_keys_are_still_checked_by_start(tripwire: Tripwire) -> Non
         serve.start(http_options={"prot": 8001})
     assert tripwire.calls == []
     assert HTTPOptions.from_user(None).location == ProxyLocation.EveryNode
+
+
+def test_exceptions_are_also_the_classes_ray_serve_code_catches() -> None:
+    from serve_nb.exceptions import DeployConflictError, DeployError, RayServeException
+
+    assert issubclass(DeployError, RuntimeError) and issubclass(DeployError, RayServeException)
+    assert issubclass(DeployConflictError, RayServeException) and issubclass(DeployConflictError, ValueError)

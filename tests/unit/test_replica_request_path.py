@@ -31,6 +31,13 @@ class Model:
         for i in range(n):
             yield i
 
+    def hand_on(self, n: int) -> Iterator[int]:
+        """Not a generator function: returns another method's generator."""
+        return self.count(n)
+
+    async def ahand_on(self, n: int) -> AsyncIterator[int]:
+        return self.acount(n)
+
     def _private(self) -> None:  # pragma: no cover - never reachable by a handle
         pass
 
@@ -75,7 +82,7 @@ def test_a_function_deployment_answers_call_only():
 def test_unknown_and_private_methods_name_the_available_ones():
     core = make_core(Model())
     for name in ("missing", "_private"):
-        with pytest.raises(AttributeError, match="Available methods: __call__, acount, count, double"):
+        with pytest.raises(AttributeError, match="Available methods: __call__, acount, ahand_on, count, double, hand_on"):
             call(core, name)
 
 
@@ -85,17 +92,26 @@ def test_generators_stream_their_items_sync_and_async():
     assert stream(core, "acount", 4) == [0, 1, 2, 3]
 
 
-def test_a_generator_called_without_stream_says_how_to_call_it():
+def test_a_method_that_returns_a_generator_streams_like_a_generator_function():
     core = make_core(Model())
-    for name in ("count", "acount"):
-        with pytest.raises(TypeError, match=r"is a generator; call it with handle.options\(stream=True\)"):
+    assert stream(core, "hand_on", 3) == [0, 1, 2]
+    assert stream(core, "ahand_on", 2) == [0, 1]
+
+
+def test_a_generator_called_without_stream_says_how_to_call_it_in_ray_serves_words():
+    core = make_core(Model())
+    for name in ("count", "acount", "hand_on", "ahand_on"):
+        with pytest.raises(TypeError) as info:
             call(core, name, 2)
+        assert str(info.value) == (f"Method '{name}' returned a generator. You must use `handle.options(stream=True)` "
+                                   "to call generators on a deployment.")
 
 
-def test_stream_on_a_plain_method_says_to_drop_stream():
+def test_stream_on_a_plain_method_says_it_returned_no_generator_in_ray_serves_words():
     core = make_core(Model())
-    with pytest.raises(TypeError, match="is not a generator; call it without stream=True"):
+    with pytest.raises(TypeError) as info:
         stream(core, "double", 2)
+    assert str(info.value) == "Called method 'double' with `handle.options(stream=True)` but it did not return a generator."
 
 
 def test_try_acquire_admits_max_ongoing_and_release_frees_a_slot():

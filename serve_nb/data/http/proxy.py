@@ -55,7 +55,20 @@ async def _plain(send: Send, status: int, text: str, headers: Headers | None = N
 
 
 #: The 404 text: fixed and short, so a long unknown path is never echoed back (or amplified).
-NOT_FOUND_TEXT = "Not Found. GET /-/routes lists the served route prefixes."
+#: The most of an unknown path a 404 repeats: enough to see a typo, never an amplified copy of a long path.
+NOT_FOUND_PATH_CHARS = 100
+
+
+def not_found_text(path: str) -> str:
+    """Ray Serve's 404 wording, which clients may match on, with the path cut to ``NOT_FOUND_PATH_CHARS``
+    and characters that do not print replaced, so it stays short and one line."""
+    shown = "".join(c if c.isprintable() else "?" for c in path[:NOT_FOUND_PATH_CHARS])
+    if len(path) > NOT_FOUND_PATH_CHARS:
+        shown += "..."
+    return f"Path '{shown}' not found. Ping http://.../-/routes for available routes."
+
+#: ``/-/healthz`` before any route exists: Ray Serve's words, which health checks may match on.
+NO_ROUTES_TEXT = "Route table is not populated yet."
 
 #: Sent with answers given before the body was read: closing is the only way not to read it.
 _CLOSE: Headers = [(b"connection", b"close")]
@@ -70,10 +83,12 @@ class ProxyApp:
         self._routes: RouteTable[tuple[str, str]] = RouteTable({})
         self.routes_known = asyncio.Event()
         self._route_waiters: list[asyncio.Future[None]] = []
+        self._had_routes = False
         client.longpoll.subscribe(ROUTES_KEY, self._on_routes)
 
     def _on_routes(self, routes: dict[str, tuple[str, str]] | None) -> None:
         self._routes = RouteTable(routes or {})
+        self._had_routes = self._had_routes or bool(routes)
         self.routes_known.set()
         for fut in self._route_waiters:
             if not fut.done():
@@ -118,7 +133,7 @@ class ProxyApp:
             return
         match = self._routes.match(path)
         if match is None:
-            await _plain(send, 404, NOT_FOUND_TEXT)
+            await _plain(send, 404, not_found_text(path))
             return
         prefix, (app, ingress) = match
         limit = self._options.max_body_bytes
@@ -199,12 +214,14 @@ class ProxyApp:
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": RESPONSE_BODY, "body": body})
         elif path == "/-/healthz":
-            if self.routes_known.is_set():
+            # As Ray Serve's: not ready until a route has been served (load balancers wait for that); ready
+            # for good from then on, so an app deleted and redeployed does not take the node out.
+            if self._had_routes:
                 await _plain(send, 200, "success")
             else:
-                await _plain(send, 503, "Route table not received from the controller yet.")
+                await _plain(send, 503, NO_ROUTES_TEXT)
         else:
-            await _plain(send, 404, NOT_FOUND_TEXT)
+            await _plain(send, 404, not_found_text(path))
 
 
 def return_freed_memory() -> None:

@@ -196,10 +196,13 @@ class HTTPAdapter:
         else:
             logger.error("Request %s %s failed (request id %s):\n%s", scope.get("method"), scope.get("path"),
                          request_id, user_traceback(exc))
-            text = f"Internal Server Error: {type(exc).__name__} raised in deployment '{self._deployment}' (request id {request_id})."
+            # Ray Serve's body exactly (clients match on it); which error, and where, go in headers and the log.
+            text = "Internal Server Error"
             if debug:
                 text += "\n\n" + user_traceback(exc)
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-request-id", request_id.encode())]
+        if exc is not None:
+            headers.append((b"x-serve-nb-error", f"{type(exc).__name__} raised in deployment '{self._deployment}'".encode()))
         return [
             {"type": RESPONSE_START, "status": 500, "headers": headers},
             {"type": RESPONSE_BODY, "body": text.encode(), "more_body": False},
