@@ -113,9 +113,10 @@ class AppState:
                 continue  # dropped by a redeploy: no longer part of the app, though still draining
             pending = functools.partial(state.pending_resources, nodes)
             deployments[dname] = deployment_status_info(dname, state.facts(), pending)
+        failed = {d for d, s in self.deployments.items() if s.failed_message is not None and d in deployments}
         return application_status_info(
             self.name, self.route_prefix, self.ingress, self.deployed_at, deployments,
-            deleting=self.deleting, was_running=self.was_running,
+            deleting=self.deleting, was_running=self.was_running, failed_to_deploy=failed,
         )
 
     def detail(self, info: ApplicationStatusInfo | None, http_address: str | None, now: float) -> AppDetail:

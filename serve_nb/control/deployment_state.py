@@ -78,6 +78,7 @@ class DeploymentState:
         self.methods: tuple[str, ...] = ()
         self.ctor_failures = 0
         self.failed_message: str | None = None  # the current version failed to deploy
+        self.failed_health = False  # ... because its new replicas failed their first health check
         self.unhealthy_message: str | None = None  # replicas failed after having been healthy
         self.scaling: Scaling | None = None  # a scaling decision is being carried out
         self.queued: dict[str, tuple[int, float]] = {}  # caller id -> (queued, when reported)
@@ -110,6 +111,7 @@ class DeploymentState:
         self.removing = False
         self.spec = spec
         self.failed_message = None
+        self.failed_health = False
         self.ctor_failures = 0
         new_target = redeploy_target(old.config, spec.config, self.target)
         changed = was_failed or old.version != spec.version or old.config_version != spec.config_version
@@ -166,7 +168,7 @@ class DeploymentState:
     def facts(self) -> DeploymentFacts:
         replicas = [(r.version, r.state) for r in self.replicas.values()]
         return DeploymentFacts(self.goal().target, self.spec.version, replicas, self.failed_message,
-                               self.unhealthy_message, self.scaling, self._in_init())
+                               self.unhealthy_message, self.scaling, self._in_init(), self.failed_health)
 
     def _in_init(self) -> dict[str, float]:
         now = self._ctx.clock.time()
@@ -317,7 +319,7 @@ class DeploymentState:
             record.on_placed(self._ctx.clock.time())
 
     async def _initialize(self, record: ReplicaRecord) -> None:
-        config = self.spec.config
+        health_failed = False
         try:
             result = await record.actor.initialize()
         except ActorCallFailed as exc:  # the process died while starting (OOM, killed, bad runtime_env, ...)
@@ -327,12 +329,13 @@ class DeploymentState:
                 await record.actor.check_health(self.spec.config.health_check_timeout_s)
             except ActorCallFailed as exc:
                 result = InitResult(ok=False, error=f"check_health() failed on a new replica: {exc.cause}")
+                health_failed = True
         if record.state != ReplicaState.STARTING:
             return  # stopped meanwhile
         if result.ok:
             self._on_started(record, result)
         else:
-            self._on_start_failed(record, result.error)
+            self._on_start_failed(record, result.error, health_failed)
         self._ctx.wake()
 
     def _on_started(self, record: ReplicaRecord, result: InitResult) -> None:
@@ -344,16 +347,17 @@ class DeploymentState:
             self.ctor_failures = 0
         self._watch(record)
 
-    def _on_start_failed(self, record: ReplicaRecord, error: str) -> None:
+    def _on_start_failed(self, record: ReplicaRecord, error: str, health_failed: bool = False) -> None:
         self._discard(record)
         if record.version != self.spec.version:
             return  # an old version's failure says nothing about the current one
         self.ctor_failures += 1
         if self.ctor_failures >= MAX_CONSTRUCTOR_ATTEMPTS:
+            what = "New replicas failed their first health check" if health_failed else "The replica constructor failed"
             self.failed_message = (
-                f"The replica constructor failed {self.ctor_failures} times; giving up until the "
-                f"deployment is updated. Last error:\n{error}"
+                f"{what} {self.ctor_failures} times; giving up until the deployment is updated. Last error:\n{error}"
             )
+            self.failed_health = health_failed  # Ray Serve reports this deployment UNHEALTHY (its app DEPLOY_FAILED)
 
     def _enforce_init_timeout(self, now: float) -> None:
         """``initialization_timeout_s``: a replica of the current version still in ``__init__`` after it

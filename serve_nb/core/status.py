@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from serve_nb.config import AutoscalingConfig
 from serve_nb.types import (
@@ -99,6 +99,7 @@ class DeploymentFacts:
     unhealthy_message: str | None = None  # set when replicas failed after having been healthy
     scaling: Scaling | None = None  # while a scaling decision is being carried out
     in_init: Mapping[str, float] = field(default_factory=dict)  # replica id -> seconds its __init__ has run
+    failed_health: bool = False  # the failure is its new replicas failing their first health check
 
 
 def replica_state_counts(replicas: Iterable[tuple[str, ReplicaState]]) -> dict[str, int]:
@@ -108,7 +109,8 @@ def replica_state_counts(replicas: Iterable[tuple[str, ReplicaState]]) -> dict[s
 def deployment_status(facts: DeploymentFacts) -> tuple[DeploymentStatus, str]:
     """The deployment's status and a one-line message."""
     if facts.failed_message is not None:
-        return DeploymentStatus.DEPLOY_FAILED, facts.failed_message
+        status = DeploymentStatus.UNHEALTHY if facts.failed_health else DeploymentStatus.DEPLOY_FAILED
+        return status, facts.failed_message
     if facts.unhealthy_message is not None:
         return DeploymentStatus.UNHEALTHY, facts.unhealthy_message
     running_current = sum(
@@ -129,11 +131,16 @@ def application_status(
     *,
     deleting: bool,
     was_running: bool,
+    failed_to_deploy: Collection[str] = (),
 ) -> tuple[ApplicationStatus, str]:
-    """Roll deployment statuses up; autoscaling of a running app keeps it RUNNING, as in Ray Serve."""
+    """Roll deployment statuses up; autoscaling of a running app keeps it RUNNING, as in Ray Serve.
+
+    ``failed_to_deploy``: deployments whose current version gave up starting; the app's deploy failed even
+    when such a deployment reads UNHEALTHY (its replicas failed their first health check, as Ray Serve
+    reports it)."""
     if deleting:
         return ApplicationStatus.DELETING, "Deleting."
-    failed = [(n, m) for n, s, m in deployments if s == DeploymentStatus.DEPLOY_FAILED]
+    failed = [(n, m) for n, s, m in deployments if s == DeploymentStatus.DEPLOY_FAILED or n in failed_to_deploy]
     if failed:
         name, msg = failed[0]
         return ApplicationStatus.DEPLOY_FAILED, f"Deployment '{name}' failed to deploy:\n{msg}"
@@ -177,10 +184,12 @@ def application_status_info(
     *,
     deleting: bool,
     was_running: bool,
+    failed_to_deploy: Collection[str] = (),
 ) -> ApplicationStatusInfo:
     """One application's status object, rolled up from its deployments'."""
     status, message = application_status(
-        [(d.name, d.status, d.message) for d in deployments.values()], deleting=deleting, was_running=was_running
+        [(d.name, d.status, d.message) for d in deployments.values()], deleting=deleting, was_running=was_running,
+        failed_to_deploy=failed_to_deploy,
     )
     return ApplicationStatusInfo(name, status, message, route_prefix, ingress, dict(deployments), deployed_at)
 

@@ -503,7 +503,8 @@ def test_replica_killed_mid_request_fails_only_that_request(serve_instance):
     assert len(names) == 1
     ray.kill(ray.get_actor(names[0], namespace="serve_nb"), no_restart=True)
     t.join(30)
-    assert result["r"].status_code == 502 and result["r"].text.startswith("Bad Gateway: Lost the connection")
+    assert (result["r"].status_code, result["r"].text) == (500, "Internal Server Error")  # as Ray Serve answers it
+    assert result["r"].headers["x-serve-nb-error"].startswith("replica unavailable: Lost the connection")
     wait_until(lambda: requests.get(f"{URL}/fragile", timeout=10).text == "alive", what="a replacement replica")
     assert all(requests.get(f"{URL}/fragile").text == "alive" for _ in range(10))
 

@@ -197,3 +197,12 @@ def test_serve_run_reports_a_slow_init_once_then_rarely():
             reported = float(second)
             said.append(second)
     assert said == [5, 30, 120, 600, 1800, 3600]
+
+
+def test_a_deployment_whose_new_replicas_fail_health_checks_reads_unhealthy_and_its_app_deploy_failed():
+    failed = facts(1, [], failed_message="New replicas failed their first health check 3 times", failed_health=True)
+    assert deployment_status(failed)[0] == DS.UNHEALTHY
+    status, message = application_status([("A", DS.UNHEALTHY, "x")], deleting=False, was_running=False,
+                                         failed_to_deploy={"A"})
+    assert (status, message) == (AS.DEPLOY_FAILED, "Deployment 'A' failed to deploy:\nx")
+    assert application_status([("A", DS.UNHEALTHY, "x")], deleting=False, was_running=True)[0] == AS.UNHEALTHY

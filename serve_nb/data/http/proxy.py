@@ -67,6 +67,12 @@ def not_found_text(path: str) -> str:
         shown += "..."
     return f"Path '{shown}' not found. Ping http://.../-/routes for available routes."
 
+def _error_header(why: str) -> Headers:
+    """Why a request failed, for whoever looks (the body stays Ray Serve's plain text); one bounded line."""
+    line = " ".join(why.split())[:300]
+    return [(b"x-serve-nb-error", line.encode("ascii", "replace"))]
+
+
 #: ``/-/healthz`` before any route exists: Ray Serve's words, which health checks may match on.
 NO_ROUTES_TEXT = "Route table is not populated yet."
 
@@ -199,12 +205,13 @@ class ProxyApp:
             if not started[0]:
                 await _plain(send, 503, f"Service Unavailable: {exc}")
         except ReplicaUnavailableError as exc:
+            # Ray Serve answers a replica that died under a request with a plain 500; the reason goes in a header.
             if not started[0]:
-                await _plain(send, 502, f"Bad Gateway: {exc}")
+                await _plain(send, 500, "Internal Server Error", _error_header(f"replica unavailable: {exc}"))
         except Exception as exc:  # noqa: BLE001
             logger.exception("serve_nb proxy: request to %s failed", request.args[0].get("path"))
             if not started[0]:
-                await _plain(send, 500, f"Internal Server Error: {type(exc).__name__}")
+                await _plain(send, 500, "Internal Server Error", _error_header(f"{type(exc).__name__} in the proxy"))
 
     async def _builtin(self, path: str, send: Send) -> None:
         if path == "/-/routes":
