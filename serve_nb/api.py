@@ -212,9 +212,9 @@ def run(
         logger.warning("serve.run('%s'): more than one deployment is named '%s'; renaming one to '%s'.", name, old, new)
     specs = _build_specs(graph, name)
     client = _bootstrap().connect_client(create=True)
-    import ray
 
-    error = _ask_controller(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs), f"serve.run('{name}')")
+    error = _ask_controller(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs), f"serve.run('{name}')",
+                            DeployError)
     if error:
         raise DeployConflictError(error)
     if prefix is not None:  # proxies and replicas start at the same time; wait for both
@@ -226,7 +226,7 @@ def run(
         if app.status == ApplicationStatus.DEPLOY_FAILED:
             raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
         if prefix is not None and client.info.http_options.location != "NoServer":
-            ray.get(client.controller.wait_for_route.remote(prefix, name))
+            _ask_controller(client.controller.wait_for_route.remote(prefix, name), f"serve.run('{name}')", DeployError)
         _bootstrap().keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
     if blocking:
         try:
@@ -237,16 +237,16 @@ def run(
     return handle
 
 
-def _ask_controller(ref: Any, what: str) -> Any:
-    """The controller's answer; an error raised inside the controller becomes DeployError with its own
-    message (never a RayTaskError with the controller's traceback)."""
+def _ask_controller(ref: Any, what: str, error: type[RayServeException] = RayServeException) -> Any:
+    """The controller's answer. An error raised inside the controller becomes ``error`` (DeployError for
+    serve.run) with the original type and message: never a RayTaskError carrying the controller's traceback."""
     import ray
 
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-        raise DeployError(f"{what} failed: {type(cause).__name__}: {cause}") from None
+        raise error(f"{what} failed: {type(cause).__name__}: {cause}") from None
 
 
 def _wait_for_deploy(client: Any, name: str) -> ServeStatus:
@@ -360,7 +360,7 @@ def delete(name: str, _blocking: bool = True) -> None:
             name, name, ", ".join(sorted(running)) or "(none)",
         )
         return
-    ray.get(client.controller.delete_apps.remote([name]))
+    _ask_controller(client.controller.delete_apps.remote([name]), f"serve.delete('{name}')")
     if _blocking:
         _wait_for_status(lambda s: name not in s.applications)
 
@@ -387,9 +387,9 @@ def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> 
     client = _data_client().get_client()
     if client is None:
         raise RayServeException("serve_nb is not running; call serve.start() or serve.run() first.")
-    import ray
 
-    error = ray.get(client.controller.scale_deployment.remote(app_name, deployment_name, num_replicas))
+    error = _ask_controller(client.controller.scale_deployment.remote(app_name, deployment_name, num_replicas),
+                            "serve.scale_deployment()")
     if error:
         raise ValueError(error)
 
@@ -399,9 +399,8 @@ def status() -> ServeStatus:
     client = _data_client().get_client()
     if client is None:
         return ServeStatus()
-    import ray
 
-    return ray.get(client.controller.get_status.remote())
+    return _ask_controller(client.controller.get_status.remote(), "serve.status()")
 
 
 def shutdown() -> None:
