@@ -20,6 +20,7 @@ from serve_nb.api import (
     start,
     status,
 )
+from serve_nb.batching import batch
 from serve_nb.config import AutoscalingConfig, HTTPOptions
 from serve_nb.deployment import Application, Deployment, deployment
 from serve_nb.ingress import ingress
@@ -59,6 +60,7 @@ __all__ = [
     "connect",
     "ApplicationStatus",
     "AutoscalingConfig",
+    "batch",
     "Deployment",
     "DeploymentHandle",
     "DeploymentResponse",

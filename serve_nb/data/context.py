@@ -35,3 +35,17 @@ def get_replica_context() -> ReplicaContext:
             "serve.get_replica_context() may only be called from within a serve_nb replica."
         )
     return _context
+
+
+_max_ongoing_requests: int | None = None
+
+
+def set_max_ongoing_requests(value: int) -> None:
+    """The replica's current ``max_ongoing_requests`` (set at start and on every reconfigure)."""
+    global _max_ongoing_requests
+    _max_ongoing_requests = value
+
+
+def current_max_ongoing_requests() -> int | None:
+    """The running replica's ``max_ongoing_requests``; None outside a replica (``@serve.batch`` warns with it)."""
+    return _max_ongoing_requests

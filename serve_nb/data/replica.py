@@ -18,7 +18,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.data.channel import ChannelServer
-from serve_nb.data.context import ReplicaContext, set_replica_context
+from serve_nb.data.context import ReplicaContext, set_max_ongoing_requests, set_replica_context
 from serve_nb.data import logcapture
 from serve_nb.data.http.replica_adapter import HTTPAdapter
 from serve_nb.data.request import Request, RequestKind
@@ -83,6 +83,7 @@ class ReplicaCore:
 
             logcapture.install(self._logs)
             set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id))
+            set_max_ongoing_requests(self._config.max_ongoing_requests)
             target = loads(init.def_blob)
             args, kwargs = loads(init.args_blob)
             if init.is_class and inspect.iscoroutinefunction(getattr(target, "__init__", None)):
@@ -130,6 +131,7 @@ class ReplicaCore:
         """Apply a whole new ReplicaConfig in place; returns the user's traceback if their
         reconfigure raised (the config version then stays the old one)."""
         self._max_ongoing = config.max_ongoing_requests
+        set_max_ongoing_requests(config.max_ongoing_requests)
         try:
             if config.user_config is not None and config.user_config != self._user_config:
                 await self._call_user_reconfigure(config.user_config)
