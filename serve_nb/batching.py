@@ -117,26 +117,35 @@ class BatchQueue:
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self.settings.max_concurrent_batches)
         while True:
-            while not self.items:
-                self._arrived.clear()
-                await self._arrived.wait()
-            deadline = self.items[0].enqueued_at + self.settings.batch_wait_timeout_s
-            while self._size([c for c in self.items if not c.cancelled]) < self.settings.max_batch_size:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
-                except asyncio.TimeoutError:
-                    break
-            batch = self._take()
+            try:
+                batch = await self._next_batch(loop)
+            except Exception as exc:  # noqa: BLE001 - batch_size_fn raised: its callers get the error, not a hang
+                while self.items:
+                    self.items.popleft().fail(exc)
+                continue
             if not batch:
                 continue
             await slots.acquire()
             task = loop.create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(lambda t: (self._running.discard(t), slots.release()))
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Call]:
+        """Wait for a first item, then until the batch is full or its time is up; take it."""
+        while not self.items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = self.items[0].enqueued_at + self.settings.batch_wait_timeout_s
+        while self._size([c for c in self.items if not c.cancelled]) < self.settings.max_batch_size:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:
+                break
+        return self._take()
 
     def _size(self, calls: Any) -> int:
         """How full ``calls`` are: their count, or ``batch_size_fn`` of their first arguments (Ray Serve's rule)."""

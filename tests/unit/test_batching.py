@@ -260,3 +260,17 @@ def test_a_decorated_generator_still_streams_after_travelling_by_value_as_replic
         return await asyncio.gather(collect(1), collect(2))
 
     assert run(scenario()) == [[0], [0, 1]]
+
+
+def test_a_failing_batch_size_fn_fails_its_callers_instead_of_hanging_them():
+    def broken_size(items: list[Any]) -> int:
+        raise KeyError("size")
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0, batch_size_fn=broken_size)
+    async def echo(xs: list[int]) -> list[int]:
+        return xs
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(echo(1), echo(2), return_exceptions=True)
+
+    assert [type(e) for e in run(scenario())] == [KeyError, KeyError]
