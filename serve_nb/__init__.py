@@ -24,6 +24,7 @@ from serve_nb.batching import batch
 from serve_nb.config import AutoscalingConfig, HTTPOptions
 from serve_nb.deployment import Application, Deployment, deployment
 from serve_nb.ingress import ingress
+from serve_nb.multiplex import multiplexed
 from serve_nb.data.context import ReplicaContext, get_replica_context
 from serve_nb.types import ApplicationStatus, DeploymentStatus, ServeStatus
 
@@ -77,6 +78,7 @@ __all__ = [
     "get_deployment_handle",
     "get_replica_context",
     "ingress",
+    "multiplexed",
     "run",
     "scale_deployment",
     "shutdown",
