@@ -6,6 +6,7 @@ import concurrent.futures
 
 import requests
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 import serve_nb as serve
 from helpers import URL
@@ -39,6 +40,19 @@ class Batcher:
         return self.sizes
 
 
+@serve.deployment(max_ongoing_requests=8, ray_actor_options={"num_cpus": 0.1})
+class StreamingBatcher:
+    """Over HTTP: each request streams its own countdown, computed in batches with the others."""
+
+    @serve.batch(max_batch_size=2, batch_wait_timeout_s=0.5)
+    async def countdown(self, starts: list[int]):
+        for step in range(max(starts)):
+            yield [f"{start - step};" if step < start else StopIteration for start in starts]
+
+    async def __call__(self, request: Request) -> StreamingResponse:
+        return StreamingResponse(self.countdown(int(request.query_params["n"])), media_type="text/plain")
+
+
 def test_concurrent_handle_calls_are_answered_in_batches(serve_instance):
     handle = serve.run(Batcher.bind(), name="batched", route_prefix="/batched")
     responses = [handle.sized.remote(i) for i in range(8)]
@@ -67,3 +81,10 @@ def test_user_config_tunes_the_batch_size_live(serve_instance):
     handle = serve.run(Batcher.options(user_config={"max_batch_size": 2}).bind(), name="tuned", route_prefix=None)
     answers = [r.result(timeout_s=30) for r in [handle.sized.remote(i) for i in range(6)]]
     assert max(size for _, size in answers) == 2
+
+
+def test_a_batched_generator_streams_over_http_as_a_streaming_response(serve_instance):
+    serve.run(StreamingBatcher.bind(), name="batched-http-stream", route_prefix="/countdown")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        texts = list(pool.map(lambda n: requests.get(f"{URL}/countdown", params={"n": n}, timeout=30).text, (2, 4)))
+    assert texts == ["2;1;", "4;3;2;1;"]
