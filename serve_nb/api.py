@@ -256,10 +256,11 @@ def _wait_for_deploy(client: Any, name: str) -> ServeStatus:
     the notebook's interrupt) stops only the wait: the deploy goes on, and the message says how to
     follow or cancel it.
     """
-    import ray
-
     # The deploy's own time: a status older than it (a long-poll value still in flight) is not about it.
-    deployed_at = ray.get(client.controller.get_status.remote()).applications[name].last_deployed_time_s
+    deployed = _ask_controller(client.controller.get_status.remote(), f"serve.run('{name}')").applications.get(name)
+    if deployed is None:
+        raise RayServeException(f"Application '{name}' was deleted while serve.run was waiting for it to start.")
+    deployed_at = deployed.last_deployed_time_s
     warned: set[str] = set()
     reported: list[float] = []  # when, in seconds of __init__, serve.run last said a replica is slow
     seen = False
@@ -304,8 +305,6 @@ def _wait_for_status(
     """Block until the controller's status satisfies ``predicate``: pushed by the long-poll, and read
     directly every ``STATUS_RECHECK_S`` in case the push lags. ``predicate`` may raise to end the wait
     with that error. The wait is interruptible (it blocks in short slices of the main thread)."""
-    import ray
-
     client = _data_client().current_client()
     if client is None:
         raise RayServeException("serve_nb is not running.")
@@ -332,7 +331,7 @@ def _wait_for_status(
             except concurrent.futures.TimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"Timed out after {timeout_s}s waiting for {what}.") from None
-                offer(ray.get(client.controller.get_status.remote()))
+                offer(_ask_controller(client.controller.get_status.remote(), f"waiting for {what}"))
     finally:
         sub.cancel()
 
@@ -351,9 +350,7 @@ def delete(name: str, _blocking: bool = True) -> None:
             f"serve_nb is not running in this Ray cluster, so there is no application '{name}' to delete. "
             "Connect to the cluster that runs it (serve.connect(address)) first."
         )
-    import ray
-
-    running = ray.get(client.controller.get_status.remote()).applications
+    running = _ask_controller(client.controller.get_status.remote(), f"serve.delete('{name}')").applications
     if name not in running:
         logger.warning(
             "serve.delete('%s'): there is no application named '%s'; nothing was deleted. Running applications: %s.",

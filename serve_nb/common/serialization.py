@@ -43,6 +43,13 @@ def _same(value: Any) -> Any:
     return value
 
 
+class _Discard:
+    """A file that keeps nothing: the finding pass needs what pickling visits, not its bytes."""
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
 def find_instances(obj: Any, types: tuple[type, ...]) -> list[Any]:
     """Every object of ``types`` reachable from ``obj`` as pickling sees it (inside any picklable object,
     not only containers), each once, in the order met; objects of ``types`` are not looked into."""
@@ -58,7 +65,7 @@ def find_instances(obj: Any, types: tuple[type, ...]) -> list[Any]:
                 return (_nothing, ())
             return super().reducer_override(o)
 
-    Finder(io.BytesIO(), protocol=5).dump(obj)
+    Finder(_Discard(), protocol=5).dump(obj)
     return found
 
 

@@ -26,6 +26,7 @@ from serve_nb.core.policy import LoadWindow, is_loopback, redeploy_target
 from serve_nb.core.resources import (
     NodeInfo,
     StartingReplica,
+    fits,
     no_room_message,
     node_with_room,
     pending_resources_message,
@@ -310,7 +311,7 @@ class DeploymentState:
         on_node = collections.Counter(r.node_id for r in self.replicas.values() if r.node_id)
         node_id = node_with_room(nodes, on_node, limit, need)
         if node_id is None:
-            able = sum(1 for n in nodes if all(n.resources.get(k, 0.0) >= v for k, v in need.items()))
+            able = sum(1 for n in nodes if fits(n.resources, need))
             self.no_room = no_room_message(limit, able, self.goal().target)
         return node_id
 

@@ -36,7 +36,8 @@ class AppGraph:
 
     ingress: str
     nodes: dict[str, DeploymentNode]
-    #: ``id(application)`` -> the name of its deployment (what a handle replacing it must name).
+    #: ``id(application)`` -> the name of its deployment (what a handle replacing it must name). Valid while
+    #: the caller holds the root Application, which keeps every bound one alive through its arguments.
     names: dict[int, str] = field(default_factory=dict)
     #: (original name, new name) of deployments renamed because another had the name first.
     renamed: list[tuple[str, str]] = field(default_factory=list)
@@ -77,7 +78,6 @@ def build_graph(app: Application, app_name: str, scan: Scan = scan_containers) -
         )
     graph = AppGraph(ingress="", nodes={})
     visiting: set[int] = set()
-    keep: list[Application] = []  # holds every visited app, so no id() in ``names`` is reused
 
     def unique(name: str) -> str:
         if name not in graph.nodes:
@@ -106,7 +106,6 @@ def build_graph(app: Application, app_name: str, scan: Scan = scan_containers) -
                 children.append(child)
         visiting.discard(id(node))
         name = unique(node.deployment.name)
-        keep.append(node)
         graph.names[id(node)] = name
         graph.nodes[name] = DeploymentNode(name, node.deployment, node._args, node._kwargs, children)
         return name

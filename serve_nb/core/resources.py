@@ -48,11 +48,16 @@ def resource_request(options: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in need.items() if v > 0}
 
 
+def fits(node: Mapping[str, float], need: Mapping[str, float]) -> bool:
+    """True if a node with total resources ``node`` could hold one replica asking for ``need``."""
+    return all(node.get(k, 0.0) >= v for k, v in need.items())
+
+
 def fits_any_node(need: Mapping[str, float], nodes: Sequence[Mapping[str, float]]) -> bool:
     """True if some node's total resources cover ``need``; True when the nodes are unknown (no false alarm)."""
     if not nodes:
         return True
-    return any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes)
+    return any(fits(node, need) for node in nodes)
 
 
 def pending_resources_message(
@@ -84,8 +89,7 @@ def node_with_room(
 
     Among nodes holding fewer than ``limit`` of the deployment's replicas whose resources could hold one,
     the one holding fewest (ties: the first listed): new replicas spread, as Ray's SPREAD would."""
-    room = [n for n in nodes if replicas_on.get(n.node_id, 0) < limit
-            and all(n.resources.get(k, 0.0) >= v for k, v in need.items())]
+    room = [n for n in nodes if replicas_on.get(n.node_id, 0) < limit and fits(n.resources, need)]
     if not room:
         return None
     return min(room, key=lambda n: replicas_on.get(n.node_id, 0)).node_id

@@ -191,9 +191,11 @@ class ReplicaCore:
         import ray
 
         info, server = self._info, self._server
+        if info is None or server is None:
+            raise RuntimeError("the replica has not started its channel yet")  # the controller asks only serving ones
         node_ip = ray.util.get_node_ip_address()
-        if info is None or server is None or info.host == node_ip:
-            return info  # type: ignore[return-value] - not started, or already reachable
+        if info.host == node_ip:
+            return info  # already reachable there
         port = await server.listen_tcp(node_ip)
         self._info = dataclasses.replace(info, host=node_ip, port=port)
         return self._info

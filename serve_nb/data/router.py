@@ -293,9 +293,7 @@ class Router:
             rid = await self._acquire(no_replica_timeout_s)
             started = False
             try:
-                client = self._client(rid)
-                replies = client.stream(request) if body is None else client.stream(request, body)
-                async with contextlib.aclosing(replies) as items:  # closed with this generator
+                async with contextlib.aclosing(self._client(rid).stream(request, body)) as items:  # closed with this generator
                     async for item in items:
                         started = True
                         yield item

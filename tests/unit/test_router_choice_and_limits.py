@@ -73,7 +73,7 @@ class FakeConnection:
         await self._outcome(request)
         return self.replica
 
-    async def stream(self, request: Request) -> AsyncIterator[Any]:
+    async def stream(self, request: Request, body: Any = None) -> AsyncIterator[Any]:
         await self._outcome(request)
         for i in range(3):
             yield (self.replica, i)

@@ -67,6 +67,7 @@ def not_found_text(path: str) -> str:
         shown += "..."
     return f"Path '{shown}' not found. Ping http://.../-/routes for available routes."
 
+
 def _error_header(why: str) -> Headers:
     """Why a request failed, for whoever looks (the body stays Ray Serve's plain text); one bounded line."""
     line = " ".join(why.split())[:300]
@@ -78,6 +79,11 @@ NO_ROUTES_TEXT = "Route table is not populated yet."
 
 #: Sent with answers given before the body was read: closing is the only way not to read it.
 _CLOSE: Headers = [(b"connection", b"close")]
+
+
+async def _too_large(send: Send, limit: int | None) -> None:
+    """413, closing the connection: the rest of the body is never read."""
+    await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
 
 
 class ProxyApp:
@@ -144,12 +150,12 @@ class ProxyApp:
         prefix, (app, ingress) = match
         limit = self._options.max_body_bytes
         if limit is not None and (declared_length(scope["headers"]) or 0) > limit:
-            await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
+            await _too_large(send, limit)
             return
         try:
             head = await read_head(receive, limit)
         except BodyTooLarge:
-            await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
+            await _too_large(send, limit)
             return
         if head is None:
             return
@@ -179,7 +185,7 @@ class ProxyApp:
             if not done:
                 await _plain(send, 408, f"Request timed out after {self._options.request_timeout_s}s.")
             elif isinstance(watch.result(), BodyTooLarge):
-                await _plain(send, 413, f"Payload Too Large: the limit is {limit} bytes.", _CLOSE)
+                await _too_large(send, limit)
         finally:
             watch.cancel()
 
