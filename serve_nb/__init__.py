@@ -25,7 +25,7 @@ from serve_nb.config import AutoscalingConfig, HTTPOptions
 from serve_nb.deployment import Application, Deployment, deployment
 from serve_nb.ingress import ingress
 from serve_nb.multiplex import multiplexed
-from serve_nb.data.context import ReplicaContext, get_replica_context
+from serve_nb.data.context import ReplicaContext, get_multiplexed_model_id, get_replica_context
 from serve_nb.types import ApplicationStatus, DeploymentStatus, ServeStatus
 
 __version__ = "0.1.0"
@@ -76,6 +76,7 @@ __all__ = [
     "feed",
     "get_app_handle",
     "get_deployment_handle",
+    "get_multiplexed_model_id",
     "get_replica_context",
     "ingress",
     "multiplexed",

@@ -7,7 +7,9 @@ items left over start the next batch at once. Positional and keyword arguments a
 by position (``f(self, [a1, a2], k=[k1, k2])``), and the returned list is matched to callers by
 position. Up to ``max_concurrent_batches`` batches run at a time. A caller that gives up before its
 batch runs is left out of it. An async generator streams: each yielded list carries one item per
-caller, and ``StopIteration`` in a caller's slot ends that caller's stream.
+caller, and ``StopIteration`` in a caller's slot ends that caller's stream. With model multiplexing, a
+batch holds the items of one model id only, and ``serve.get_multiplexed_model_id()`` in the function
+returns it.
 
 Plain asyncio: it works in a replica (one queue per instance, on the replica's loop) and in any
 program with an event loop. ``set_max_batch_size`` / ``set_batch_wait_timeout_s`` on the decorated
@@ -24,12 +26,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
+from serve_nb.data.context import (
+    current_max_ongoing_requests, get_multiplexed_model_id, record_batch_size, set_multiplexed_model_id,
+)
 from serve_nb.exceptions import RayServeException
 
 logger = logging.getLogger("serve_nb")
 
 DEFAULT_MAX_BATCH_SIZE = 10
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
+
+
 class _End:
     """Closes one caller's stream. A class, not an ``object()``: the decorated function travels to replicas
     by value, and a class from this module keeps its identity there (it pickles by reference)."""
@@ -73,6 +80,7 @@ class _Call:
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    model_id: str  # the multiplexed model the caller's request asked for: a batch holds one model's items
     future: asyncio.Future[Any] | None = None  # a one-value answer
     stream: asyncio.Queue[Any] | None = None  # a streamed answer
     enqueued_at: float = 0.0
@@ -131,12 +139,14 @@ class BatchQueue:
             task.add_done_callback(lambda t: (self._running.discard(t), slots.release()))
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Call]:
-        """Wait for a first item, then until the batch is full or its time is up; take it."""
+        """Wait for a first item, then until the batch is full or its time is up; take it. A batch holds
+        the items of one multiplexed model only (the first item's), so the function sees one model id."""
         while not self.items:
             self._arrived.clear()
             await self._arrived.wait()
-        deadline = self.items[0].enqueued_at + self.settings.batch_wait_timeout_s
-        while self._size([c for c in self.items if not c.cancelled]) < self.settings.max_batch_size:
+        first = self.items[0]
+        deadline = first.enqueued_at + self.settings.batch_wait_timeout_s
+        while self._size(self._waiting_for(first.model_id)) < self.settings.max_batch_size:
             left = deadline - loop.time()
             if left <= 0:
                 break
@@ -145,28 +155,39 @@ class BatchQueue:
                 await asyncio.wait_for(self._arrived.wait(), left)
             except asyncio.TimeoutError:
                 break
-        return self._take()
+        return self._take(first.model_id)
+
+    def _waiting_for(self, model_id: str) -> list[_Call]:
+        return [c for c in self.items if not c.cancelled and c.model_id == model_id]
 
     def _size(self, calls: Any) -> int:
         """How full ``calls`` are: their count, or ``batch_size_fn`` of their first arguments (Ray Serve's rule)."""
         return self.settings.size([c.args[0] if c.args else None for c in calls])
 
-    def _take(self) -> list[_Call]:
-        """The next batch: callers still waiting, in order, up to ``max_batch_size`` as counted."""
+    def _take(self, model_id: str) -> list[_Call]:
+        """The next batch: callers of ``model_id`` still waiting, in order, up to ``max_batch_size`` as
+        counted. Callers that gave up are dropped; other models' callers keep their places."""
         batch: list[_Call] = []
-        while self.items:
-            call = self.items[0]
+        left: collections.deque[_Call] = collections.deque()
+        full = False
+        for call in self.items:
             if call.cancelled:
-                self.items.popleft()
                 continue
-            if batch and self._size([*batch, call]) > self.settings.max_batch_size:
-                break
-            batch.append(self.items.popleft())
-            if self._size(batch) >= self.settings.max_batch_size:
-                break
+            if not full and call.model_id == model_id:
+                if batch and self._size([*batch, call]) > self.settings.max_batch_size:
+                    full = True  # this one would overflow it: it starts the next batch
+                else:
+                    batch.append(call)
+                    full = self._size(batch) >= self.settings.max_batch_size
+                    continue
+            left.append(call)
+        self.items = left
         return batch
 
     async def _run(self, batch: list[_Call]) -> None:
+        # Its own task: the model id its callers asked for is the one the function sees.
+        set_multiplexed_model_id(batch[0].model_id)
+        record_batch_size(len(batch))
         try:
             args, kwargs = _columns(batch)
             if self.streaming:
@@ -283,7 +304,7 @@ def _wrap(fn: Callable[..., Any], settings: BatchSettings) -> Callable[..., Any]
         async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             _warn_if_batches_cannot_fill(settings)
             queue, args = queue_for(args)
-            call = _Call(args, kwargs, stream=asyncio.Queue())
+            call = _Call(args, kwargs, get_multiplexed_model_id(), stream=asyncio.Queue())
             queue.put(call)
             try:
                 while True:
@@ -300,7 +321,7 @@ def _wrap(fn: Callable[..., Any], settings: BatchSettings) -> Callable[..., Any]
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             _warn_if_batches_cannot_fill(settings)
             queue, args = queue_for(args)
-            call = _Call(args, kwargs, future=asyncio.get_running_loop().create_future())
+            call = _Call(args, kwargs, get_multiplexed_model_id(), future=asyncio.get_running_loop().create_future())
             queue.put(call)
             return await call.future  # type: ignore[misc]
 
@@ -323,8 +344,6 @@ def _warn_if_batches_cannot_fill(settings: BatchSettings) -> None:
     if settings.warned:
         return
     settings.warned = True
-    from serve_nb.data.context import current_max_ongoing_requests
-
     limit = current_max_ongoing_requests()
     wanted = settings.max_batch_size * settings.max_concurrent_batches
     if limit is not None and limit < wanted:

@@ -5,7 +5,8 @@ of ``key`` changes, and once at once with the current value. One outstanding req
 carries every subscription, however many there are.
 
 Keys: ``STATUS`` (a ``ServeStatus``), ``ROUTES`` ({prefix: (app, ingress)}),
-``replicas(app, deployment)`` (a ``ReplicaSet``).
+``replicas(app, deployment)`` (a ``ReplicaSet``, with the multiplexed models each replica holds),
+``app(name)`` (an ``AppDetail``: what the app widget shows).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ import inspect
 import warnings
 from typing import Any, Awaitable, Callable
 
+from serve_nb.data.context import register_model_cache
+
 DEFAULT_MAX_NUM_MODELS_PER_REPLICA = 3
 
 
@@ -34,8 +36,9 @@ class ModelCache:
 
     @property
     def model_ids(self) -> list[str]:
-        """Loaded models, least recently used first (what routers would prefer this replica for)."""
-        return list(self.models)
+        """Loaded models, least recently used first, then those being loaded: what routers should prefer
+        this replica for (a model being loaded counts, or requests arriving meanwhile would load it elsewhere)."""
+        return list(self.models) + [m for m in self._loading if m not in self.models]
 
     async def get(self, model_id: str) -> Any:
         if model_id in self.models:
@@ -108,10 +111,12 @@ def multiplexed(
                 if cache is None:
                     cache = ModelCache(functools.partial(loader, owner), max_models)
                     setattr(owner, attr, cache)
+                    register_model_cache(cache)
             elif len(args) == 1:
                 model_id = args[0]
                 if not own:
                     own.append(ModelCache(loader, max_models))
+                    register_model_cache(own[0])
                 cache = own[0]
             else:
                 raise TypeError(

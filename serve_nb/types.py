@@ -136,6 +136,8 @@ class ReplicaSet:
     # With no replica serving yet: what the first one is waiting for ("" if nothing worth saying). The
     # proxy puts it in the 503 it answers once a request has waited long enough.
     waiting: str = ""
+    # Multiplexed models each replica holds or is loading (replica id -> model ids), as last reported.
+    models: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class ReplicaDetail:
     started_at: float
     ongoing: int
     version: str
+    models: tuple[str, ...] = ()  # multiplexed models it holds or is loading
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class DeploymentDetail:
     last_decision: str = ""
     events: tuple[ScalingEvent, ...] = ()
     ongoing: float = 0.0
+    batch_sizes: tuple[int, ...] = ()  # sizes of its recent @serve.batch batches, oldest first
 
 
 @dataclass(frozen=True)

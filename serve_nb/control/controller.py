@@ -190,13 +190,16 @@ class ControllerCore:
         self._apps.clear()
 
     async def record_replica_metrics(
-        self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str]
+        self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str],
+        models: tuple[str, ...] = (), batch_sizes: list[int] | None = None,
     ) -> None:
-        """Pushed by replicas when their in-flight count changes (and as a heartbeat), with new log lines."""
+        """Pushed by replicas when their in-flight count or loaded models change (and as a heartbeat), with new
+        log lines and batch sizes. Changed models go to routers at once: they route by them."""
         state = self._deployment(DeploymentID(app, deployment))
         if state is None:
             return
-        state.record_metrics(replica_id, ongoing)
+        if state.record_metrics(replica_id, ongoing, models, batch_sizes or ()):
+            self._publish()
         if log_lines:
             stamp = time.strftime("%H:%M:%S", time.localtime(self._clock.time()))
             self._apps[app].add_logs(deployment, replica_id, log_lines, stamp)
@@ -375,9 +378,10 @@ class ServeController:
         await self._core.shutdown(timeout_s)
 
     async def record_replica_metrics(
-        self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str]
+        self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str],
+        models: tuple[str, ...] = (), batch_sizes: list[int] | None = None,
     ) -> None:
-        await self._core.record_replica_metrics(app, deployment, replica_id, ongoing, log_lines)
+        await self._core.record_replica_metrics(app, deployment, replica_id, ongoing, log_lines, models, batch_sizes)
 
     async def record_queued(self, app: str, deployment: str, caller: str, queued: int) -> None:
         await self._core.record_queued(app, deployment, caller, queued)

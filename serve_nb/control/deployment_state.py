@@ -54,6 +54,8 @@ QUEUED_REPORT_TTL_S = 10.0
 UNREACHABLE_CHECK_TIMEOUT_S = 2.0
 # Scaling decisions kept for the app widget.
 SCALING_EVENTS_KEPT = 50
+# Recent @serve.batch batch sizes kept for the app widget.
+BATCH_SIZES_KEPT = 200
 
 @dataclass(frozen=True)
 class DeploymentContext:
@@ -85,6 +87,7 @@ class DeploymentState:
         self.queued: dict[str, tuple[int, float]] = {}  # caller id -> (queued, when reported)
         self.last_decision = ""
         self.events: collections.deque[ScalingEvent] = collections.deque(maxlen=SCALING_EVENTS_KEPT)
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=BATCH_SIZES_KEPT)
         self.unplaced = 0  # replicas the last pass could not place (max_replicas_per_node)
         self.no_room = ""  # why, for the status
         self._window = LoadWindow()
@@ -153,10 +156,20 @@ class DeploymentState:
         if status == DeploymentStatus.HEALTHY:
             self.scaling = None
 
-    def record_metrics(self, replica_id: str, ongoing: int) -> None:
+    def record_metrics(
+        self, replica_id: str, ongoing: int, models: Sequence[str] = (), batch_sizes: Sequence[int] = ()
+    ) -> bool:
+        """A replica's report; True if the models it holds changed (routers must hear of it)."""
         record = self.replicas.get(replica_id)
-        if record is not None:
-            record.ongoing = ongoing
+        if record is None:
+            return False
+        record.ongoing = ongoing
+        self.batch_sizes.extend(batch_sizes)
+        models = tuple(models)
+        if models == record.models:
+            return False
+        record.models = models
+        return True
 
     def record_queued(self, caller: str, queued: int, now: float) -> None:
         """A router's queue; requests waiting with no replica running wake the loop (cold start)."""
@@ -204,8 +217,9 @@ class DeploymentState:
                 unavailable = f"Deployment '{self.dep.name}' of application '{app}' failed to deploy:\n{self.failed_message}"
         waiting = "" if serving or unavailable else slow_init_message(slow_initializers(self._in_init()))
         config = self.spec.config
+        models = {r.replica_id: r.models for r in self.replicas.values() if r.models and r.serving}
         return ReplicaSet(serving, config.max_ongoing_requests, config.max_queued_requests, unavailable, self.methods,
-                          waiting)
+                          waiting, models)
 
     # -- reconciling --------------------------------------------------------------------------------
 

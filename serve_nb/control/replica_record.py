@@ -46,6 +46,7 @@ class ReplicaRecord:
     placed_at: float = 0.0  # when it was placed: its __init__ started then
     opening: bool = False  # asked to listen on its node's IP too (the cluster spans machines now)
     node_id: str = ""  # the node it was placed on, when the controller chose it (or learned it)
+    models: tuple[str, ...] = ()  # multiplexed models it holds or is loading, as last reported
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -112,4 +113,4 @@ class ReplicaRecord:
     def detail(self) -> ReplicaDetail:
         info = self.info
         return ReplicaDetail(self.replica_id, str(self.state), info.node_id if info else "", info.pid if info else 0,
-                             self.started_at, self.ongoing, self.version)
+                             self.started_at, self.ongoing, self.version, self.models)

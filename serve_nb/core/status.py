@@ -201,12 +201,13 @@ def deployment_detail(
     last_decision: str,
     events: Sequence[ScalingEvent],
     load: float,
+    batch_sizes: Sequence[int] = (),
 ) -> DeploymentDetail:
-    """What the app widget shows of one deployment: its status plus replicas and scaling history."""
+    """What the app widget shows of one deployment: its status plus replicas, scaling history and batches."""
     running = sum(1 for r in replicas if r.state == ReplicaState.RUNNING)
     return DeploymentDetail(
         info.name, str(info.status), info.message, info.target_replicas, running, tuple(replicas),
-        autoscaling.to_dict() if autoscaling else None, last_decision, tuple(events), load,
+        autoscaling.to_dict() if autoscaling else None, last_decision, tuple(events), load, tuple(batch_sizes),
     )
 
 

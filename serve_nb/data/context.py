@@ -1,9 +1,14 @@
-"""``serve.get_replica_context()``: which replica the current code runs in."""
+"""What user code can ask about where it runs: ``serve.get_replica_context()``, the request's multiplexed
+model id; and what the replica reports about itself (its loaded models, its batch sizes).
+
+Module-level state, because a process runs at most one replica."""
 
 from __future__ import annotations
 
+import contextvars
+import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from serve_nb.exceptions import RayServeException
 
@@ -49,3 +54,58 @@ def set_max_ongoing_requests(value: int) -> None:
 def current_max_ongoing_requests() -> int | None:
     """The running replica's ``max_ongoing_requests``; None outside a replica (``@serve.batch`` warns with it)."""
     return _max_ongoing_requests
+
+
+# -- per request: the multiplexed model asked for -------------------------------------------------
+
+_model_id: contextvars.ContextVar[str] = contextvars.ContextVar("serve_nb_multiplexed_model_id", default="")
+
+
+def get_multiplexed_model_id() -> str:
+    """The model id the current request asked for (``handle.options(multiplexed_model_id=...)`` or the
+    ``serve_multiplexed_model_id`` HTTP header); "" outside a request or when none was given."""
+    return _model_id.get()
+
+
+def set_multiplexed_model_id(model_id: str) -> contextvars.Token[str]:
+    """Set for the rest of the current context (a request's task, or a batch's run of the user's function)."""
+    return _model_id.set(model_id)
+
+
+# -- per replica: what it reports to the controller besides its load ------------------------------
+
+
+class HoldsModels(Protocol):
+    """A multiplexed loader's cache: the model ids it holds or is loading."""
+
+    @property
+    def model_ids(self) -> list[str]: ...
+
+
+_model_caches: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_batch_sizes: list[int] = []
+#: Batch sizes kept between two reports at most; a replica whose reports fail must not grow without bound.
+MAX_PENDING_BATCH_SIZES = 1000
+
+
+def register_model_cache(cache: HoldsModels) -> None:
+    """A multiplexed loader's cache, so the replica can report its models (weakly held: it goes with its owner)."""
+    _model_caches.add(cache)
+
+
+def loaded_model_ids() -> tuple[str, ...]:
+    """Every model this process holds or is loading, sorted: what routers should prefer this replica for."""
+    return tuple(sorted({m for cache in list(_model_caches) for m in cache.model_ids}))
+
+
+def record_batch_size(size: int) -> None:
+    """One batch of ``@serve.batch`` ran with ``size`` items; reported with the replica's next metrics."""
+    if len(_batch_sizes) < MAX_PENDING_BATCH_SIZES:
+        _batch_sizes.append(size)
+
+
+def drain_batch_sizes() -> list[int]:
+    """The batch sizes recorded since the last call."""
+    sizes = _batch_sizes[:]
+    _batch_sizes.clear()
+    return sizes

@@ -21,7 +21,7 @@ from serve_nb.types import DeploymentID
 
 _UNSET: Any = object()
 #: ``handle.options()`` keywords of Ray Serve 2.60 that serve_nb does not implement: accepted only when not given.
-_UNSUPPORTED_HANDLE_OPTIONS = ("multiplexed_model_id", "session_id", "_prefer_local_routing", "_by_reference",
+_UNSUPPORTED_HANDLE_OPTIONS = ("session_id", "_prefer_local_routing", "_by_reference",
                                "request_serialization", "response_serialization")
 #: Items a stream may run ahead of a slow consumer before the pump stops reading from the replica.
 STREAM_BUFFER_ITEMS = 64
@@ -102,16 +102,19 @@ class _Next(Enum):
 class DeploymentResponseGenerator:
     """Items streamed by a generator method (``handle.options(stream=True)``); iterate sync or async."""
 
-    def __init__(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int = 0) -> None:
+    def __init__(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int = 0,
+                 model_id: str = "") -> None:
         self._bg = client.bg
         self._queue: asyncio.Queue[tuple[_Next, Any]] = asyncio.Queue(maxsize=STREAM_BUFFER_ITEMS)  # binds to a loop on first use
-        self._task = self._bg.submit(self._pump(client, dep, method, args, kwargs, retries))
+        request = Request(RequestKind.STREAM, method, args, kwargs, model_id)
+        self._task = self._bg.submit(self._pump(client, dep, request, retries))
 
-    async def _pump(self, client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int) -> None:
+    async def _pump(self, client: Any, dep: DeploymentID, request: Request, retries: int) -> None:
         try:
-            if args or kwargs:
-                args, kwargs = await _resolve_responses(args, kwargs)
-            stream = client.router(dep).stream(Request(RequestKind.STREAM, method, args, kwargs), retries=retries)
+            if request.args or request.kwargs:
+                args, kwargs = await _resolve_responses(request.args, request.kwargs)
+                request = Request(request.kind, request.method, args, kwargs, request.model_id)
+            stream = client.router(dep).stream(request, retries=retries)
             async with contextlib.aclosing(stream) as items:  # cancelled: the router's slot is freed now
                 async for item in items:
                     await self._queue.put((_Next.ITEM, item))
@@ -157,10 +160,11 @@ class DeploymentHandle:
     """
 
     def __init__(self, deployment_name: str, app_name: str = "default", *, method_name: str = "__call__",
-                 stream: bool = False, idempotent: bool = False) -> None:
+                 stream: bool = False, idempotent: bool = False, multiplexed_model_id: str = "") -> None:
         self._dep = DeploymentID(app_name, deployment_name)
         self._method = method_name
         self._stream = stream
+        self._model_id = multiplexed_model_id
         # How often a call is sent again if its replica dies mid-request (it may have run): only if idempotent.
         self._retries = MAX_IDEMPOTENT_RETRIES if idempotent else 0
 
@@ -194,22 +198,30 @@ class DeploymentHandle:
         ``idempotent=True`` (serve_nb's own) declares the calls safe to run twice: one whose replica dies
         before it answers is sent to another replica, up to 3 times, instead of failing with
         ReplicaUnavailableError. A call that was never run (replica full or stopping) is always sent
-        again, idempotent or not; a stream only until its first item arrives."""
+        again, idempotent or not; a stream only until its first item arrives.
+
+        ``multiplexed_model_id="m"`` routes the calls to a replica holding model ``m`` when one can take
+        them, and the replica's code reads it with ``serve.get_multiplexed_model_id()``."""
         if unknown:  # checks cost nothing on the hot path (handle.method goes through here)
             reject_unknown_keywords("handle.options()", unknown, keyword_names(DeploymentHandle.options))
-        unsupported = (multiplexed_model_id, session_id, _prefer_local_routing, _by_reference,
+        unsupported = (session_id, _prefer_local_routing, _by_reference,
                        request_serialization, response_serialization)
         if any(value is not _UNSET for value in unsupported):
             given = {name: value for name, value in zip(_UNSUPPORTED_HANDLE_OPTIONS, unsupported) if value is not _UNSET}
             reject_unsupported_values("handle.options()", given, {})
         if idempotent is not _UNSET and not isinstance(idempotent, bool):
             raise TypeError(f"handle.options(idempotent=...) must be True or False, got {idempotent!r}.")
+        if multiplexed_model_id is not _UNSET and not isinstance(multiplexed_model_id, str):
+            raise TypeError(
+                f"handle.options(multiplexed_model_id=...) must be a string, got {type(multiplexed_model_id).__name__}."
+            )
         return DeploymentHandle(
             self._dep.name,
             self._dep.app,
             method_name=self._method if method_name is _UNSET else method_name,
             stream=self._stream if stream is _UNSET else bool(stream),
             idempotent=bool(self._retries) if idempotent is _UNSET else idempotent,
+            multiplexed_model_id=self._model_id if multiplexed_model_id is _UNSET else multiplexed_model_id,
         )
 
     def __getattr__(self, name: str) -> "DeploymentHandle":
@@ -221,28 +233,35 @@ class DeploymentHandle:
         """Send the request now; returns a DeploymentResponse (or a generator with stream=True)."""
         client = _client()
         if self._stream:
-            return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs, self._retries)
-        call = _call(client, self._dep, self._method, args, kwargs, self._retries)
+            return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs, self._retries,
+                                               self._model_id)
+        call = _call(client, self._dep, Request(RequestKind.CALL, self._method, args, kwargs, self._model_id),
+                     self._retries)
         return DeploymentResponse(client.bg.submit(call), client.bg)
 
     def __reduce__(self) -> Any:
-        return (_rebuild_handle, (self._dep.name, self._dep.app, self._method, self._stream, bool(self._retries)))
+        return (_rebuild_handle, (self._dep.name, self._dep.app, self._method, self._stream, bool(self._retries),
+                                  self._model_id))
 
     def __repr__(self) -> str:
         extra = f", method_name={self._method!r}" if self._method != "__call__" else ""
         extra += ", idempotent=True" if self._retries else ""
+        extra += f", multiplexed_model_id={self._model_id!r}" if self._model_id else ""
         return f"DeploymentHandle(deployment={self._dep.name!r}, app={self._dep.app!r}{extra})"
 
 
-def _rebuild_handle(name: str, app: str, method: str, stream: bool, idempotent: bool = False) -> DeploymentHandle:
-    return DeploymentHandle(name, app, method_name=method, stream=stream, idempotent=idempotent)
+def _rebuild_handle(name: str, app: str, method: str, stream: bool, idempotent: bool = False,
+                    model_id: str = "") -> DeploymentHandle:
+    return DeploymentHandle(name, app, method_name=method, stream=stream, idempotent=idempotent,
+                            multiplexed_model_id=model_id)
 
 
-async def _call(client: Any, dep: DeploymentID, method: str, args: tuple, kwargs: dict, retries: int) -> Any:
+async def _call(client: Any, dep: DeploymentID, request: Request, retries: int) -> Any:
     """One request, on the background loop: resolve response arguments, then route it."""
-    if args or kwargs:
-        args, kwargs = await _resolve_responses(args, kwargs)
-    return await client.router(dep).call(Request(RequestKind.CALL, method, args, kwargs), retries=retries)
+    if request.args or request.kwargs:
+        args, kwargs = await _resolve_responses(request.args, request.kwargs)
+        request = Request(request.kind, request.method, args, kwargs, request.model_id)
+    return await client.router(dep).call(request, retries=retries)
 
 
 async def _resolve_responses(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -18,7 +18,10 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.data.channel import ChannelServer
-from serve_nb.data.context import ReplicaContext, set_max_ongoing_requests, set_replica_context
+from serve_nb.data.context import (
+    ReplicaContext, drain_batch_sizes, loaded_model_ids, set_max_ongoing_requests, set_multiplexed_model_id,
+    set_replica_context,
+)
 from serve_nb.data import logcapture
 from serve_nb.data.http.replica_adapter import HTTPAdapter
 from serve_nb.data.request import Request, RequestKind
@@ -169,21 +172,25 @@ class ReplicaCore:
                 pass
 
     async def _report_loop(self, controller: Any) -> None:
-        """Push the in-flight count when it changes (at most every ``REPORT_PERIOD_S``) and new log
-        lines; a heartbeat every ``HEARTBEAT_S``. The controller averages these for autoscaling and shows them in widgets."""
-        last_value, last_sent = -1, 0.0
+        """Push the in-flight count and the loaded models when they change (at most every ``REPORT_PERIOD_S``),
+        new log lines and batch sizes; a heartbeat every ``HEARTBEAT_S``. The controller averages the counts
+        for autoscaling, passes the models on to routers, and shows all of it in widgets."""
+        last_value, last_models, last_sent = -1, (), 0.0
         while not self._stopped:
             await asyncio.sleep(REPORT_PERIOD_S)
             lines = self._logs.drain()
+            models, batches = loaded_model_ids(), drain_batch_sizes()
             now = time.monotonic()
-            if self._ongoing != last_value or lines or now - last_sent >= HEARTBEAT_S:
-                last_value, last_sent = self._ongoing, now
+            if (self._ongoing != last_value or models != last_models or lines or batches
+                    or now - last_sent >= HEARTBEAT_S):
+                last_value, last_models, last_sent = self._ongoing, models, now
                 try:
                     await controller.record_replica_metrics.remote(
-                        self._init.app, self._init.deployment, self._init.replica_id, last_value, lines
+                        self._init.app, self._init.deployment, self._init.replica_id, last_value, lines, models,
+                        batches,
                     )
                 except Exception:
-                    pass  # controller restarting: the next report catches up
+                    last_models = ()  # controller restarting: the next report catches up, models included
 
     async def listen_on_node_ip(self) -> ReplicaInfo:
         """Another machine joined the cluster: also listen on this node's IP (the address Ray uses for it),
@@ -229,7 +236,10 @@ class ReplicaCore:
         self._ongoing -= 1
 
     def handle(self, request: Request) -> Any:
-        """A coroutine for a call; an async iterator for a stream or an HTTP request."""
+        """A coroutine for a call; an async iterator for a stream or an HTTP request. Called in the request's
+        own task, so the model id set here is this request's alone."""
+        if request.model_id:
+            set_multiplexed_model_id(request.model_id)
         kind = request.kind
         if kind is RequestKind.CALL:
             return self._call(request.method, request.args, request.kwargs)

@@ -22,7 +22,7 @@ class RequestKind(IntEnum):
 _KINDS = tuple(RequestKind)  # index == value: decoding without an Enum lookup per request
 
 #: The wire form: plain values only, because pickling a dataclass costs several times a tuple's.
-Wire = tuple[int, str, tuple, dict]
+Wire = tuple[int, str, tuple, dict, str]
 
 
 class BodySource(Protocol):
@@ -38,12 +38,16 @@ class BodySource(Protocol):
 class Request:
     """``method(*args, **kwargs)`` on a replica. For HTTP, ``args`` is ``(scope, body, debug_errors, rest)``:
     ``body`` is the whole body, or its first part when more follows; then ``rest`` is True on the wire
-    (the body's remainder follows the request on the channel) and, in the replica, the chunks' iterator."""
+    (the body's remainder follows the request on the channel) and, in the replica, the chunks' iterator.
+
+    ``model_id`` is the multiplexed model the caller asked for ("" for none): routers prefer replicas that
+    hold it, and the replica shows it to user code as ``serve.get_multiplexed_model_id()``."""
 
     kind: RequestKind
     method: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    model_id: str = ""
 
     @property
     def streams(self) -> bool:
@@ -56,21 +60,23 @@ class Request:
         return self.kind is RequestKind.HTTP and self.args[3] is True
 
     @classmethod
-    def http(cls, scope: dict[str, Any], body: bytes | bytearray, debug_errors: bool, more: bool = False) -> "Request":
+    def http(
+        cls, scope: dict[str, Any], body: bytes | bytearray, debug_errors: bool, more: bool = False, model_id: str = ""
+    ) -> "Request":
         """An HTTP request for an ingress deployment; the method is the adapter's to choose. The body may be
         the proxy's own bytearray (held once, not copied); the replica adapter hands the app bytes. ``more``:
         ``body`` is only the first part, the rest is streamed after the request."""
-        return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {})
+        return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {}, model_id)
 
     def with_rest(self, rest: AsyncIterator[bytes]) -> "Request":
         """This HTTP request as the replica runs it: the streamed remainder of its body is ``rest``."""
         scope, body, debug_errors, _ = self.args
-        return Request(self.kind, self.method, (scope, body, debug_errors, rest), self.kwargs)
+        return Request(self.kind, self.method, (scope, body, debug_errors, rest), self.kwargs, self.model_id)
 
     def to_wire(self) -> Wire:
-        return (self.kind.value, self.method, self.args, self.kwargs)
+        return (self.kind.value, self.method, self.args, self.kwargs, self.model_id)
 
     @classmethod
     def from_wire(cls, wire: Wire) -> "Request":
-        kind, method, args, kwargs = wire
-        return cls(_KINDS[kind], method, args, kwargs)
+        kind, method, args, kwargs, model_id = wire
+        return cls(_KINDS[kind], method, args, kwargs, model_id)

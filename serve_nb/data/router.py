@@ -15,7 +15,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
-from serve_nb.core.choice import choose_replica
+from serve_nb.core.choice import choose_for_model, choose_replica
 from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, NotSent, Rejected, auth
 from serve_nb.data.request import BodySource, Request
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
@@ -35,6 +35,10 @@ UNBLOCK_HORIZON_S = 60.0
 #: An idempotent request whose replica died mid-request is sent again at most this often: a request
 #: that itself crashes replicas must not take down every replica of the deployment in turn.
 MAX_IDEMPOTENT_RETRIES = 3
+#: A replica this router just sent a model's request to counts as holding that model for this long: longer
+#: than the replica takes to report it (its report period, then the long-poll), so that requests sent in
+#: between follow the first instead of loading the model on every replica.
+MODEL_HINT_TTL_S = 2.0
 
 
 class ReplicaClient(Protocol):
@@ -105,6 +109,8 @@ class Router:
         self._capacity: dict[str, int] = {}
         self._blocked_until: dict[str, float] = {}
         self._local: frozenset[str] = frozenset()
+        self._models: dict[str, tuple[str, ...]] = {}  # multiplexed models per replica, from the long-poll
+        self._model_hints: dict[tuple[str, str], float] = {}  # (replica, model) sent here lately -> until when
         self._max_ongoing = DEFAULT_MAX_ONGOING_REQUESTS
         self._max_queued = -1
         self._unavailable: str | None = None
@@ -124,6 +130,7 @@ class Router:
         self._max_queued = replica_set.max_queued_requests
         self._unavailable = replica_set.unavailable if not replica_set.replicas else None
         self._waiting = replica_set.waiting
+        self._models = replica_set.models
         new = {r.replica_id: r for r in replica_set.replicas}
         for rid in list(self._infos):
             if rid not in new:
@@ -164,9 +171,24 @@ class Router:
             if client.lost and self._on_unreachable is not None:
                 self._on_unreachable(rid)
 
-    def _choose(self, now: float) -> str | None:
+    def _choose(self, now: float, model_id: str = "") -> str | None:
         candidates = [rid for rid in self._infos if self._blocked_until.get(rid, 0.0) <= now]
-        return choose_replica(candidates, self._in_flight, self._capacity, self._rng, self._local)
+        if not model_id:
+            return choose_replica(candidates, self._in_flight, self._capacity, self._rng, self._local)
+        rid = choose_for_model(candidates, self._in_flight, self._capacity, self._rng, self._models_seen(now),
+                               model_id, self._local)
+        if rid is not None:
+            self._model_hints[(rid, model_id)] = now + MODEL_HINT_TTL_S
+        return rid
+
+    def _models_seen(self, now: float) -> dict[str, frozenset[str]]:
+        """Each replica's models: as the controller last published them, plus those sent there lately."""
+        for key in [k for k, until in self._model_hints.items() if until <= now]:
+            del self._model_hints[key]
+        seen = {rid: set(models) for rid, models in self._models.items()}
+        for rid, model in self._model_hints:
+            seen.setdefault(rid, set()).add(model)
+        return {rid: frozenset(models) for rid, models in seen.items()}
 
     def _wake(self, all_waiters: bool = False) -> None:
         while self._waiters:
@@ -202,7 +224,7 @@ class Router:
             if fut in self._waiters:
                 self._waiters.remove(fut)
 
-    async def _acquire(self, no_replica_timeout_s: float | None = None) -> str:
+    async def _acquire(self, no_replica_timeout_s: float | None = None, model_id: str = "") -> str:
         """Wait until a replica has room; raise if the deployment is unavailable, the queue is full, or
         (with ``no_replica_timeout_s``) no replica has been running for that long while this waited."""
         queued = False
@@ -212,7 +234,7 @@ class Router:
                 if self._unavailable is not None:
                     raise DeploymentUnavailableError(self._unavailable)
                 now = self._clock()
-                rid = self._choose(now) if self._known else None
+                rid = self._choose(now, model_id) if self._known else None
                 if rid is not None:
                     self._in_flight[rid] += 1
                     return rid
@@ -268,7 +290,7 @@ class Router:
         request whose replica died while it was in flight is sent again only ``retries`` times (callers
         pass retries only for idempotent requests: it may have run)."""
         while True:
-            rid = await self._acquire(no_replica_timeout_s)
+            rid = await self._acquire(no_replica_timeout_s, request.model_id)
             try:
                 return await self._client(rid).call(request)
             except Rejected:
@@ -290,7 +312,7 @@ class Router:
         ``body`` (the rest of a large HTTP body, sent once the replica admits the request) it is never sent
         again once the body started to flow: the body is gone."""
         while True:
-            rid = await self._acquire(no_replica_timeout_s)
+            rid = await self._acquire(no_replica_timeout_s, request.model_id)
             started = False
             try:
                 async with contextlib.aclosing(self._client(rid).stream(request, body)) as items:  # closed with this generator

@@ -39,6 +39,7 @@ RECENT_EVENTS = 5  # scaling events listed per deployment
 CHART_WINDOW_S = 300.0
 CHART_WIDTH, CHART_HEIGHT = 360.0, 90.0
 RESPONSE_PREVIEW_CHARS = 5000  # longer answers are cut, so the request panel stays responsive
+MODELS_SHOWN = 4  # multiplexed models listed per replica; more are counted
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class DeploymentRow:
     target: int
     message: str
     autoscaling: bool
+    batches: str = ""  # recent @serve.batch sizes, summarised ("" if it does not batch)
 
     @property
     def replicas(self) -> str:
@@ -68,6 +70,7 @@ class ReplicaRow:
     pid: str
     ongoing: int
     uptime: str
+    models: str = ""  # the multiplexed models it holds or is loading
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,22 @@ def _autoscaling_settings(auto: dict) -> str:
     )
 
 
+def batch_summary(sizes: Sequence[int]) -> str:
+    """Recent batch sizes in a few words: how full batches run is what tells whether batching pays."""
+    if not sizes:
+        return ""
+    return f"{len(sizes)} batches: mean size {sum(sizes) / len(sizes):.1f}, largest {max(sizes)}, last {sizes[-1]}"
+
+
+def models_cell(models: Sequence[str]) -> str:
+    shown = ", ".join(models[:MODELS_SHOWN])
+    return shown + (f" (+{len(models) - MODELS_SHOWN} more)" if len(models) > MODELS_SHOWN else "")
+
+
 def deployment_row(dep: DeploymentDetail) -> DeploymentRow:
     return DeploymentRow(dep.name, dep.status, badge_color(dep.status), dep.running, dep.target,
-                         dep.message.splitlines()[0] if dep.message else "", dep.autoscaling is not None)
+                         dep.message.splitlines()[0] if dep.message else "", dep.autoscaling is not None,
+                         batch_summary(dep.batch_sizes))
 
 
 def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
@@ -162,7 +178,7 @@ def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
     url = endpoint_url(detail)
     replicas = tuple(
         ReplicaRow(d.name, r.replica_id, r.state, r.node_id[:NODE_ID_CHARS], str(r.pid or ""), r.ongoing,
-                   format_uptime(now - r.started_at))
+                   format_uptime(now - r.started_at), models_cell(r.models))
         for d in detail.deployments
         for r in d.replicas
     )

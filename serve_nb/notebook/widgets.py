@@ -156,17 +156,21 @@ class AppWidget(widgets.VBox):
         if changed("curl"):
             self._curl.value = view.curl or "(no HTTP route: call it through the handle)"
         if changed("deployments"):
+            batching = any(d.batches for d in view.deployments)
             self._deployments.value = _table(
-                ["deployment", "status", "running / target", ""],
-                [[views.escape(d.name), _badge(d.status, d.color), d.replicas, views.escape(d.message)] for d in view.deployments],
+                ["deployment", "status", "running / target", *(["batching"] if batching else []), ""],
+                [[views.escape(d.name), _badge(d.status, d.color), d.replicas,
+                  *([views.escape(d.batches)] if batching else []), views.escape(d.message)] for d in view.deployments],
             )
             options = [d.name for d in view.deployments if not d.autoscaling]
             if list(self._scale_target.options) != options:
                 self._scale_target.options = options
         if changed("replicas"):
+            models = any(r.models for r in view.replicas)
             self._replicas.value = _table(
-                ["deployment", "replica", "state", "node", "pid", "ongoing", "uptime"],
-                [[views.escape(r.deployment), r.replica_id, r.state, r.node, r.pid, str(r.ongoing), r.uptime]
+                ["deployment", "replica", "state", "node", "pid", "ongoing", "uptime", *(["models"] if models else [])],
+                [[views.escape(r.deployment), r.replica_id, r.state, r.node, r.pid, str(r.ongoing), r.uptime,
+                  *([views.escape(r.models)] if models else [])]
                  for r in view.replicas],
             )
         if changed("autoscaling"):

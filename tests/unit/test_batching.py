@@ -274,3 +274,38 @@ def test_a_failing_batch_size_fn_fails_its_callers_instead_of_hanging_them():
         return await asyncio.gather(echo(1), echo(2), return_exceptions=True)
 
     assert [type(e) for e in run(scenario())] == [KeyError, KeyError]
+
+
+def test_batches_hold_one_models_items_and_the_function_sees_that_models_id():
+    seen: list[tuple[str, list[int]]] = []
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0)
+    async def predict(xs: list[int]) -> list[str]:
+        model = serve.get_multiplexed_model_id()
+        seen.append((model, list(xs)))
+        return [f"{model}:{x}" for x in xs]
+
+    async def as_model(model: str, x: int) -> str:
+        context.set_multiplexed_model_id(model)  # this task's own context: as a request's in a replica
+        return await predict(x)
+
+    async def scenario() -> list[str]:
+        return await asyncio.gather(*(as_model("a" if i % 2 == 0 else "b", i) for i in range(6)))
+
+    assert run(scenario()) == ["a:0", "b:1", "a:2", "b:3", "a:4", "b:5"]
+    assert seen == [("a", [0, 2, 4]), ("b", [1, 3, 5])]  # another model's callers keep their order and wait
+    assert serve.get_multiplexed_model_id() == ""  # outside a request
+
+
+def test_each_batch_size_is_recorded_for_the_replicas_report():
+    @serve.batch(max_batch_size=3, batch_wait_timeout_s=0)
+    async def echo(xs: list[int]) -> list[int]:
+        return xs
+
+    async def scenario() -> None:
+        await asyncio.gather(*(echo(i) for i in range(7)))
+
+    context.drain_batch_sizes()
+    run(scenario())
+    assert context.drain_batch_sizes() == [3, 3, 1]
+    assert context.drain_batch_sizes() == []

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from serve_nb.core.choice import choose_replica
+from serve_nb.core.choice import choose_for_model, choose_replica
 
 TRIALS = 3000
 
@@ -124,3 +124,38 @@ def test_choice_is_always_a_candidate(seed):
     counts = many(candidates, {"x": 1}, {"x": 2, "y": 2, "z": 2}, seed=seed, trials=200)
     assert set(counts) <= set(candidates)
     assert None not in counts
+
+
+# --------------------------------------------------------------------------- multiplexed models
+
+
+def test_a_replica_holding_the_model_is_chosen_over_a_less_loaded_one():
+    models = {"a": frozenset({"m1"}), "b": frozenset()}
+    picks = {choose_for_model(["a", "b"], {"a": 3, "b": 0}, {"a": 4, "b": 4}, random.Random(s), models, "m1")
+             for s in range(50)}
+    assert picks == {"a"}
+
+
+def test_without_a_holder_the_replica_with_the_fewest_models_loads_it():
+    models = {"a": frozenset({"m1", "m2"}), "b": frozenset({"m3"}), "c": frozenset({"m4", "m5"})}
+    picks = {choose_for_model(["a", "b", "c"], {}, {"a": 4, "b": 4, "c": 4}, random.Random(s), models, "m9")
+             for s in range(50)}
+    assert picks == {"b"}
+
+
+def test_with_every_holder_full_the_model_goes_to_another_replica_instead_of_waiting():
+    models = {"a": frozenset({"m1"}), "b": frozenset({"m2"}), "c": frozenset()}
+    pick = choose_for_model(["a", "b", "c"], {"a": 2}, {"a": 2, "b": 2, "c": 2}, random.Random(0), models, "m1")
+    assert pick == "c"  # the full holder is skipped; of the others, the one holding fewest models
+
+
+def test_among_several_holders_load_decides():
+    models = {"a": frozenset({"m1"}), "b": frozenset({"m1"}), "c": frozenset()}
+    picks = Counter(choose_for_model(["a", "b", "c"], {"a": 3, "b": 0}, {"a": 9, "b": 9, "c": 9}, random.Random(s),
+                                     models, "m1") for s in range(200))
+    assert set(picks) == {"b"}  # two holders: the less loaded always wins a two-way draw
+
+
+def test_a_model_request_with_every_replica_full_waits():
+    models = {"a": frozenset({"m1"})}
+    assert choose_for_model(["a", "b"], {"a": 1, "b": 1}, {"a": 1, "b": 1}, random.Random(0), models, "m1") is None

@@ -4,10 +4,13 @@ with ``__del__`` called, one load at a time, shared loads, and Ray Serve's valid
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 
+import serve_nb as serve
+from serve_nb.data import context
 from serve_nb.multiplex import multiplexed
 
 
@@ -142,3 +145,38 @@ def test_validation_in_ray_serves_words():
         run(decorated(3))
     with pytest.raises(ValueError, match="The model ID cannot be empty"):
         run(decorated(""))
+
+
+def test_the_replica_reports_the_models_it_holds_and_those_being_loaded():
+    gate: asyncio.Event | None = None
+
+    class Owner:
+        @serve.multiplexed(max_num_models_per_replica=2)
+        async def get_model(self, model_id: str) -> str:
+            if model_id == "r-slow":
+                await gate.wait()  # type: ignore[union-attr]
+            return model_id.upper()
+
+    def reported() -> tuple[str, ...]:  # other tests' loaders live on in this process: look at this one's ids
+        return tuple(m for m in context.loaded_model_ids() if m.startswith("r-"))
+
+    async def scenario() -> list[tuple[str, ...]]:
+        nonlocal gate
+        gate = asyncio.Event()
+        owner = Owner()
+        reports = [reported()]
+        await owner.get_model("r-a")
+        reports.append(reported())
+        slow = asyncio.ensure_future(owner.get_model("r-slow"))
+        await asyncio.sleep(0)
+        reports.append(reported())  # loading counts: requests meanwhile should come here
+        gate.set()
+        await slow
+        await owner.get_model("r-b")  # evicts "r-a", the least recently used
+        reports.append(reported())
+        del owner
+        gc.collect()
+        reports.append(reported())  # its models went with it
+        return reports
+
+    assert asyncio.run(scenario()) == [(), ("r-a",), ("r-a", "r-slow"), ("r-b", "r-slow"), ()]

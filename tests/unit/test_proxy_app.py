@@ -13,7 +13,7 @@ from serve_nb.config import HTTPOptions
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.http_options import DEFAULT_NO_REPLICA_TIMEOUT_S
 from serve_nb.core.snapshots import ROUTES_KEY
-from serve_nb.data.http.proxy import ProxyApp
+from serve_nb.data.http.proxy import MAX_MODEL_ID_CHARS, ProxyApp
 from serve_nb.data.http.server import HeaderLimits
 from serve_nb.data.request import Request, RequestKind
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -498,3 +498,17 @@ def test_requests_wait_for_a_first_replica_only_as_long_as_no_replica_timeout_s(
         HTTPOptions(no_replica_timeout_s=0)
     with pytest.raises(ValueError, match="retry_safe_methods must be True or False"):
         HTTPOptions(retry_safe_methods="yes")
+
+
+def test_the_multiplexed_model_header_reaches_the_replica_as_the_requests_model_id():
+    app, client = make_app()
+    run(get(app, "/a/x", headers={"serve_multiplexed_model_id": "fr-v2"}))
+    run(get(app, "/a/x"))
+    assert [r.model_id for r in router_of(client).requests] == ["fr-v2", ""]
+
+
+def test_a_model_id_header_over_the_length_limit_is_400_and_never_forwarded():
+    app, client = make_app()
+    answer = run(get(app, "/a/x", headers={"serve_multiplexed_model_id": "m" * (MAX_MODEL_ID_CHARS + 1)}))
+    assert answer.status_code == 400 and "serve_multiplexed_model_id" in answer.text
+    assert router_of(client).requests == []

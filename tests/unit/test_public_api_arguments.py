@@ -206,7 +206,7 @@ def test_handle_options_with_a_misspelt_keyword_names_it_and_the_valid_ones() ->
 
 @pytest.mark.parametrize(
     "keyword",
-    ["multiplexed_model_id", "session_id", "_prefer_local_routing", "_by_reference", "request_serialization",
+    ["session_id", "_prefer_local_routing", "_by_reference", "request_serialization",
      "response_serialization"],
 )
 def test_handle_options_refuses_ray_serve_options_serve_nb_does_not_support_yet(keyword: str) -> None:
@@ -229,6 +229,18 @@ def test_an_idempotent_handle_stays_idempotent_through_methods_options_and_pickl
     assert "idempotent" not in repr(handle.options(idempotent=False))
     with pytest.raises(TypeError, match="must be True or False"):
         DeploymentHandle("Echo").options(idempotent="yes")
+
+
+def test_a_handles_model_id_survives_methods_options_and_pickling_and_must_be_a_string() -> None:
+    import pickle
+
+    handle = DeploymentHandle("Echo", "app").options(multiplexed_model_id="m1")
+    assert repr(handle.other) == ("DeploymentHandle(deployment='Echo', app='app', method_name='other', "
+                                  "multiplexed_model_id='m1')")
+    assert "multiplexed_model_id='m1'" in repr(pickle.loads(pickle.dumps(handle.options(stream=True))))
+    assert "multiplexed_model_id='m2'" in repr(handle.options(multiplexed_model_id="m2"))
+    with pytest.raises(TypeError, match="must be a string, got int"):
+        DeploymentHandle("Echo").options(multiplexed_model_id=3)
 
 
 def test_http_options_keys_are_still_checked_by_start(tripwire: Tripwire) -> None:

@@ -473,3 +473,48 @@ def test_a_replica_whose_connection_cannot_be_made_does_not_leak_its_slot():
         assert router._in_flight["r1"] == 0
 
     run(test)
+
+
+def model_call(model_id: str) -> Request:
+    return Request(RequestKind.CALL, "__call__", (), {}, model_id)
+
+
+def test_two_models_alternating_over_two_replicas_each_stay_on_one_replica_before_any_report():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        router.update(replica_set("r1", "r2", max_ongoing=4))
+        for _ in range(10):
+            await router.call(model_call("m1"))
+            await router.call(model_call("m2"))
+        by_model: dict[str, set[str]] = {}
+        for replica, request in fleet.sent:
+            by_model.setdefault(request.model_id, set()).add(replica)
+        assert len(by_model["m1"]) == 1 and len(by_model["m2"]) == 1  # no model was sent to both replicas
+        assert by_model["m1"] != by_model["m2"]  # the second model went to the replica holding none
+
+    run(test)
+
+
+def test_the_models_the_controller_publishes_steer_requests_to_their_holders():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        base = replica_set("r1", "r2", "r3", max_ongoing=4)
+        router.update(ReplicaSet(base.replicas, 4, models={"r2": ("m7",), "r3": ("m1", "m2")}))
+        answers = [await router.call(model_call("m7")) for _ in range(5)]
+        assert answers == ["r2"] * 5
+        assert await router.call(model_call("new")) == "r1"  # the replica holding no model loads a new one
+        assert await router.call(CALL) in ("r1", "r2", "r3")  # a request with no model is routed by load alone
+
+    run(test)
+
+
+def test_a_model_whose_holder_is_full_is_sent_to_another_replica_rather_than_queued():
+    async def test(router: Router, fleet: Fleet, events: dict[str, list[Any]]) -> None:
+        base = replica_set("r1", "r2", max_ongoing=1)
+        router.update(ReplicaSet(base.replicas, 1, models={"r1": ("m1",)}))
+        fleet.mode["r1"] = "hold"
+        first = asyncio.ensure_future(router.call(model_call("m1")))
+        await until(lambda: fleet.held_by("r1") == 1, "the holder busy")
+        assert await router.call(model_call("m1")) == "r2"
+        fleet.release_all()
+        assert await first == "r1"
+
+    run(test)

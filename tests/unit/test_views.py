@@ -523,3 +523,14 @@ def test_format_response_truncates_pretty_json_too():
 def test_format_response_keeps_non_ascii_text_readable():
     out = format_response(200, '{"greeting": "café ☕"}'.encode(), 0.0, "application/json")
     assert '"greeting": "café ☕"' in out
+
+
+def test_app_view_shows_each_replicas_models_and_each_deployments_recent_batches():
+    holder = dataclasses.replace(replica("m1"), models=("fr", "de", "es", "it", "pt", "nl"))
+    detail = app(deployments=(
+        DeploymentDetail("Model", "HEALTHY", "", 2, 2, replicas=(holder, replica("m2")), batch_sizes=(8, 16, 3)),
+        DeploymentDetail("Plain", "HEALTHY", "", 1, 1, replicas=(replica("p1"),)),
+    ))
+    view = app_view(detail, 2000.0)
+    assert [r.models for r in view.replicas] == ["fr, de, es, it (+2 more)", "", ""]
+    assert [d.batches for d in view.deployments] == ["3 batches: mean size 9.0, largest 16, last 3", ""]

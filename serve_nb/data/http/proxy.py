@@ -57,6 +57,20 @@ async def _plain(send: Send, status: int, text: str, headers: Headers | None = N
 #: The 404 text: fixed and short, so a long unknown path is never echoed back (or amplified).
 #: The most of an unknown path a 404 repeats: enough to see a typo, never an amplified copy of a long path.
 NOT_FOUND_PATH_CHARS = 100
+#: The header naming a request's multiplexed model (Ray Serve's name), and the longest id accepted from it.
+MODEL_ID_HEADER = b"serve_multiplexed_model_id"
+MAX_MODEL_ID_CHARS = 256
+
+
+def model_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The multiplexed model the client asked for with ``serve_multiplexed_model_id``; "" if none. Names
+    arrive lowercased (ASGI). ValueError if too long: the id reaches the replica, its loader and its logs."""
+    for name, value in headers:
+        if name == MODEL_ID_HEADER:
+            if len(value) > MAX_MODEL_ID_CHARS:
+                raise ValueError(f"The serve_multiplexed_model_id header is longer than {MAX_MODEL_ID_CHARS} characters.")
+            return value.decode("latin-1").strip()
+    return ""
 
 
 def not_found_text(path: str) -> str:
@@ -148,6 +162,11 @@ class ProxyApp:
             await _plain(send, 404, not_found_text(path))
             return
         prefix, (app, ingress) = match
+        try:
+            model_id = model_id_from(scope["headers"])
+        except ValueError as exc:
+            await _plain(send, 400, str(exc))
+            return
         limit = self._options.max_body_bytes
         if limit is not None and (declared_length(scope["headers"]) or 0) > limit:
             await _too_large(send, limit)
@@ -164,7 +183,7 @@ class ProxyApp:
         inner["headers"] = list(scope["headers"])
         router = self._client.router(DeploymentID(app, ingress))
         started = [False]
-        request = Request.http(inner, head.data, self._options.debug_errors, head.more)
+        request = Request.http(inner, head.data, self._options.debug_errors, head.more, model_id)
         rest = ClientBody(receive, len(head.data), limit) if head.more else None
         retries = MAX_IDEMPOTENT_RETRIES if self._options.retry_safe_methods and scope["method"] in SAFE_METHODS else 0
         forward = asyncio.ensure_future(self._forward(router, request, rest, send, started, retries))
