@@ -130,3 +130,17 @@ def session_dir() -> str | None:
         return node.get_session_dir_path() if node is not None else None
     except Exception:  # another Ray version: callers fall back to the temp dir
         return None
+
+
+# -- the object store ------------------------------------------------------------------------------
+
+
+def object_store_usage() -> tuple[int, int] | None:
+    """(MiB used, objects) in the object store over every node, as Ray's memory summary reports them;
+    None if this Ray prints something else. For checks that large calls free what they put there."""
+    import re
+
+    from ray._private.internal_api import memory_summary
+
+    found = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", memory_summary(stats_only=True))
+    return (int(found.group(1)), int(found.group(2))) if found else None

@@ -32,6 +32,36 @@ def dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=5)
 
 
+#: A request or reply at least this large goes through Ray's object store instead of the channel. Measured
+#: on the 2-core development machine, a handle call carrying a float32 array, median ms, channel / object
+#: store: 1 MiB 1.6 / 3.1, 4 MiB 5.7 / 4.5, 10 MiB 16 / 4.1, 50 MiB 141 / 9.5. Below about 2 MiB the
+#: socket wins (an actor call costs about a millisecond whatever it carries); above, the copies do.
+LARGE_PAYLOAD_BYTES = 2 * 1024 * 1024
+#: While deciding, buffers this large are only counted, not copied into the pickle.
+_COUNT_ONLY_BYTES = 64 * 1024
+
+
+def dumps_unless_large(obj: Any, limit: int = LARGE_PAYLOAD_BYTES) -> bytes | None:
+    """The pickle of ``obj``, or None if it would be ``limit`` bytes or more (send it another way).
+
+    Large buffers (numpy arrays, tensors, bytearrays: anything pickle protocol 5 can pass out of band) are
+    counted without being copied, so deciding costs little even for a 50 MB array."""
+    counted = 0
+
+    def count_large(buffer: pickle.PickleBuffer) -> bool:
+        nonlocal counted
+        size = memoryview(buffer).nbytes
+        if size < _COUNT_ONLY_BYTES:
+            return True  # small: copied into the pickle, as usual
+        counted += size
+        return False
+
+    payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=count_large)
+    if counted + len(payload) >= limit:
+        return None
+    return payload if not counted else cloudpickle.dumps(obj, protocol=5)  # some buffers were left out: again, whole
+
+
 loads = pickle.loads
 
 

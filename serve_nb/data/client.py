@@ -21,6 +21,7 @@ from serve_nb.core.snapshots import replicas_key
 from serve_nb.data.channel import tls
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
+from serve_nb.data.objects import ObjectStoreCalls
 from serve_nb.data.router import Router, channel_connector
 from serve_nb.types import DeploymentID
 
@@ -51,6 +52,7 @@ class ServeClient:
         self.caller_id = f"{os.getpid()}-{id(self):x}"
         self.closed = False
         self._tls = tls.client_context_from_env()  # None unless Ray's TLS is on; raises if it is misconfigured
+        self._large_calls = ObjectStoreCalls()
 
     def router(self, dep: DeploymentID) -> Router:
         """The router for ``dep`` (call on the background loop)."""
@@ -60,6 +62,7 @@ class ServeClient:
                 dep, channel_connector(self.node_id, self._tls, self._ray_token), local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
+                large_calls=self._large_calls,
             )
             self._routers[dep] = router
             self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)

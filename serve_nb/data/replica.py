@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import secrets
 import time
 from typing import Any, AsyncIterator, Callable
 
@@ -24,9 +25,11 @@ from serve_nb.data.context import (
 )
 from serve_nb.data import logcapture
 from serve_nb.data.http.replica_adapter import HTTPAdapter
-from serve_nb.data.request import Request, RequestKind
+from serve_nb.data.objects import Outcome
+from serve_nb.data.request import Request, RequestKind, Wire
 from serve_nb.common.messages import InitResult, ReplicaConfig, ReplicaInit, ReplicaMetadata
-from serve_nb.common.serialization import loads, user_traceback
+from serve_nb.common.serialization import loads, pack_exception, user_traceback
+from serve_nb.exceptions import RayServeException
 from serve_nb.types import ReplicaInfo
 
 #: In-flight counts go to the controller at most this often; autoscaling averages over seconds.
@@ -38,6 +41,9 @@ GOODBYE_BEAT_S = 0.2
 #: Threads for sync user code: at least this many, so health checks and reconfigure calls do not
 #: wait behind requests when max_ongoing_requests is small.
 MIN_THREADS = 4
+#: A large reply waits this long for its caller to take it through the object store (a caller that died
+#: in between never will); then it is dropped.
+STASH_TTL_S = 60.0
 
 
 def public_methods(obj: Any, is_class: bool) -> tuple[str, ...]:
@@ -71,6 +77,8 @@ class ReplicaCore:
         self._started_at = time.time()
         self._logs = logcapture.LogBuffer()
         self._reporter: asyncio.Task[None] | None = None
+        self._stash: dict[str, tuple[float, Any]] = {}  # token -> (when, large reply not yet taken)
+        self._idle: asyncio.Event | None = None  # set when draining and the last request has finished
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(MIN_THREADS, init.config.max_ongoing_requests), thread_name_prefix="serve_nb-replica"
         )
@@ -161,6 +169,10 @@ class ReplicaCore:
                 await asyncio.wait_for(self._server.close_gracefully(), max(0.0, timeout_s - GOODBYE_BEAT_S))
             except asyncio.TimeoutError:
                 self._server.abort()
+        if self._ongoing:  # calls that came through the object store, not the channel
+            self._idle = asyncio.Event()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s - GOODBYE_BEAT_S))
         self._stopped = True
         if self._reporter is not None:
             self._reporter.cancel()
@@ -234,6 +246,37 @@ class ReplicaCore:
 
     def release(self) -> None:
         self._ongoing -= 1
+        if self._idle is not None and not self._ongoing:
+            self._idle.set()
+
+    def stash(self, value: Any) -> str:
+        """Keep a reply too large for the channel; its caller takes it with ``take_stashed``."""
+        now = time.monotonic()
+        for token in [t for t, (at, _) in self._stash.items() if now - at > STASH_TTL_S]:
+            del self._stash[token]
+        token = secrets.token_hex(8)
+        self._stash[token] = (now, value)
+        return token
+
+    def take_stashed(self, token: str) -> Any:
+        entry = self._stash.pop(token, None)
+        if entry is None:
+            raise RayServeException(f"The reply was not taken within {STASH_TTL_S:g} s of being ready and was dropped.")
+        return entry[1]
+
+    async def call_with_objects(self, wire: Wire) -> tuple[Outcome, Any]:
+        """A call that came through Ray's object store (large arguments): admitted, run and answered like
+        one from the channel, its reply returned through Ray too."""
+        if not self.try_acquire():
+            return Outcome.REJECTED, None
+        try:
+            return Outcome.OK, await self.handle(Request.from_wire(wire))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the user's error goes back to the caller
+            return Outcome.ERROR, pack_exception(exc)
+        finally:
+            self.release()
 
     def handle(self, request: Request) -> Any:
         """A coroutine for a call; an async iterator for a stream or an HTTP request. Called in the request's
@@ -360,3 +403,11 @@ class ReplicaActor:
 
     async def listen_on_node_ip(self) -> ReplicaInfo:
         return await self._core.listen_on_node_ip()
+
+    async def call_with_objects(self, wire: Wire) -> tuple[Outcome, Any]:
+        """A handle call with large arguments (``serve_nb.data.objects``): they arrive through Ray's object store."""
+        return await self._core.call_with_objects(wire)
+
+    async def take_stashed(self, token: str) -> Any:
+        """A large reply to a channel call, returned through Ray's object store."""
+        return self._core.take_stashed(token)

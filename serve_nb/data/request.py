@@ -35,6 +35,14 @@ class BodySource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class StashedResult:
+    """The reply to a call, when too large for the channel: the replica keeps the value under ``token``
+    until the caller takes it through Ray's object store (``serve_nb.data.objects``)."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """``method(*args, **kwargs)`` on a replica. For HTTP, ``args`` is ``(scope, body, debug_errors, rest)``:
     ``body`` is the whole body, or its first part when more follows; then ``rest`` is True on the wire

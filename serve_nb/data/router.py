@@ -16,8 +16,9 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import choose_for_model, choose_replica
-from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, NotSent, Rejected, auth
-from serve_nb.data.request import BodySource, Request
+from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, ForObjectStore, NotSent, Rejected, auth
+from serve_nb.data.objects import LargeCalls
+from serve_nb.data.request import BodySource, Request, StashedResult
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
 
@@ -95,8 +96,10 @@ class Router:
         on_replica_unreachable: Callable[[str], None] | None = None,
         on_queue_change: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        large_calls: LargeCalls | None = None,
     ) -> None:
         self.deployment = deployment
+        self._large_calls = large_calls
         self._clock = clock
         self._connect = connect
         self._local_node_id = local_node_id
@@ -140,6 +143,8 @@ class Router:
                 client = self._clients.pop(rid, None)
                 if client is not None and self._in_flight.get(rid, 0) == 0:
                     client.close()  # in-flight requests finish on the old connection
+                if self._large_calls is not None:
+                    self._large_calls.forget(self.deployment, rid)
         for rid, info in new.items():
             known = self._infos.get(rid)
             if known is None or known != info:
@@ -288,11 +293,18 @@ class Router:
     async def call(self, request: Request, *, retries: int = 0, no_replica_timeout_s: float | None = None) -> Any:
         """Send a one-value request. A REJECT or a request never sent is retried on another choice; a
         request whose replica died while it was in flight is sent again only ``retries`` times (callers
-        pass retries only for idempotent requests: it may have run)."""
+        pass retries only for idempotent requests: it may have run). Large arguments or replies go
+        through Ray's object store rather than the channel (``serve_nb.data.objects``)."""
         while True:
             rid = await self._acquire(no_replica_timeout_s, request.model_id)
             try:
-                return await self._client(rid).call(request)
+                try:
+                    result = await self._client(rid).call(request)
+                except ForObjectStore:
+                    result = await self._large().call(self.deployment, rid, request)
+                if type(result) is StashedResult:
+                    result = await self._large().take(self.deployment, rid, result.token)
+                return result
             except Rejected:
                 self._rejected(rid)
             except NotSent:
@@ -331,6 +343,11 @@ class Router:
                 retries -= 1
             finally:
                 self._release(rid)
+
+    def _large(self) -> LargeCalls:
+        if self._large_calls is None:
+            raise RuntimeError("this router was made without a way to send large calls (large_calls=...)")
+        return self._large_calls
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -9,11 +9,11 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from serve_nb.common.serialization import remote_traceback_of
+from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, remote_traceback_of
 from channel_peer import KEY, proof_frame
-from serve_nb.data.channel import Address, ChannelClient, ChannelServer, NotSent, Rejected
+from serve_nb.data.channel import Address, ChannelClient, ChannelServer, ForObjectStore, NotSent, Rejected
 from serve_nb.data.channel.server import Phase
-from serve_nb.data.request import Request, RequestKind
+from serve_nb.data.request import Request, RequestKind, StashedResult
 from serve_nb.exceptions import ReplicaUnavailableError, RequestCancelledError
 
 
@@ -28,6 +28,7 @@ class FakeReplica:
         self.gate = asyncio.Event()
         self.blocked = asyncio.Event()
         self.cancelled = asyncio.Event()
+        self.stashed: list[Any] = []
 
     def try_acquire(self) -> bool:
         if self.draining or self.ongoing >= self.capacity:
@@ -38,6 +39,10 @@ class FakeReplica:
     def release(self) -> None:
         self.ongoing -= 1
 
+    def stash(self, value: Any) -> str:
+        self.stashed.append(value)
+        return f"token-{len(self.stashed)}"
+
     def handle(self, request: Request) -> Awaitable[Any] | AsyncIterator[Any]:
         self.requests.append(request)
         return self._stream(request) if request.streams else self._call(request)
@@ -47,6 +52,8 @@ class FakeReplica:
             raise ValueError("user code failed")
         if request.method == "block":
             return await self._block()
+        if request.method == "make":
+            return bytearray(request.args[0])
         return request.args, request.kwargs
 
     async def _block(self) -> str:
@@ -275,12 +282,24 @@ def test_leaving_a_stream_early_cancels_it_on_the_replica():
     scenario(test)
 
 
-def test_large_payloads_travel_whole_both_ways():
+def test_payloads_up_to_the_object_store_threshold_travel_whole_both_ways():
     async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
-        big = bytes(range(256)) * (16 * 1024)  # 4 MiB
+        big = bytes(range(256)) * (6 * 1024)  # 1.5 MiB
         assert await client.call(call("echo", big)) == ((big,), {})
         sizes = [len(chunk) async for _, chunk in client.stream(stream("echo", 8, 2 * 1024 * 1024))]
         assert sizes == [2 * 1024 * 1024] * 8
+
+    scenario(test)
+
+
+def test_a_call_with_large_arguments_is_not_sent_and_a_large_reply_is_kept_by_the_replica():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        with pytest.raises(ForObjectStore):  # the router sends such a call through Ray's object store
+            await client.call(call("echo", bytearray(LARGE_PAYLOAD_BYTES)))
+        assert replica.requests == [] and client.usable
+        reply = await client.call(call("make", LARGE_PAYLOAD_BYTES))
+        assert reply == StashedResult("token-1") and replica.stashed == [bytearray(LARGE_PAYLOAD_BYTES)]
+        assert await client.call(call("make", 1000)) == bytearray(1000)  # a small reply comes as usual
 
     scenario(test)
 

@@ -9,8 +9,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from serve_nb.data.channel import ConnectionLost, NotSent, Rejected
-from serve_nb.data.request import Request, RequestKind
+from serve_nb.data.channel import ConnectionLost, ForObjectStore, NotSent, Rejected
+from serve_nb.data.request import Request, RequestKind, StashedResult
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES, Router
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
 from serve_nb.types import DeploymentID, ReplicaInfo, ReplicaSet
@@ -71,6 +71,11 @@ class FakeConnection:
 
     async def call(self, request: Request) -> Any:
         await self._outcome(request)
+        mode = self.fleet.mode.get(self.replica)
+        if mode == "large":
+            raise ForObjectStore()
+        if mode == "stashed":
+            return StashedResult("t-1")
         return self.replica
 
     async def stream(self, request: Request, body: Any = None) -> AsyncIterator[Any]:
@@ -518,3 +523,75 @@ def test_a_model_whose_holder_is_full_is_sent_to_another_replica_rather_than_que
         assert await first == "r1"
 
     run(test)
+
+
+class FakeLargeCalls:
+    """The object-store path: records what went through it; ``reject_first`` makes one replica refuse once."""
+
+    def __init__(self, reject_first: str = "") -> None:
+        self.calls: list[tuple[str, Request]] = []
+        self.taken: list[tuple[str, str]] = []
+        self.forgotten: list[str] = []
+        self.reject_first = reject_first
+
+    async def call(self, dep: DeploymentID, replica_id: str, request: Request) -> Any:
+        self.calls.append((replica_id, request))
+        if replica_id == self.reject_first:
+            self.reject_first = ""
+            raise Rejected()
+        return f"large from {replica_id}"
+
+    async def take(self, dep: DeploymentID, replica_id: str, token: str) -> Any:
+        self.taken.append((replica_id, token))
+        return f"stashed {token} from {replica_id}"
+
+    def forget(self, dep: DeploymentID, replica_id: str) -> None:
+        self.forgotten.append(replica_id)
+
+
+def run_with_large(test: Callable[[Router, Fleet, FakeLargeCalls], Awaitable[Any]], large: FakeLargeCalls) -> Any:
+    async def main() -> Any:
+        fleet = Fleet()
+        router = Router(DEP, fleet, local_node_id="node", rng=random.Random(0), large_calls=large)
+        try:
+            return await asyncio.wait_for(test(router, fleet, large), 30)
+        finally:
+            router.close()
+
+    return asyncio.run(main())
+
+
+def test_a_call_too_large_for_the_channel_goes_to_the_same_replica_through_the_object_store():
+    async def test(router: Router, fleet: Fleet, large: FakeLargeCalls) -> None:
+        router.update(replica_set("r1", max_ongoing=1))
+        fleet.mode["r1"] = "large"
+        assert await router.call(CALL) == "large from r1"
+        assert [r for r, _ in large.calls] == ["r1"]
+        assert router._in_flight["r1"] == 0  # its slot was counted and given back
+
+    run_with_large(test, FakeLargeCalls())
+
+
+def test_a_large_call_the_replica_rejects_is_sent_elsewhere():
+    async def test(router: Router, fleet: Fleet, large: FakeLargeCalls) -> None:
+        router.update(replica_set("r1", "r2"))
+        fleet.mode.update(r1="large", r2="large")
+        answers = [await router.call(CALL) for _ in range(20)]  # r1 is chosen at some point, and refuses once
+        tried = [r for r, _ in large.calls]
+        first_r1 = tried.index("r1")
+        assert tried[first_r1 + 1] == "r2" and answers[first_r1] == "large from r2"
+        assert len(tried) == 21  # one refusal, then each of the 20 calls answered once
+
+    run_with_large(test, FakeLargeCalls(reject_first="r1"))
+
+
+def test_a_large_reply_kept_by_the_replica_is_taken_from_it_and_a_departed_replica_is_forgotten():
+    async def test(router: Router, fleet: Fleet, large: FakeLargeCalls) -> None:
+        router.update(replica_set("r1"))
+        fleet.mode["r1"] = "stashed"
+        assert await router.call(CALL) == "stashed t-1 from r1"
+        assert large.taken == [("r1", "t-1")]
+        router.update(replica_set("r2"))
+        assert large.forgotten == ["r1"]
+
+    run_with_large(test, FakeLargeCalls())

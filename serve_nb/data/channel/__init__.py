@@ -21,7 +21,9 @@ Guarantees:
 """
 
 from serve_nb.data.channel.client import ChannelClient
-from serve_nb.data.channel.frames import Address, ConnectionLost, FrameTooLargeError, Kind, NotSent, Rejected
+from serve_nb.data.channel.frames import (
+    Address, ConnectionLost, ForObjectStore, FrameTooLargeError, Kind, NotSent, Rejected,
+)
 from serve_nb.data.channel.server import ChannelServer, RequestHandler
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "ChannelClient",
     "ChannelServer",
     "ConnectionLost",
+    "ForObjectStore",
     "FrameTooLargeError",
     "Kind",
     "NotSent",

@@ -13,10 +13,11 @@ import os
 import ssl
 from typing import Any, AsyncIterator, Callable
 
-from serve_nb.common.serialization import dumps, loads, unpack_exception
+from serve_nb.common.serialization import dumps, dumps_unless_large, loads, unpack_exception
 from serve_nb.data.channel import auth
 from serve_nb.data.channel.body import pump_body
 from serve_nb.data.channel.frames import (
+    ForObjectStore,
     MAX_FRAME_BYTES,
     Address,
     ConnectionLost,
@@ -215,8 +216,8 @@ class ChannelClient:
 
     async def call(self, request: Request) -> Any:
         """Send one request and wait for its value; raises Rejected, NotSent, FrameTooLargeError, or
-        the user's error."""
-        payload = self._payload(request)
+        the user's error. A large one is not sent: ForObjectStore says to send it through Ray instead."""
+        payload = self._payload(request, large_elsewhere=True)
         conn = await self._connection()
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
@@ -277,10 +278,17 @@ class ChannelClient:
     def _send_piece(conn: _ClientConnection, rid: int, kind: int, piece: bytes) -> None:
         conn.send(kind, rid, piece)
 
-    def _payload(self, request: Request) -> bytes:
+    def _payload(self, request: Request, large_elsewhere: bool = False) -> bytes:
         """The request on the wire; one the replica would refuse is refused here, with the reason,
-        rather than sent to close the connection under every other request on it."""
-        payload = dumps(request.to_wire())
+        rather than sent to close the connection under every other request on it. ``large_elsewhere``:
+        a large one raises ForObjectStore instead (the router sends it through Ray)."""
+        if large_elsewhere:
+            large_payload = dumps_unless_large(request.to_wire())
+            if large_payload is None:
+                raise ForObjectStore()
+            payload = large_payload
+        else:
+            payload = dumps(request.to_wire())
         if len(payload) > self.max_frame:
             raise too_large("request", len(payload), self.max_frame)
         return payload

@@ -76,6 +76,11 @@ class ConnectionLost(ReplicaUnavailableError):
     Only calls the caller declared idempotent are sent again."""
 
 
+class ForObjectStore(Exception):
+    """Nothing was sent: the call carries enough data that Ray's object store moves it faster than this
+    socket (``serialization.LARGE_PAYLOAD_BYTES``). The router sends it that way to the same replica."""
+
+
 class FrameTooLargeError(ValueError):
     """A request or reply is larger than the channel carries; raised to the caller, never retried."""
 

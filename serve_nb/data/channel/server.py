@@ -20,11 +20,11 @@ import ssl
 from enum import Enum
 from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
-from serve_nb.common.serialization import dumps, loads, pack_exception
+from serve_nb.common.serialization import dumps, dumps_unless_large, loads, pack_exception
 from serve_nb.data.channel import auth, sockdir
 from serve_nb.data.channel.body import ReceivedBody
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
-from serve_nb.data.request import Request
+from serve_nb.data.request import Request, StashedResult
 from serve_nb.exceptions import RequestCancelledError
 
 #: Connections the kernel queues before accept: a burst of new routers (a proxy per node, many
@@ -65,6 +65,9 @@ class RequestHandler(Protocol):
 
     def handle(self, request: Request) -> Awaitable[Any] | AsyncIterator[Any]:
         """An awaitable value, or for a streaming request an async iterator of items."""
+
+    def stash(self, value: Any) -> str:
+        """Keep a reply too large for the channel until the caller takes it through Ray; its token."""
 
 
 class Phase(Enum):
@@ -177,7 +180,10 @@ class _ServerConnection(FrameProtocol):
                 self.send(Kind.END, rid)
             else:
                 result = await handler.handle(request)  # type: ignore[misc]
-                self.send(Kind.OK, rid, self._checked(dumps(result), "reply"))
+                payload = dumps_unless_large(result)
+                if payload is None:  # the caller takes it through Ray's object store, faster than this socket
+                    payload = dumps(StashedResult(handler.stash(result)))
+                self.send(Kind.OK, rid, self._checked(payload, "reply"))
         except asyncio.CancelledError:
             self.send(Kind.ERR, rid, pack_exception(RequestCancelledError("The request was cancelled.")))
         except BaseException as exc:  # noqa: BLE001 - every user error goes back to the caller
