@@ -49,12 +49,23 @@ def main() -> None:
             def __call__(self, request=None):
                 return ray.get_runtime_context().get_node_id()
 
+        @serve.deployment(ray_actor_options={"num_cpus": 0, "resources": {"third": 0.5}})
+        class FarArrays:
+            def __call__(self, arr):
+                return arr * 2  # a large reply, back across nodes
+
         serve.run(Spread.bind(), name="spread", route_prefix="/spread")
         serve.run(Pinned.bind(), name="pinned", route_prefix="/pinned")
         serve.run(OnePerNode.bind(), name="one-per-node", route_prefix=None)
         one_per_node = serve.feed.get(serve.feed.app("one-per-node")).deployments[0].replicas
         assert len({r.node_id for r in one_per_node}) == 3, f"max_replicas_per_node=1 not held: {one_per_node}"
         serve.delete("one-per-node")
+        import numpy as np
+
+        far = serve.run(FarArrays.bind(), name="far-arrays", route_prefix=None)
+        arr = np.arange(1_000_000, dtype=np.float32)  # 4 MB: through the object store, from node to node
+        assert np.array_equal(far.remote(arr).result(timeout_s=60), arr * 2), "a large array across nodes"
+        serve.delete("far-arrays")
         third_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "third" in n["Resources"])
         second_id = second.node_id
 

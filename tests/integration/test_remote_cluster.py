@@ -108,12 +108,16 @@ def test_ray_client_address_from_a_kernel(serve_instance, head_node):
     client, nb = kernel_client([
         f"%load_ext serve_nb\n%serve_connect ray://127.0.0.1:{CLIENT_PORT}",
         f"import serve_nb as serve\nserve.start(http_options={{'port': {HTTP_PORT}}})",
-        "%%serve --name via-client\nclass ViaClient:\n    def __call__(self, request=None):\n        return 'over ray client'",
+        "%%serve --name via-client\nclass ViaClient:\n    def __call__(self, request=None):\n        return 'over ray client'\n"
+        "    def double(self, arr):\n        return arr * 2",
         "h = serve.get_app_handle('via-client')\nprint(h.remote().result())\nprint(await h.remote())",
+        # 4 MB each way: through the object store, over the Ray client connection
+        "import numpy as np\na = np.arange(1_000_000, dtype=np.float32)\nprint((h.double.remote(a).result() == a * 2).all())",
     ])
     with client.setup_kernel():
-        for i in range(4):
+        for i in range(5):
             client.execute_cell(nb.cells[i], i)
+        assert stream_text(nb.cells[4]).strip() == "True", nb.cells[4].outputs
         assert f"Connected to Ray at ray://127.0.0.1:{CLIENT_PORT}" in stream_text(nb.cells[0])
         assert stream_text(nb.cells[3]) == "over ray client\nover ray client\n"
         assert requests.get(f"http://127.0.0.1:{HTTP_PORT}/via-client", timeout=10).text == "over ray client"
