@@ -17,11 +17,11 @@ from typing import Any, Callable
 from serve_nb.config import HTTPOptions, ProxyLocation
 from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, reject_unsupported_values
 from serve_nb.core.route_prefix import validate_route_prefix
-from serve_nb.core.graph import AppGraph, build_graph
+from serve_nb.app_builder import build_app
+from serve_nb.core.graph import AppGraph
 from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.core.status import format_duration, init_report_due
-from serve_nb.core.versions import args_version, code_version, replica_version
-from serve_nb.deployment import Application, Deployment
+from serve_nb.deployment import Application
 from serve_nb.exceptions import DeployConflictError, DeployError, RayServeException
 from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
@@ -134,41 +134,6 @@ def _wait_for_proxies(options: HTTPOptions) -> None:
         raise RayServeException(f"The HTTP proxy could not start: {bad[0].message}")
 
 
-def _build_specs(graph: AppGraph, app_name: str) -> list[Any]:
-    from serve_nb.common.messages import DeploymentSpec
-    from serve_nb.common.serialization import dumps, dumps_replacing, user_code_by_value
-    from serve_nb.data.handle import DeploymentHandle
-
-    def handle_for(obj: Any) -> DeploymentHandle | None:
-        """A bound Application inside arguments travels as a handle to its deployment."""
-        name = graph.names.get(id(obj)) if isinstance(obj, Application) else None
-        return None if name is None else DeploymentHandle(name, app_name)
-
-    def dumps_args(value: Any) -> bytes:
-        return dumps_replacing(value, handle_for)
-
-    specs = []
-    for node in graph.nodes.values():
-        dep = node.deployment
-        with user_code_by_value(dep.func_or_class):
-            try:
-                def_blob = dumps(dep.func_or_class)
-            except Exception as exc:
-                raise TypeError(f"Deployment '{node.name}' cannot be serialized to send to its replicas: {exc}") from exc
-            try:
-                args_blob = dumps_args((node.args, node.kwargs))
-            except Exception as exc:
-                raise TypeError(
-                    f"The arguments bound to deployment '{node.name}' cannot be serialized: {exc}. "
-                    "Pass picklable values (or create the object inside the constructor)."
-                ) from exc
-        version = replica_version(
-            code_version(dep.func_or_class, dumps), args_version(node.args, node.kwargs, dumps_args), dep.config
-        )
-        specs.append(DeploymentSpec(node.name, def_blob, args_blob, dep.config, version, dep.is_class))
-    return specs
-
-
 def run(
     target: Application,
     blocking: bool = False,
@@ -193,8 +158,6 @@ def run(
     Ray Serve keywords serve_nb does not support yet (``logging_config``, ``_local_testing_mode``,
     ``external_scaler_enabled``, ``controller_options``) are accepted only at their defaults.
     """
-    from serve_nb.data.handle import DeploymentHandle
-
     reject_unknown_keywords("serve.run()", unknown, keyword_names(run))
     reject_unsupported_values(
         "serve.run()",
@@ -205,12 +168,19 @@ def run(
     if not isinstance(name, str) or not name:
         raise ValueError(f"Application name must be a non-empty string, got {name!r}.")
     prefix = validate_route_prefix(route_prefix)
-    from serve_nb.common.serialization import find_instances
-
-    graph = build_graph(target, name, scan=lambda value: find_instances(value, (Application, Deployment)))
+    graph, specs = build_app(target, name)
     for old, new in graph.renamed:
         logger.warning("serve.run('%s'): more than one deployment is named '%s'; renaming one to '%s'.", name, old, new)
-    specs = _build_specs(graph, name)
+    return deploy_built(graph, specs, name, prefix, wait=_blocking, block=blocking)
+
+
+def deploy_built(graph: AppGraph, specs: list[Any], name: str, prefix: str | None, *, wait: bool = True,
+                 block: bool = False) -> Any:
+    """Deploy an application already built (``app_builder.build_app``) and checked; ``serve.run`` and config
+    files both end here. ``wait``: until every replica is up (DeployError if it fails); ``block``: then serve
+    until Ctrl-C."""
+    from serve_nb.data.handle import DeploymentHandle
+
     client = _bootstrap().connect_client(create=True)
 
     error = _ask_controller(client.controller.deploy_app.remote(name, prefix, graph.ingress, specs), f"serve.run('{name}')",
@@ -220,7 +190,7 @@ def run(
     if prefix is not None:  # proxies and replicas start at the same time; wait for both
         _wait_for_proxies(client.info.http_options)
     handle = DeploymentHandle(graph.ingress, name)
-    if _blocking:
+    if wait:
         status = _wait_for_deploy(client, name)
         app = status.applications[name]
         if app.status == ApplicationStatus.DEPLOY_FAILED:
@@ -228,7 +198,7 @@ def run(
         if prefix is not None and client.info.http_options.location != "NoServer":
             _ask_controller(client.controller.wait_for_route.remote(prefix, name), f"serve.run('{name}')", DeployError)
         _bootstrap().keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
-    if blocking:
+    if block:
         try:
             while True:
                 time.sleep(1)
