@@ -191,13 +191,7 @@ def deploy_built(graph: AppGraph, specs: list[Any], name: str, prefix: str | Non
         _wait_for_proxies(client.info.http_options)
     handle = DeploymentHandle(graph.ingress, name)
     if wait:
-        status = _wait_for_deploy(client, name)
-        app = status.applications[name]
-        if app.status == ApplicationStatus.DEPLOY_FAILED:
-            raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
-        if prefix is not None and client.info.http_options.location != "NoServer":
-            _ask_controller(client.controller.wait_for_route.remote(prefix, name), f"serve.run('{name}')", DeployError)
-        _bootstrap().keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
+        wait_for_app(name, prefix)
     if block:
         try:
             while True:
@@ -205,6 +199,18 @@ def deploy_built(graph: AppGraph, specs: list[Any], name: str, prefix: str | Non
         except KeyboardInterrupt:
             pass
     return handle
+
+
+def wait_for_app(name: str, prefix: str | None) -> None:
+    """Until application ``name`` runs and every proxy routes ``prefix`` to it; DeployError if it failed."""
+    client = _bootstrap().connect_client(create=False)
+    status = _wait_for_deploy(client, name)
+    app = status.applications[name]
+    if app.status == ApplicationStatus.DEPLOY_FAILED:
+        raise DeployError(f"Application '{name}' failed to deploy. {app.message}")
+    if prefix is not None and client.info.http_options.location != "NoServer":
+        _ask_controller(client.controller.wait_for_route.remote(prefix, name), f"serve.run('{name}')", DeployError)
+    _bootstrap().keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
 
 
 def _ask_controller(ref: Any, what: str, error: type[RayServeException] = RayServeException) -> Any:

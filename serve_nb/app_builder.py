@@ -16,10 +16,12 @@ from serve_nb.deployment import Application, Deployment
 
 
 def build_app(
-    target: Application, app_name: str, overrides: Mapping[str, Mapping[str, Any]] | None = None
+    target: Application, app_name: str, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> tuple[AppGraph, list[DeploymentSpec]]:
     """The graph and specs of ``target`` deployed as ``app_name``. ``overrides``: deployment name -> options
-    that replace those set in code (as ``Deployment.options`` replaces them); every name must be in the app."""
+    that replace those set in code (as ``Deployment.options`` replaces them); every name must be in the app.
+    ``runtime_env``: the application's, for each deployment whose ``ray_actor_options`` name none."""
     from serve_nb.common.serialization import find_instances
 
     graph = build_graph(target, app_name, scan=lambda value: find_instances(value, (Application, Deployment)))
@@ -30,6 +32,13 @@ def build_app(
                 f"Application '{app_name}' has no deployment named '{name}'; its deployments: {', '.join(graph.nodes)}."
             )
         node.deployment = node.deployment.options(**options, name=name)
+    if runtime_env:
+        for node in graph.nodes.values():
+            actor_options = node.deployment.config.ray_actor_options
+            if "runtime_env" not in actor_options:
+                node.deployment = node.deployment.options(
+                    ray_actor_options={**actor_options, "runtime_env": dict(runtime_env)}, name=node.name
+                )
     return graph, build_specs(graph, app_name)
 
 

@@ -99,6 +99,12 @@ class Deployment:
         return dict(self._config.ray_actor_options)
 
     @property
+    def options_in_code(self) -> dict[str, Any]:
+        """The options this deployment was given (by the decorator and ``.options()``), as given: what
+        ``serve_nb build`` writes into a config file for operators to change."""
+        return {k: copy.deepcopy(v) for k, v in self._options.items() if k != "name"}
+
+    @property
     def version(self) -> str | None:
         return self._config.version
 
