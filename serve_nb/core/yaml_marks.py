@@ -185,12 +185,21 @@ def value(entry: Entry, problems: Problems) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problems.add(mark.line + 1 if mark else entry.line, entry.path,
-                     f"cannot be read safely: {exc.problem}. Write plain YAML values (no Python tags).")
+                     f"cannot be read: {exc.problem}. Use plain YAML values: mappings, lists and scalars, "
+                     "without tags or an anchor used inside itself.")
         return INVALID
 
 
-def _check_nested_keys(node: Node, path: str, problems: Problems) -> None:
-    """Report keys given twice in any mapping below ``node`` (any key type: free-form values may use numbers)."""
+def _check_nested_keys(node: Node, path: str, problems: Problems, seen: set[int] | None = None) -> None:
+    """Report keys given twice in any mapping below ``node`` (any key type: free-form values may use numbers).
+
+    A node reached again through an alias is checked once: aliases may nest (each level multiplying the paths
+    to walk) or point back up (a value containing itself, which ``yaml.safe_load`` builds).
+    """
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, MappingNode):
         first_lines: dict[tuple[str, str], int] = {}
         for key, item in node.value:
@@ -200,10 +209,10 @@ def _check_nested_keys(node: Node, path: str, problems: Problems) -> None:
             if (key.tag, key.value) in first_lines:
                 problems.add(key, item_path, _twice(first_lines[(key.tag, key.value)]))
             first_lines[(key.tag, key.value)] = line_of(key)
-            _check_nested_keys(item, item_path, problems)
+            _check_nested_keys(item, item_path, problems, seen)
     elif isinstance(node, SequenceNode):
         for i, item in enumerate(node.value):
-            _check_nested_keys(item, child_path(path, i), problems)
+            _check_nested_keys(item, child_path(path, i), problems, seen)
 
 
 def _twice(first_line: int) -> str:

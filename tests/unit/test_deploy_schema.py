@@ -457,9 +457,18 @@ def test_a_key_that_is_not_a_name_is_refused():
     assert problem("applications: [{import_path: m:a}]\n3: x\n").startswith("serve_config.yaml:2: keys must be names")
 
 
-def test_a_python_tag_is_refused():
-    found = problem("applications:\n- import_path: m:app\n  args: !!python/object/apply:os.system ['true']\n")
-    assert found.startswith("serve_config.yaml:3: applications[0].args: cannot be read safely")
+@pytest.mark.parametrize("args", ["!!python/object/apply:os.system ['true']", "&x {a: *x}"])
+def test_a_value_safe_loading_cannot_build_is_refused(args):
+    found = problem(f"applications:\n- import_path: m:app\n  args: {args}\n")
+    assert found.startswith("serve_config.yaml:3: applications[0].args: cannot be read: ")
+
+
+@pytest.mark.timeout(5)  # walking every path instead of every node takes minutes here
+def test_nested_aliases_are_read_without_walking_every_path():
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]  # 9**8 paths to the leaves
+    args = "\n".join(f"    {level}" for level in levels)
+    assert load(f"applications:\n- import_path: m:app\n  args:\n{args}\n").applications[0].args["a7"][0][0][0]
 
 
 def test_yaml_merge_keys_apply_and_a_mistake_inside_points_at_the_anchor():
