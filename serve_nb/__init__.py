@@ -22,6 +22,7 @@ from serve_nb.api import (
 )
 from serve_nb.batching import batch
 from serve_nb.config import AutoscalingConfig, HTTPOptions
+from serve_nb.config_files import deploy_config
 from serve_nb.deployment import Application, Deployment, deployment
 from serve_nb.ingress import ingress
 from serve_nb.multiplex import multiplexed
@@ -71,6 +72,7 @@ __all__ = [
     "ReplicaContext",
     "ServeStatus",
     "delete",
+    "deploy_config",
     "deployment",
     "exceptions",
     "feed",

@@ -7,7 +7,7 @@ options are applied to the graph before the specs are made, so versions and repl
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from serve_nb.common.messages import DeploymentSpec
 from serve_nb.core.graph import AppGraph, build_graph
@@ -15,23 +15,26 @@ from serve_nb.core.versions import args_version, code_version, replica_version
 from serve_nb.deployment import Application, Deployment
 
 
+#: Given a deployment's name and the options set in its code, the options to deploy it with (None: as in code).
+OptionsFor = Callable[[str, dict[str, Any]], "dict[str, Any] | None"]
+
+
 def build_app(
-    target: Application, app_name: str, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    runtime_env: Mapping[str, Any] | None = None,
+    target: Application, app_name: str, options_for: OptionsFor | None = None,
+    runtime_env: Mapping[str, Any] | None = None, check_names: Callable[[Iterable[str]], None] | None = None,
 ) -> tuple[AppGraph, list[DeploymentSpec]]:
-    """The graph and specs of ``target`` deployed as ``app_name``. ``overrides``: deployment name -> options
-    that replace those set in code (as ``Deployment.options`` replaces them); every name must be in the app.
-    ``runtime_env``: the application's, for each deployment whose ``ray_actor_options`` name none."""
+    """The graph and specs of ``target`` deployed as ``app_name``. ``check_names`` sees the deployments' names
+    first (a config file names deployments it overrides); ``options_for`` replaces a deployment's options;
+    ``runtime_env`` is the application's, for each deployment whose ``ray_actor_options`` name none."""
     from serve_nb.common.serialization import find_instances
 
     graph = build_graph(target, app_name, scan=lambda value: find_instances(value, (Application, Deployment)))
-    for name, options in (overrides or {}).items():
-        node = graph.nodes.get(name)
-        if node is None:
-            raise ValueError(
-                f"Application '{app_name}' has no deployment named '{name}'; its deployments: {', '.join(graph.nodes)}."
-            )
-        node.deployment = node.deployment.options(**options, name=name)
+    if check_names is not None:
+        check_names(list(graph.nodes))
+    for name, node in graph.nodes.items():
+        options = options_for(name, node.deployment.options_in_code) if options_for is not None else None
+        if options is not None:
+            node.deployment = Deployment(node.deployment.func_or_class, {**options, "name": name})
     if runtime_env:
         for node in graph.nodes.values():
             actor_options = node.deployment.config.ray_actor_options

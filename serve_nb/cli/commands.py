@@ -39,15 +39,15 @@ def _config_of(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serve_nb import deploy_config
+    from serve_nb import config_files
 
     config = _config_of(args)
-    parsed, base_dir = deploy_config.read_config(config)
+    parsed, base_dir = config_files.read_config(config)
     source = config if isinstance(config, str) else "<command line>"
-    built = deploy_config.build_apps(parsed, source, base_dir)  # the user's code imports, before Ray starts
+    built = config_files.build_apps(parsed, source, base_dir)  # the user's code imports, before Ray starts
     started = cluster.connect(args.address, may_start=True)
     try:
-        deploy_config.apply(parsed, built)
+        config_files.apply(parsed, built)
         for app in built:
             print(f"Deployed application '{app.config.name}'{_where(app.config.route_prefix)}.", flush=True)
         if args.non_blocking:
@@ -130,7 +130,7 @@ def new_lines(seen: list[str], lines: list[str]) -> list[str]:
 def _reload_loop(config: Any, source: str, base_dir: Path, built: list[Any]) -> None:
     from watchfiles import watch
 
-    from serve_nb import deploy_config
+    from serve_nb import config_files
 
     paths = [str(base_dir)] + ([str(Path(config).resolve())] if isinstance(config, str) else [])
     print(f"Watching {base_dir} for changes; Ctrl-C to stop.", flush=True)
@@ -138,25 +138,25 @@ def _reload_loop(config: Any, source: str, base_dir: Path, built: list[Any]) -> 
                           raise_interrupt=True):
         started = time.monotonic()
         try:
-            deploy_config.forget_user_modules(base_dir)
-            parsed, _ = deploy_config.read_config(config)
-            new_built = deploy_config.build_apps(parsed, source, base_dir)
-            deploy_config.apply(parsed, new_built)
+            config_files.forget_user_modules(base_dir)
+            parsed, _ = config_files.read_config(config)
+            new_built = config_files.build_apps(parsed, source, base_dir)
+            config_files.apply(parsed, new_built)
         except Exception as exc:  # noqa: BLE001 - a broken save: say why, keep serving the last good version
             print(f"Reload failed: {describe(exc)} (still serving the last good version)", file=sys.stderr, flush=True)
             continue
-        summary = deploy_config.describe_changes(built, new_built)
+        summary = config_files.describe_changes(built, new_built)
         print(f"Reloaded in {time.monotonic() - started:.2f} s: {summary}", flush=True)
         built = new_built
 
 
 def deploy(args: argparse.Namespace) -> int:
-    from serve_nb import deploy_config
+    from serve_nb import config_files
 
-    parsed, base_dir = deploy_config.read_config(args.config)
-    built = deploy_config.build_apps(parsed, args.config, base_dir)
+    parsed, base_dir = config_files.read_config(args.config)
+    built = config_files.build_apps(parsed, args.config, base_dir)
     cluster.connect(args.address, may_start=False)
-    deploy_config.apply(parsed, built, wait=False)
+    config_files.apply(parsed, built, wait=False)
     print(f"Sent {len(built)} application(s) to the cluster; `serve_nb status` shows their progress.")
     return 0
 
@@ -194,11 +194,11 @@ def status_dict(status: Any) -> dict[str, Any]:
 def config(args: argparse.Namespace) -> int:
     import yaml
 
-    from serve_nb import api, deploy_config
+    from serve_nb import api, config_files
 
     cluster.connect(args.address, may_start=False)
     names = [args.name] if args.name else sorted(api.status().applications)
-    found = deploy_config.applied_configs(names)
+    found = config_files.applied_configs(names)
     if not found:
         print("No config has been deployed.")
         return 0
@@ -207,9 +207,9 @@ def config(args: argparse.Namespace) -> int:
 
 
 def build(args: argparse.Namespace) -> int:
-    from serve_nb import deploy_config
+    from serve_nb import config_files
 
-    text = deploy_config.build_config(args.import_path)
+    text = config_files.build_config(args.import_path)
     if args.output:
         Path(args.output).write_text(text)
         print(f"Wrote {args.output}.")
@@ -219,7 +219,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def shutdown(args: argparse.Namespace) -> int:
-    from serve_nb import api, deploy_config
+    from serve_nb import api, config_files
 
     if not args.yes:
         answer = input("Shut down serve_nb on the cluster and delete every application? [y/N] ")
@@ -229,7 +229,7 @@ def shutdown(args: argparse.Namespace) -> int:
     cluster.connect(args.address, may_start=False)
     names = list(api.status().applications)
     api.shutdown()
-    deploy_config.forget_applied(names)
+    config_files.forget_applied(names)
     print("serve_nb shut down.")
     return 0
 

@@ -24,11 +24,14 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serve_nb", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="serve_nb", description="Run and manage serve_nb applications from a terminal (the commands of Ray "
+                                     "Serve's `serve`), and export a notebook's %%serve apps.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=_COMMANDS[name][0], description=_COMMANDS[name][0])
+        text = _COMMANDS[name][0]  # help strings are %-formatted by argparse, descriptions are not
+        return sub.add_parser(name, help=text.replace("%", "%%"), description=text)
 
     def address(p: argparse.ArgumentParser) -> None:
         p.add_argument("-a", "--address", help="Ray cluster (host:port or ray://...); default: RAY_ADDRESS, else a "
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     address(p)
     p = command("export")
     p.add_argument("notebook", help="the .ipynb file")
-    p.add_argument("--app", help="only this app (default: every %%serve app)")
+    p.add_argument("--app", help="only this app (default: every %%%%serve app)")
     p.add_argument("-o", "--output", required=True, help="directory for <notebook>.py and serve_config.yaml")
     return parser
 

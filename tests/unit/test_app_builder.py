@@ -21,7 +21,17 @@ class Ingress:
 
 
 def configs(overrides=None):
-    graph, specs = build_app(Ingress.bind(Model.bind()), "app", overrides)
+    overrides = overrides or {}
+
+    def options_for(name, in_code):
+        return {**in_code, **overrides[name]} if name in overrides else None
+
+    def check_names(names):
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise ValueError(f"unknown {sorted(unknown)}; known {list(names)}")
+
+    graph, specs = build_app(Ingress.bind(Model.bind()), "app", options_for, check_names=check_names)
     return {spec.name: spec.config for spec in specs}
 
 
@@ -30,20 +40,20 @@ def test_without_overrides_the_options_set_in_code_are_deployed():
     assert (model.num_replicas, model.user_config, model.ray_actor_options["num_cpus"]) == (2, {"threshold": 0.5}, 0.5)
 
 
-def test_overrides_replace_code_options_and_whole_dicts_replace_whole():
+def test_options_given_for_a_deployment_are_the_ones_deployed():
     model = configs({"Model": {"num_replicas": 3, "user_config": {"other": 1}, "ray_actor_options": {"num_gpus": 0}}})["Model"]
     assert (model.num_replicas, model.user_config) == (3, {"other": 1})
     assert model.ray_actor_options.get("num_cpus", 1) != 0.5  # the code's dict is not merged key by key
 
 
-def test_an_autoscaling_override_replaces_a_fixed_count_set_in_code():
-    model = configs({"Model": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4}}})["Model"]
-    assert model.autoscaling_config is not None and model.autoscaling_config.max_replicas == 4
-
-
-def test_an_override_for_a_deployment_the_app_does_not_have_names_the_ones_it_has():
-    with pytest.raises(ValueError, match="no deployment named 'Modle'; its deployments: Model, Ingress"):
+def test_the_name_check_sees_every_deployment_before_anything_is_built():
+    with pytest.raises(ValueError, match=r"unknown \['Modle'\]; known \['Model', 'Ingress'\]"):
         configs({"Modle": {"num_replicas": 3}})
+
+
+def test_the_applications_runtime_env_goes_to_deployments_that_name_none():
+    graph, specs = build_app(Ingress.bind(Model.bind()), "app", runtime_env={"env_vars": {"A": "1"}})
+    assert all(spec.config.ray_actor_options["runtime_env"] == {"env_vars": {"A": "1"}} for spec in specs)
 
 
 def test_an_invalid_override_value_is_refused_as_in_code():

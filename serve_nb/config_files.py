@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from serve_nb.app_builder import build_app
-from serve_nb.core.deploy_schema import AppConfig, ConfigError, DeployConfig, load_config
+from serve_nb.core.deploy_schema import (
+    AppConfig, ConfigError, DeployConfig, DeploymentOverride, check_deployment_names, load_config, merge_options,
+)
+from serve_nb.core.yaml_marks import ConfigProblem
 from serve_nb.core.graph import AppGraph
 from serve_nb.deployment import Application, Deployment
 
@@ -49,7 +52,7 @@ def read_config(config: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Dep
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}.") from None
+        raise FileNotFoundError(f"cannot read the config file {path}: {exc.strerror or exc}.") from None
     return load_config(text, str(path)), path.resolve().parent
 
 
@@ -59,40 +62,55 @@ def build_apps(config: DeployConfig, source: str, base_dir: Path) -> list[BuiltA
         sys.path.insert(0, str(base_dir))  # import paths are relative to the config file, as `serve run` resolves them
     built = []
     for index, app in enumerate(config.applications):
-        where = f"{source}:{app.line}: applications[{index}]"
-        target = application_of(app, where)
-        overrides = {d.name: d.options for d in app.deployments}
-        try:
-            graph, specs = build_app(target, app.name, overrides, runtime_env=app.runtime_env or None)
-        except ValueError as exc:
-            line = _line_of_unknown(app, str(exc))
-            raise ConfigError(f"{source}:{line}: applications[{index}].deployments: {exc}") from None
+        target = application_of(app, Where(source, app.line, f"applications[{index}]"))
+        by_name = {d.name: d for d in app.deployments}
+
+        def options_for(name: str, in_code: dict[str, Any], by_name: dict[str, DeploymentOverride] = by_name) -> Any:
+            return merge_options(in_code, by_name[name]) if name in by_name else None
+
+        def check_names(names: Any, app: AppConfig = app) -> None:
+            check_deployment_names(app, names, source)
+
+        graph, specs = build_app(target, app.name, options_for, app.runtime_env or None, check_names)
         built.append(BuiltApp(app, graph, specs))
     return built
 
 
-def application_of(app: AppConfig, where: str) -> Application:
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """Where an application sits in its config file: errors found importing it point there."""
+
+    source: str
+    line: int
+    path: str
+
+    def error(self, field: str, message: str) -> ConfigError:
+        return ConfigError([ConfigProblem(self.source, self.line, f"{self.path}.{field}" if self.path else field,
+                                          " ".join(message.split()))])
+
+
+def application_of(app: AppConfig, where: Where) -> Application:
     """The Application ``import_path`` names: an Application, or a builder function called with ``args``."""
     target = import_attr(app.import_path, where)
     if isinstance(target, Application):
         if app.args:
-            raise ConfigError(f"{where}.args: '{app.import_path}' is an Application, not a builder function; "
-                              "args are passed only to a function that returns one.")
+            raise where.error("args", f"'{app.import_path}' is an Application, not a builder function; args are "
+                                      "passed only to a function that returns one.")
         return target
     if isinstance(target, Deployment):
-        raise ConfigError(f"{where}.import_path: '{app.import_path}' is a Deployment; point it at "
-                          f"'{target.name}.bind(...)' (an Application) or at a builder function.")
+        raise where.error("import_path", f"'{app.import_path}' is a Deployment; point it at '{target.name}.bind(...)' "
+                                         "(an Application) or at a builder function.")
     if not callable(target):
-        raise ConfigError(f"{where}.import_path: '{app.import_path}' is a {type(target).__name__}, not an Application "
-                          "or a function that builds one.")
+        raise where.error("import_path", f"'{app.import_path}' is a {type(target).__name__}, not an Application or a "
+                                         "function that builds one.")
     built = target(_builder_argument(target, app.args, where))
     if not isinstance(built, Application):
-        raise ConfigError(f"{where}.import_path: the builder '{app.import_path}' returned a {type(built).__name__}; "
-                          "it must return an Application (Deployment.bind(...)).")
+        raise where.error("import_path", f"the builder '{app.import_path}' returned a {type(built).__name__}; it must "
+                                         "return an Application (Deployment.bind(...)).")
     return built
 
 
-def import_attr(import_path: str, where: str) -> Any:
+def import_attr(import_path: str, where: Where) -> Any:
     """``module.sub:attr`` or ``module.sub.attr``, imported; errors say what could not be found."""
     module_name, sep, attr = import_path.partition(":")
     if not sep:
@@ -100,14 +118,15 @@ def import_attr(import_path: str, where: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - the user's module failed to import: show why, briefly
-        raise ConfigError(f"{where}.import_path: cannot import '{module_name}': {type(exc).__name__}: {exc}") from None
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise where.error("import_path", f"cannot import '{module_name}': {type(exc).__name__}: {detail}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise ConfigError(f"{where}.import_path: module '{module_name}' has no attribute '{attr}'.") from None
+        raise where.error("import_path", f"module '{module_name}' has no attribute '{attr}'.") from None
 
 
-def _builder_argument(builder: Any, args: dict[str, Any], where: str) -> Any:
+def _builder_argument(builder: Any, args: dict[str, Any], where: Where) -> Any:
     """The args dict, or the pydantic model the builder's parameter is annotated with, built from it."""
     params = list(inspect.signature(builder).parameters.values())
     annotation = params[0].annotation if params else inspect.Parameter.empty
@@ -119,14 +138,7 @@ def _builder_argument(builder: Any, args: dict[str, Any], where: str) -> Any:
     try:
         return validate(args)
     except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError lists the fields
-        raise ConfigError(f"{where}.args: {exc}".replace("\n", " ")) from None
-
-
-def _line_of_unknown(app: AppConfig, message: str) -> int:
-    for override in app.deployments:
-        if f"'{override.name}'" in message:
-            return override.line
-    return app.line
+        raise where.error("args", str(exc)) from None
 
 
 def deploy_config(config: str | os.PathLike[str] | Mapping[str, Any], *, wait: bool = True) -> dict[str, Any]:
@@ -187,15 +199,8 @@ def build_config(import_path: str) -> str:
 
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    where = f"{import_path}"
-    target = import_attr(import_path, where)
-    if callable(target) and not isinstance(target, (Application, Deployment)):
-        target = application_of(AppConfig("default", "/", import_path, {}, {}, (), 0), where)
-    elif not isinstance(target, Application):
-        raise ConfigError(f"{where}: expected an Application or a builder function, got {type(target).__name__}.")
+    target = application_of(AppConfig("default", "/", import_path, {}, {}, (), 0), Where("serve_nb build", 0, ""))
     graph, _ = build_app(target, "default")
-    from serve_nb.core.deploy_schema import DeploymentOverride
-
     deployments = tuple(DeploymentOverride(name, node.deployment.options_in_code, 0) for name, node in graph.nodes.items())
     return build_config_text([AppConfig("default", "/", import_path, {}, {}, deployments, 0)])
 
