@@ -11,9 +11,10 @@ import json
 import math
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 DEFAULT = object()
+T = TypeVar("T")
 
 
 class CellSpecError(ValueError):
@@ -142,3 +143,17 @@ def defined_names(source: str) -> list[str]:
 
 def default_app_name(deployment_name: str) -> str:
     return deployment_name.lower()
+
+
+def pick_ingress(candidates: Sequence[T], is_deployment: Callable[[T], bool],
+                 is_class_or_function: Callable[[T], bool]) -> T | None:
+    """The ingress of a %%serve cell among ``candidates`` (what the names of ``defined_names`` hold, in that
+    order): the last ``@serve.deployment`` object, else the last class or function, else None.
+
+    One rule for two readers: the magic asks about live values, the notebook export about what the source
+    says they are, and both must pick the same object."""
+    for wanted in (is_deployment, is_class_or_function):
+        for candidate in reversed(candidates):
+            if wanted(candidate):
+                return candidate
+    return None

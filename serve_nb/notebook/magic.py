@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line
+from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line, pick_ingress
 
 if TYPE_CHECKING:  # ipywidgets is imported only when a widget is first shown
     from serve_nb.notebook.widgets import AppWidget
@@ -51,9 +51,8 @@ class ServeMagics(Magics):
         self._run_in_user_namespace(cell)
         ns = self.shell.user_ns
         candidates = [ns[n] for n in names if n in ns]
-        target = next((v for v in reversed(candidates) if isinstance(v, Deployment)), None)
-        if target is None:
-            target = next((v for v in reversed(candidates) if inspect.isclass(v) or inspect.isfunction(v)), None)
+        target = pick_ingress(candidates, lambda v: isinstance(v, Deployment),
+                              lambda v: inspect.isclass(v) or inspect.isfunction(v))
         if target is None:
             raise UsageError("%%serve: the cell defines no class, function or @serve.deployment to deploy.")
         try:

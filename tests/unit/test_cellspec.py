@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from serve_nb.config import DeploymentConfig
-from serve_nb.core.cellspec import DEFAULT, CellSpec, CellSpecError, default_app_name, defined_names, parse_line
+from serve_nb.core.cellspec import (DEFAULT, CellSpec, CellSpecError, default_app_name, defined_names, parse_line,
+                                   pick_ingress)
 
 
 def error_of(line: str) -> str:
@@ -418,3 +419,26 @@ def test_defined_names_empty_source():
     assert defined_names("") == []
     assert defined_names("# just a comment\n") == []
 
+
+
+# --------------------------------------------------------------------------- pick_ingress
+
+
+def _pick(kinds: list[str]) -> int | None:
+    """Index of the candidate picked among ones labelled 'dep', 'cls' or 'other'."""
+    candidates = list(enumerate(kinds))
+    found = pick_ingress(candidates, lambda c: c[1] == "dep", lambda c: c[1] == "cls")
+    return None if found is None else found[0]
+
+
+def test_pick_ingress_prefers_the_last_deployment_over_any_later_class():
+    assert _pick(["cls", "dep", "dep", "cls", "other"]) == 2
+
+
+def test_pick_ingress_without_a_deployment_takes_the_last_class_or_function():
+    assert _pick(["cls", "other", "cls", "other"]) == 2
+
+
+def test_pick_ingress_finds_nothing_among_plain_values():
+    assert _pick(["other", "other"]) is None
+    assert _pick([]) is None
