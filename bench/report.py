@@ -85,6 +85,8 @@ def markdown(med: dict[str, dict[str, Any]], systems: list[str], info: dict[str,
         "|---|" + "---:|" * len(order) + ("---:|---|" if both else ""),
     ]
     for key, label, unit, target, _ in FIGURES:
+        if all(med[s].get(key) is None for s in order):
+            continue  # a workload group left out by --only (or failed in every run)
         row = f"| {label}{f' ({unit})' if unit else ''} | " + " | ".join(fmt(med[s].get(key)) for s in order)
         if both:
             row += f" | {ratio(med['serve_nb'].get(key), med['ray_serve'].get(key))} | {target or ''}"
@@ -107,7 +109,8 @@ def markdown(med: dict[str, dict[str, Any]], systems: list[str], info: dict[str,
 
 
 def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:
-    """Throughput vs concurrency, one line per (system, replicas). False when matplotlib is missing."""
+    """Throughput vs concurrency, one line per (system, replicas). False when matplotlib is missing or
+    the sweep did not run."""
     try:
         import matplotlib
 
@@ -116,6 +119,8 @@ def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:
     except ImportError:
         return False
     cells = sweep_cells(med)
+    if not cells:
+        return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for system, style in (("serve_nb", "-o"), ("ray_serve", "--s")):
         if system not in med:
