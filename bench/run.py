@@ -31,10 +31,10 @@ sys.path.insert(0, str(HERE))
 
 from load import client_name, http_load  # noqa: E402
 from report import markdown, medians, plot  # noqa: E402
-from workloads import groups  # noqa: E402
+from workloads import MB, groups  # noqa: E402
 
 #: The workload groups whose figures the report sets beside bare uvicorn's.
-BASELINE_GROUPS = frozenset({"http"})
+BASELINE_GROUPS = frozenset({"http", "body"})
 
 
 def machine(reps: int) -> dict[str, Any]:
@@ -60,13 +60,18 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def measure_baseline(port: int, seconds: float) -> float:
-    """Bare uvicorn + starlette at 32 connections, loaded by the same client as the systems."""
+def measure_baseline(port: int, seconds: float) -> dict[str, float]:
+    """Bare uvicorn + starlette, loaded by the same client as the systems: the trivial reply at 32
+    connections, and the 1 MB body echo at 8 (the systems' ``body`` workload)."""
     server = subprocess.Popen([sys.executable, str(HERE / "baseline.py"), str(port)])
+    url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_port(port)
-        http_load(f"http://127.0.0.1:{port}/", 8, 1.0)
-        return http_load(f"http://127.0.0.1:{port}/", 32, seconds)["rps"]
+        http_load(url, 8, 1.0)
+        return {
+            "baseline_rps_32": http_load(url, 32, seconds)["rps"],
+            "baseline_body_1mb_rps_8": http_load(url + "echo", 8, seconds, body_bytes=MB)["rps"],
+        }
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -116,7 +121,7 @@ def main() -> int:
     info = machine(args.reps)
     if only is None or only & BASELINE_GROUPS:
         print("baseline: bare uvicorn + starlette ...", file=sys.stderr, flush=True)
-        info["baseline_rps_32"] = measure_baseline(args.port, 1.0 if args.quick else 5.0)
+        info.update(measure_baseline(args.port, 1.0 if args.quick else 5.0))
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     for rep in range(args.reps):
         for system in systems if rep % 2 == 0 else list(reversed(systems)):
