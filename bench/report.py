@@ -31,6 +31,15 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("rss_controller_mb", "memory: controller RSS", "MB", None, "lower"),
     ("rss_proxy_mb", "memory: proxy RSS", "MB", None, "lower"),
     ("rss_replica_mb", "memory: one replica RSS", "MB", None, "lower"),
+    ("array_compose_1mb_ms", "1 MB array, Sender → Receiver by handle, per call", "ms", "≤ 0.5×", "lower"),
+    ("array_compose_10mb_ms", "10 MB array, Sender → Receiver by handle, per call", "ms", "≤ 0.5×", "lower"),
+    ("array_compose_50mb_ms", "50 MB array, Sender → Receiver by handle, per call", "ms", "≤ 0.5×", "lower"),
+    ("array_driver_10mb_ms", "10 MB array, driver → replica by handle", "ms", "≤ 0.5×", "lower"),
+    ("array_driver_50mb_ms", "50 MB array, driver → replica by handle", "ms", "≤ 0.5×", "lower"),
+    ("batched_rps_64", "@serve.batch model over HTTP, req/s at 64 conns", "req/s", "≥ 2×", "higher"),
+    ("batched_p50_ms_64", "@serve.batch model over HTTP, p50 at 64 conns", "ms", None, "lower"),
+    ("batched_p99_ms_64", "@serve.batch model over HTTP, p99 at 64 conns", "ms", None, "lower"),
+    ("batched_mean_batch_64", "@serve.batch model, mean batch size at 64 conns (max 32)", "", None, "higher"),
     ("http_errors_total", "HTTP errors, all loads", "", None, "lower"),
 ]
 

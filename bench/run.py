@@ -5,7 +5,7 @@
     python bench/run.py --only arrays,batched                 # some workload groups only
 
 Each repetition runs every system in its own fresh Python process (``--worker``), alternating which goes
-first; the workloads are in ``workloads.py``. ``--only`` picks groups of them
+first; the workloads are in ``workloads.py`` and ``model_workloads.py``. ``--only`` picks groups of them
 (the first deploy always runs: it starts Serve); figures of groups not run are left out of the report.
 Bare uvicorn + starlette is measured once, as the ceiling, when a group that is compared with it runs.
 Results go to ``--out``: ``report.md`` (also printed), ``results.json`` (raw runs, medians, machine) and

@@ -238,7 +238,10 @@ def control_plane(b: Bench) -> None:
 
 def groups() -> dict[str, Callable[[Bench], None]]:
     """Every workload group by its ``--only`` name, in run order. Each group deletes the apps it made, so
-    any subset runs alone."""
+    any subset runs alone; the model workloads come last, after the control plane, so nothing they leave
+    behind (worker processes, object store use) touches the older figures."""
+    import model_workloads  # here, not at the top: it imports this module
+
     return {
         "handle": handle_path,
         "http": http_sweep,
@@ -246,6 +249,8 @@ def groups() -> dict[str, Callable[[Bench], None]]:
         "body": body,
         "cold": cold_start,
         "control": control_plane,
+        "arrays": model_workloads.arrays,
+        "batched": model_workloads.batched,
     }
 
 
