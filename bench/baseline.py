@@ -3,7 +3,8 @@
     python bench/baseline.py PORT
 
 The benchmark starts this as a subprocess and loads it with the same client, so every report states the
-serving systems' HTTP figure as a fraction of what this machine can do with no serving layer at all.
+serving systems' HTTP figures as a fraction of what this machine can do with no serving layer at all:
+``/`` for the trivial reply, ``/echo`` for the request body (the systems' ``Echo`` deployment).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("v1")
 
 
-app = Starlette(routes=[Route("/", hello)])
+async def echo(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(str(len(await request.body())))
+
+
+app = Starlette(routes=[Route("/", hello), Route("/echo", echo, methods=["POST"])])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

@@ -19,7 +19,7 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("handle_p99_ms", "handle p99, sequential", "ms", None, "lower"),
     ("compose_rps_32", "2-deployment composition over HTTP, req/s at 32 conns", "req/s", None, "higher"),
     ("compose_p50_ms_32", "2-deployment composition over HTTP, p50 at 32 conns", "ms", None, "lower"),
-    ("body_1mb_rps_8", "1 MB request body, req/s at 8 conns", "req/s", None, "higher"),
+    ("body_1mb_rps_8", "1 MB request body, req/s at 8 conns", "req/s", "≥ 10×", "higher"),
     ("body_1mb_p50_ms_8", "1 MB request body, p50 at 8 conns", "ms", None, "lower"),
     ("first_deploy_s", "first deploy (Ray up; controller, proxy, 1 replica)", "s", "≤ 0.3×", "lower"),
     ("redeploy_unchanged_s", "redeploy, unchanged code", "s", None, "lower"),
@@ -31,6 +31,15 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("rss_controller_mb", "memory: controller RSS", "MB", None, "lower"),
     ("rss_proxy_mb", "memory: proxy RSS", "MB", None, "lower"),
     ("rss_replica_mb", "memory: one replica RSS", "MB", None, "lower"),
+    ("array_compose_1mb_ms", "1 MB array, Sender → Receiver by handle, per call", "ms", "≤ 0.5×", "lower"),
+    ("array_compose_10mb_ms", "10 MB array, Sender → Receiver by handle, per call", "ms", "≤ 0.5×", "lower"),
+    ("array_compose_50mb_ms", "50 MB array, Sender → Receiver by handle, per call", "ms", "≤ 0.5×", "lower"),
+    ("array_driver_10mb_ms", "10 MB array, driver → replica by handle", "ms", "≤ 0.5×", "lower"),
+    ("array_driver_50mb_ms", "50 MB array, driver → replica by handle", "ms", "≤ 0.5×", "lower"),
+    ("batched_rps_64", "@serve.batch model over HTTP, req/s at 64 conns", "req/s", "≥ 2×", "higher"),
+    ("batched_p50_ms_64", "@serve.batch model over HTTP, p50 at 64 conns", "ms", None, "lower"),
+    ("batched_p99_ms_64", "@serve.batch model over HTTP, p99 at 64 conns", "ms", None, "lower"),
+    ("batched_mean_batch_64", "@serve.batch model, mean batch size at 64 conns (max 32)", "", None, "higher"),
     ("http_errors_total", "HTTP errors, all loads", "", None, "lower"),
 ]
 
@@ -85,15 +94,16 @@ def markdown(med: dict[str, dict[str, Any]], systems: list[str], info: dict[str,
         "|---|" + "---:|" * len(order) + ("---:|---|" if both else ""),
     ]
     for key, label, unit, target, _ in FIGURES:
+        if all(med[s].get(key) is None for s in order):
+            continue  # a workload group left out by --only (or failed in every run)
         row = f"| {label}{f' ({unit})' if unit else ''} | " + " | ".join(fmt(med[s].get(key)) for s in order)
         if both:
             row += f" | {ratio(med['serve_nb'].get(key), med['ray_serve'].get(key))} | {target or ''}"
         lines.append(row + " |")
-    baseline = info.get("baseline_rps_32")
-    if baseline and med.get("serve_nb", {}).get("http_rps_32"):
-        lines += ["", f"Bare uvicorn + starlette in one process (the ceiling): {fmt(baseline)} req/s at 32 connections; "
-                  f"serve_nb reaches {med['serve_nb']['http_rps_32'] / baseline:.0%} of it"
-                  + (f", Ray Serve {med['ray_serve']['http_rps_32'] / baseline:.1%}." if both and med['ray_serve'].get('http_rps_32') else ".")]
+    lines += ceiling(med, both, "http_rps_32", info.get("baseline_rps_32"),
+                     "Bare uvicorn + starlette in one process (the ceiling): {} req/s at 32 connections")
+    lines += ceiling(med, both, "body_1mb_rps_8", info.get("baseline_body_1mb_rps_8"),
+                     "Bare uvicorn + starlette echoing the 1 MB body: {} req/s at 8 connections")
     cells = sweep_cells(med)
     if cells:
         lines += ["", "HTTP req/s by replicas × concurrent connections (trivial deployment):", "",
@@ -106,8 +116,20 @@ def markdown(med: dict[str, dict[str, Any]], systems: list[str], info: dict[str,
     return "\n".join(lines)
 
 
+def ceiling(med: dict[str, dict[str, Any]], both: bool, key: str, baseline: float | None, says: str) -> list[str]:
+    """A line under the table: figure ``key`` as a fraction of bare uvicorn's ``baseline`` (``says``
+    describes the baseline, ``{}`` its value); nothing when either is missing."""
+    ours = med.get("serve_nb", {}).get(key)
+    if not baseline or not ours:
+        return []
+    theirs = med.get("ray_serve", {}).get(key) if both else None
+    return ["", says.format(fmt(baseline)) + f"; serve_nb reaches {ours / baseline:.0%} of it"
+            + (f", Ray Serve {theirs / baseline:.1%}." if theirs else ".")]
+
+
 def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:
-    """Throughput vs concurrency, one line per (system, replicas). False when matplotlib is missing."""
+    """Throughput vs concurrency, one line per (system, replicas). False when matplotlib is missing or
+    the sweep did not run."""
     try:
         import matplotlib
 
@@ -116,6 +138,8 @@ def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:
     except ImportError:
         return False
     cells = sweep_cells(med)
+    if not cells:
+        return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for system, style in (("serve_nb", "-o"), ("ray_serve", "--s")):
         if system not in med:

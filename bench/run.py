@@ -2,11 +2,14 @@
 
     python bench/run.py                 # both systems, alternating, 3 repetitions, medians + ratios
     python bench/run.py --reps 1 --quick --systems serve_nb   # a smoke run
+    python bench/run.py --only arrays,batched                 # some workload groups only
 
 Each repetition runs every system in its own fresh Python process (``--worker``), alternating which goes
-first; the workloads are in ``workloads.py``. Bare uvicorn + starlette is measured once, as the ceiling.
+first; the workloads are in ``workloads.py`` and ``model_workloads.py``. ``--only`` picks groups of them
+(the first deploy always runs: it starts Serve); figures of groups not run are left out of the report.
+Bare uvicorn + starlette is measured once, as the ceiling, when a group that is compared with it runs.
 Results go to ``--out``: ``report.md`` (also printed), ``results.json`` (raw runs, medians, machine) and
-``scaling.png`` (throughput vs replicas and concurrency).
+``scaling.png`` (throughput vs replicas and concurrency, when the sweep ran).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ sys.path.insert(0, str(HERE))
 
 from load import client_name, http_load  # noqa: E402
 from report import markdown, medians, plot  # noqa: E402
+from workloads import MB, groups  # noqa: E402
+
+#: The workload groups whose figures the report sets beside bare uvicorn's.
+BASELINE_GROUPS = frozenset({"http", "body"})
 
 
 def machine(reps: int) -> dict[str, Any]:
@@ -53,23 +60,29 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def measure_baseline(port: int, seconds: float) -> float:
-    """Bare uvicorn + starlette at 32 connections, loaded by the same client as the systems."""
+def measure_baseline(port: int, seconds: float) -> dict[str, float]:
+    """Bare uvicorn + starlette, loaded by the same client as the systems: the trivial reply at 32
+    connections, and the 1 MB body echo at 8 (the systems' ``body`` workload)."""
     server = subprocess.Popen([sys.executable, str(HERE / "baseline.py"), str(port)])
+    url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_port(port)
-        http_load(f"http://127.0.0.1:{port}/", 8, 1.0)
-        return http_load(f"http://127.0.0.1:{port}/", 32, seconds)["rps"]
+        http_load(url, 8, 1.0)
+        return {
+            "baseline_rps_32": http_load(url, 32, seconds)["rps"],
+            "baseline_body_1mb_rps_8": http_load(url + "echo", 8, seconds, body_bytes=MB)["rps"],
+        }
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def run_worker(system: str, quick: bool, port: int) -> dict[str, Any]:
+def run_worker(system: str, quick: bool, port: int, only: str | None) -> dict[str, Any]:
     """One system, one fresh process; a failure is recorded (with its stderr tail), not fatal to the run."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--worker", system, "--result-file", str(path), "--port", str(port)]
+        cmd += ["--only", only] if only else []
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         proc = subprocess.run(cmd + (["--quick"] if quick else []), env=env, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not path.exists():
@@ -86,14 +99,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts and a small sweep (smoke test)")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--port", type=int, default=8000, help="HTTP port for the systems under test")
+    parser.add_argument("--only", help="comma-separated workload groups (default: all): " + ", ".join(groups()))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    only = frozenset(g.strip() for g in args.only.split(",") if g.strip()) if args.only is not None else None
+    if only is not None and (not only or only - set(groups())):
+        parser.error(f"--only {args.only!r}: choose one or more of {', '.join(groups())}")
     if args.worker:
         from workloads import run_workloads
 
-        Path(args.result_file).write_text(json.dumps(run_workloads(args.worker, args.quick, args.port)))
+        results = run_workloads(args.worker, args.quick, args.port, only)
+        Path(args.result_file).write_text(json.dumps(results))
         return 0
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -101,13 +119,14 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown system(s) {sorted(unknown)}: choose from serve_nb, ray_serve")
     info = machine(args.reps)
-    print("baseline: bare uvicorn + starlette ...", file=sys.stderr, flush=True)
-    info["baseline_rps_32"] = measure_baseline(args.port, 1.0 if args.quick else 5.0)
+    if only is None or only & BASELINE_GROUPS:
+        print("baseline: bare uvicorn + starlette ...", file=sys.stderr, flush=True)
+        info.update(measure_baseline(args.port, 1.0 if args.quick else 5.0))
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     for rep in range(args.reps):
         for system in systems if rep % 2 == 0 else list(reversed(systems)):
             print(f"rep {rep + 1}/{args.reps}: {system} ...", file=sys.stderr, flush=True)
-            runs[system].append(run_worker(system, args.quick, args.port))
+            runs[system].append(run_worker(system, args.quick, args.port, args.only))
 
     med = {system: medians([r for r in results if "failed" not in r]) for system, results in runs.items()}
     text = markdown(med, systems, info)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 from load import client_name, http_load, percentile
@@ -111,97 +113,166 @@ def memory_mb(app_name: str) -> dict[str, float | None]:
     return out
 
 
-def run_workloads(system: str, quick: bool, port: int) -> dict[str, Any]:
-    """Every figure for one system; the caller runs this in a fresh process with a fresh local Ray."""
+@dataclass
+class Bench:
+    """What every workload group shares in one system's process: the API, the counts, what was measured."""
+
+    serve: Any
+    quick: bool
+    port: int
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: int = 0  # HTTP errors over every load, reported once as ``http_errors_total``
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def calls(self) -> int:
+        return 300 if self.quick else 3000
+
+    @property
+    def seconds(self) -> float:
+        return 1.0 if self.quick else 5.0
+
+    def run(self, app: Any, name: str = "bench", route_prefix: str | None = "/") -> None:
+        self.serve.run(app, name=name, route_prefix=route_prefix)
+
+    def load(self, url: str, connections: int, body_bytes: int = 0) -> dict[str, float]:
+        """One ``http_load`` of ``seconds``, its errors counted towards the total."""
+        load = http_load(url, connections, self.seconds, body_bytes=body_bytes)
+        self.errors += int(load["errors"])
+        return load
+
+
+def first_deploy(b: Bench) -> None:
+    """Always first: it starts the controller and the proxy, and the trivial "bench" app others use."""
+
+    def deploy() -> None:
+        b.serve.start(http_options={"host": "127.0.0.1", "port": b.port})
+        b.run(trivial(b.serve).bind())
+
+    b.results["first_deploy_s"] = timed(deploy)
+
+
+def handle_path(b: Bench) -> None:
+    """Sequential latency, then throughput with 100 calls in flight, through a handle from the driver."""
+    handle = b.serve.get_app_handle("bench")
+    for _ in range(100):
+        handle.remote().result()
+    latencies = []
+    for _ in range(b.calls):
+        start = time.perf_counter()
+        handle.remote().result()
+        latencies.append(time.perf_counter() - start)
+    b.results["handle_p50_ms"] = percentile(latencies, 0.5) * 1e3
+    b.results["handle_p99_ms"] = percentile(latencies, 0.99) * 1e3
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < b.seconds:
+        for response in [handle.remote() for _ in range(100)]:
+            response.result()
+        done += 100
+    b.results["handle_rps_100"] = done / (time.perf_counter() - start)
+
+
+def http_sweep(b: Bench) -> None:
+    """Throughput vs replicas and vs concurrency; the 1-replica row gives the headline figures, then
+    memory is read with the app back at one replica (after the load, as a user's would be)."""
+    replica_counts, concurrencies = ((1, 2), (1, 32)) if b.quick else ((1, 2, 4), (1, 8, 32, 128))
+    sweep: dict[str, dict[str, float]] = {}
+    for replicas in replica_counts:
+        b.run(trivial(b.serve).options(num_replicas=replicas).bind())
+        http_load(b.url, 8, 1.0)  # warm-up: connections, routing tables, every replica reached
+        for conns in concurrencies:
+            sweep[f"{replicas}x{conns}"] = b.load(b.url, conns)
+    b.results["sweep"] = sweep
+    for conns in (1, 32):
+        load = sweep[f"1x{conns}"]
+        b.results[f"http_rps_{conns}"] = load.get("rps")
+        b.results[f"http_p50_ms_{conns}"] = load.get("p50_ms")
+        b.results[f"http_p99_ms_{conns}"] = load.get("p99_ms")
+        b.results[f"http_errors_{conns}"] = load.get("errors")
+    b.run(trivial(b.serve).bind())  # back to one replica
+    b.results.update(memory_mb("bench"))
+
+
+def composition(b: Bench) -> None:
+    """A 2-deployment composition over HTTP."""
+    others = define(b.serve, OTHERS)
+    b.run(others["Front"].bind(others["Upper"].bind()), name="compose", route_prefix="/compose")
+    assert get(b.url + "compose") == "COMPOSED"
+    load = b.load(b.url + "compose", 32)
+    b.results.update(compose_rps_32=load["rps"], compose_p50_ms_32=load["p50_ms"], compose_p99_ms_32=load["p99_ms"])
+    b.serve.delete("compose")
+
+
+def body(b: Bench) -> None:
+    """A 1 MB request body, echoed as its length (``baseline.py`` serves the same route bare)."""
+    b.run(define(b.serve, OTHERS)["Echo"].bind(), name="echo", route_prefix="/echo")
+    assert get(b.url + "echo", b"x" * MB) == str(MB)
+    load = b.load(b.url + "echo", 8, body_bytes=MB)
+    b.results.update(body_1mb_rps_8=load["rps"], body_1mb_p50_ms_8=load["p50_ms"])
+    b.serve.delete("echo")
+
+
+def cold_start(b: Bench) -> None:
+    """The first request to an app at zero replicas, answered."""
+    b.run(define(b.serve, OTHERS)["Cold"].bind(), name="cold", route_prefix="/cold")
+    cold: list[str] = []
+    b.results["cold_start_s"] = timed(lambda: cold.append(get(b.url + "cold")))
+    assert cold == ["warm"]
+    b.serve.delete("cold")
+
+
+def control_plane(b: Bench) -> None:
+    """Redeploy, scale and delete the 1-replica "bench" app (deleted here: nothing after uses it)."""
+    serve = b.serve
+    b.results["redeploy_unchanged_s"] = timed(lambda: b.run(trivial(serve).bind()))
+    b.results["redeploy_changed_s"] = timed(lambda: b.run(trivial(serve, "v2").bind()))
+    assert serve.get_app_handle("bench").remote().result() == "v2"
+    b.results["scale_1_to_2_s"] = timed(lambda: b.run(trivial(serve, "v2").options(num_replicas=2).bind()))
+    b.run(trivial(serve, "v2").bind())
+    b.results["scale_1_to_4_s"] = timed(lambda: b.run(trivial(serve, "v2").options(num_replicas=4).bind()))
+    b.results["delete_s"] = timed(lambda: serve.delete("bench"))
+
+
+def groups() -> dict[str, Callable[[Bench], None]]:
+    """Every workload group by its ``--only`` name, in run order. Each group deletes the apps it made, so
+    any subset runs alone; the model workloads come last, after the control plane, so nothing they leave
+    behind (worker processes, object store use) touches the older figures."""
+    import model_workloads  # here, not at the top: it imports this module
+
+    return {
+        "handle": handle_path,
+        "http": http_sweep,
+        "compose": composition,
+        "body": body,
+        "cold": cold_start,
+        "control": control_plane,
+        "arrays": model_workloads.arrays,
+        "batched": model_workloads.batched,
+    }
+
+
+def run_workloads(system: str, quick: bool, port: int, only: frozenset[str] | None = None) -> dict[str, Any]:
+    """The figures of every group in ``only`` (all by default) for one system; the caller runs this in a
+    fresh process with a fresh local Ray. ``first_deploy`` always runs: it starts Serve."""
     import importlib
 
     import ray
 
     serve = importlib.import_module("serve_nb" if system == "serve_nb" else "ray.serve")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    url = f"http://127.0.0.1:{port}/"
-    calls, seconds = (300, 1.0) if quick else (3000, 5.0)
-    replica_counts, concurrencies = ((1, 2), (1, 32)) if quick else ((1, 2, 4), (1, 8, 32, 128))
-    results: dict[str, Any] = {"http_client": client_name()}
-    errors = 0
-
-    def run(app: Any, name: str = "bench", route_prefix: str | None = "/") -> None:
-        serve.run(app, name=name, route_prefix=route_prefix)
-
-    # -- control plane, first: the proxy and the controller start here too ("first deploy with Ray up")
-    def first_deploy() -> None:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        run(trivial(serve).bind())
-
-    results["first_deploy_s"] = timed(first_deploy)
-
-    # -- handle path
-    handle = serve.get_app_handle("bench")
-    for _ in range(100):
-        handle.remote().result()
-    latencies = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        handle.remote().result()
-        latencies.append(time.perf_counter() - start)
-    results["handle_p50_ms"] = percentile(latencies, 0.5) * 1e3
-    results["handle_p99_ms"] = percentile(latencies, 0.99) * 1e3
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for response in [handle.remote() for _ in range(100)]:
-            response.result()
-        done += 100
-    results["handle_rps_100"] = done / (time.perf_counter() - start)
-
-    # -- HTTP: throughput vs replicas and vs concurrency; the 1-replica row gives the headline figures
-    sweep: dict[str, dict[str, float]] = {}
-    for replicas in replica_counts:
-        run(trivial(serve).options(num_replicas=replicas).bind())
-        http_load(url, 8, 1.0)  # warm-up: connections, routing tables, every replica reached
-        for conns in concurrencies:
-            load = http_load(url, conns, seconds)
-            errors += int(load["errors"])
-            sweep[f"{replicas}x{conns}"] = load
-    results["sweep"] = sweep
-    for conns in (1, 32):
-        load = sweep[f"1x{conns}"]
-        results[f"http_rps_{conns}"] = load.get("rps")
-        results[f"http_p50_ms_{conns}"] = load.get("p50_ms")
-        results[f"http_p99_ms_{conns}"] = load.get("p99_ms")
-        results[f"http_errors_{conns}"] = load.get("errors")
-    run(trivial(serve).bind())  # back to one replica
-    results.update(memory_mb("bench"))
-
-    # -- a 2-deployment composition over HTTP, a 1 MB body, a cold start from zero replicas
-    others = define(serve, OTHERS)
-    run(others["Front"].bind(others["Upper"].bind()), name="compose", route_prefix="/compose")
-    assert get(url + "compose") == "COMPOSED"
-    load = http_load(url + "compose", 32, seconds)
-    errors += int(load["errors"])
-    results.update(compose_rps_32=load["rps"], compose_p50_ms_32=load["p50_ms"], compose_p99_ms_32=load["p99_ms"])
-
-    run(others["Echo"].bind(), name="echo", route_prefix="/echo")
-    assert get(url + "echo", b"x" * MB) == str(MB)
-    load = http_load(url + "echo", 8, seconds, body_bytes=MB)
-    errors += int(load["errors"])
-    results.update(body_1mb_rps_8=load["rps"], body_1mb_p50_ms_8=load["p50_ms"])
-
-    run(others["Cold"].bind(), name="cold", route_prefix="/cold")
-    cold: list[str] = []
-    results["cold_start_s"] = timed(lambda: cold.append(get(url + "cold")))
-    assert cold == ["warm"]
-    for name in ("compose", "echo", "cold"):
-        serve.delete(name)
-
-    # -- control plane on the 1-replica app
-    results["redeploy_unchanged_s"] = timed(lambda: run(trivial(serve).bind()))
-    results["redeploy_changed_s"] = timed(lambda: run(trivial(serve, "v2").bind()))
-    assert handle.remote().result() == "v2"
-    results["scale_1_to_2_s"] = timed(lambda: run(trivial(serve, "v2").options(num_replicas=2).bind()))
-    run(trivial(serve, "v2").bind())
-    results["scale_1_to_4_s"] = timed(lambda: run(trivial(serve, "v2").options(num_replicas=4).bind()))
-    results["delete_s"] = timed(lambda: serve.delete("bench"))
-    results["http_errors_total"] = errors
-    serve.shutdown()
-    ray.shutdown()
-    return results
+    b = Bench(serve, quick, port, results={"http_client": client_name()})
+    seconds: dict[str, float] = {}
+    b.results["group_seconds"] = seconds  # wall time per group, for budgeting a run (not a figure)
+    try:
+        seconds["first_deploy"] = timed(partial(first_deploy, b))
+        for name, workload in groups().items():
+            if only is None or name in only:
+                seconds[name] = timed(partial(workload, b))
+        b.results["http_errors_total"] = b.errors
+        serve.shutdown()
+    finally:
+        ray.shutdown()  # also after a failed workload: this machine is shared
+    return b.results
