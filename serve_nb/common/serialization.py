@@ -77,7 +77,9 @@ class _Discard:
     """A file that keeps nothing: the finding pass needs what pickling visits, not its bytes."""
 
     def write(self, data: Any) -> int:
-        return len(data)
+        # Protocol 5 hands large contiguous buffers (numpy arrays of 64 KiB and more) over as PickleBuffers,
+        # which have no len(): count their bytes instead.
+        return memoryview(data).nbytes
 
 
 def find_instances(obj: Any, types: tuple[type, ...]) -> list[Any]:

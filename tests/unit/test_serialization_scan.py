@@ -48,3 +48,15 @@ def test_a_deployment_response_nested_in_an_argument_is_refused_with_ray_serves_
     response = DeploymentResponse.__new__(DeploymentResponse)
     with pytest.raises(RayServeException, match=r"`DeploymentResponse` is not serializable.*top level arguments"):
         dumps_replacing([response], lambda o: None)
+
+
+def test_large_arrays_in_bound_arguments_are_scanned_like_anything_else():
+    import numpy as np
+
+    from serve_nb.common.serialization import find_instances
+
+    class Found:
+        pass
+
+    big, found = np.ones(1 << 16, dtype=np.float32), Found()  # the array pickles through a PickleBuffer (no len())
+    assert find_instances((big, [found, big]), (Found,)) == [found]
