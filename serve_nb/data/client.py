@@ -18,7 +18,7 @@ from serve_nb import ray_private
 from serve_nb.common.messages import ClusterInfo
 from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 from serve_nb.core.snapshots import replicas_key
-from serve_nb.data.channel import tls
+from serve_nb.data.channel import shm, tls
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
 from serve_nb.data.objects import ObjectStoreCalls
@@ -59,7 +59,8 @@ class ServeClient:
         router = self._routers.get(dep)
         if router is None:
             router = Router(
-                dep, channel_connector(self.node_id, self._tls, self._ray_token), local_node_id=self.node_id,
+                dep, channel_connector(self.node_id, self._tls, self._ray_token, shm.process_arena()),
+                local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
                 large_calls=self._large_calls,
@@ -153,8 +154,11 @@ def current_client() -> ServeClient | None:
 
 
 def forget_client() -> None:
+    """This process stops calling serve_nb (shutdown, or a new cluster): close its routers and remove the
+    shared memory its calls used."""
     global _client
     with _lock:
         if _client is not None:
             _client.close()
         _client = None
+    shm.close_process_arena()

@@ -18,7 +18,7 @@ import secrets
 import time
 from typing import Any, AsyncIterator, Callable
 
-from serve_nb.data.channel import ChannelServer
+from serve_nb.data.channel import ChannelServer, shm
 from serve_nb.data.context import (
     ReplicaContext, drain_batch_sizes, loaded_model_ids, set_max_ongoing_requests, set_multiplexed_model_id,
     set_replica_context,
@@ -174,6 +174,7 @@ class ReplicaCore:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s - GOODBYE_BEAT_S))
         self._stopped = True
+        shm.close_process_arena()  # segments this replica sent as a caller: it is killed next, with no atexit
         if self._reporter is not None:
             self._reporter.cancel()
         finalizer = getattr(type(self._obj), "__del__", None) if self._init.is_class else None

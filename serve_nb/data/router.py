@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import choose_for_model, choose_replica
 from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, ForObjectStore, NotSent, Rejected, auth
+from serve_nb.data.channel.shm import ShmArena
 from serve_nb.data.objects import LargeCalls
 from serve_nb.data.request import BodySource, Request, StashedResult
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError
@@ -62,7 +63,8 @@ Connect = Callable[[ReplicaInfo], ReplicaClient]
 
 
 def channel_connector(
-    local_node_id: str, tls: ssl.SSLContext | None = None, ray_token: Callable[[], bytes | None] = lambda: None
+    local_node_id: str, tls: ssl.SSLContext | None = None, ray_token: Callable[[], bytes | None] = lambda: None,
+    shm_arena: ShmArena | None = None,
 ) -> Connect:
     """Connections over the channel, keyed by each replica's own secret (and Ray's auth token, from
     ``ray_token``, when the replica says its key uses it); a Unix socket when the replica is on this
@@ -78,7 +80,7 @@ def channel_connector(
                 info.replica_id,
             )
         key = auth.channel_key(info.secret, token)
-        return ChannelClient(address, key, tls=tls, local_node_id=local_node_id)
+        return ChannelClient(address, key, tls=tls, local_node_id=local_node_id, shm_arena=shm_arena)
 
     return connect
 

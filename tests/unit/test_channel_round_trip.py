@@ -11,6 +11,7 @@ import pytest
 
 from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, remote_traceback_of
 from channel_peer import KEY, proof_frame
+from loop_turns import until
 from serve_nb.data.channel import Address, ChannelClient, ChannelServer, ForObjectStore, NotSent, Rejected
 from serve_nb.data.channel.server import Phase
 from serve_nb.data.request import Request, RequestKind, StashedResult
@@ -365,3 +366,42 @@ def test_a_call_cancelled_before_it_ever_ran_gives_its_slot_back():
         writer.close()
 
     scenario(test, capacity=1)
+
+
+def test_large_arguments_to_a_replica_on_this_node_go_through_shared_memory_and_come_back_for_reuse():
+    import gc
+
+    import numpy as np
+
+    from serve_nb.data.channel import shm
+
+    if not shm.available():
+        pytest.skip("no /dev/shm on this machine")
+
+    class Summing(FakeReplica):
+        async def _call(self, request: Request) -> Any:
+            (arr,) = request.args
+            return float(arr.sum()), arr.flags.writeable
+
+    async def main() -> None:
+        replica = Summing()
+        server = ChannelServer(replica, KEY)
+        address = await server.start("127.0.0.1", node_id="node-1")  # with its Unix socket: callers on node-1
+        arena = shm.ShmArena(max_bytes=64 * 1024 * 1024)
+        client = ChannelClient(address, KEY, local_node_id="node-1", shm_arena=arena)
+        try:
+            arr = np.ones(shm.SHARED_MEMORY_BYTES // 4, dtype=np.float32)
+            assert await client.call(call("sum", arr)) == (float(arr.size), False)  # read in place, read-only
+            replica.requests.clear()  # the replica's record of the request held the array: drop it
+            gc.collect()
+            await until(lambda: not client._shm_out, "the replica's RELEASE")
+            assert sum(len(pool) for pool in arena._free.values()) == 1  # back in the pool, not unlinked
+            assert await client.call(call("sum", arr * 2)) == (2.0 * arr.size, False)  # the pooled segment, reused
+            small = np.ones(10, dtype=np.float32)
+            assert await client.call(call("sum", small)) == (10.0, True)  # small: through the socket, as before
+        finally:
+            client.close()
+            server.abort()
+            arena.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -13,7 +13,7 @@ import os
 import ssl
 from typing import Any, AsyncIterator, Callable
 
-from serve_nb.common.serialization import dumps, dumps_unless_large, loads, unpack_exception
+from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, dumps, dumps_unless_large, loads, unpack_exception
 from serve_nb.data.channel import auth
 from serve_nb.data.channel.body import pump_body
 from serve_nb.data.channel.frames import (
@@ -27,6 +27,7 @@ from serve_nb.data.channel.frames import (
     Rejected,
     too_large,
 )
+from serve_nb.data.channel.shm import SHARED_MEMORY_BYTES, ShmArena
 from serve_nb.data.request import BodySource, Request
 from serve_nb.exceptions import ReplicaUnavailableError
 
@@ -118,6 +119,7 @@ class ChannelClient:
         local_node_id: str = "",
         max_frame: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        shm_arena: ShmArena | None = None,
     ) -> None:
         self.address = address
         self._key = key
@@ -132,6 +134,11 @@ class ChannelClient:
         self.lost = False
         self.closed = False
         self.on_unusable: Callable[["ChannelClient"], None] | None = None
+        # Large arguments go through shared memory only to a replica on this machine: one whose Unix socket is
+        # here (a Ray client's node id is its server's, which may be another machine).
+        same_machine = self._local and address.uds_path is not None and os.path.exists(address.uds_path)
+        self._arena = shm_arena if same_machine else None
+        self._shm_out: set[str] = set()  # segments sent and not yet released by the replica
 
     @property
     def usable(self) -> bool:
@@ -283,9 +290,18 @@ class ChannelClient:
         rather than sent to close the connection under every other request on it. ``large_elsewhere``:
         a large one raises ForObjectStore instead (the router sends it through Ray)."""
         if large_elsewhere:
-            large_payload = dumps_unless_large(request.to_wire())
+            wire = request.to_wire()
+            large_payload = dumps_unless_large(wire, SHARED_MEMORY_BYTES if self._arena is not None else
+                                               LARGE_PAYLOAD_BYTES)
             if large_payload is None:
-                raise ForObjectStore()
+                shared = self._arena.encode(wire) if self._arena is not None else None
+                if shared is not None:
+                    self._shm_out.add(shared.segment)
+                    large_payload = dumps(shared)
+                else:  # no buffer to share (large bytes), or the arena is full: the socket up to its limit
+                    large_payload = dumps_unless_large(wire)
+                    if large_payload is None:
+                        raise ForObjectStore()
             payload = large_payload
         else:
             payload = dumps(request.to_wire())
@@ -304,6 +320,12 @@ class ChannelClient:
             pending.queue.put_nowait((Kind.ERR, exc))
 
     def _on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+        if kind == Kind.RELEASE:
+            name = payload.decode("ascii", "replace")
+            if name in self._shm_out and self._arena is not None:
+                self._shm_out.discard(name)
+                self._arena.release(name)
+            return
         if kind == Kind.GOODBYE:
             self.goodbye = True
             self._fail_all(NotSent("replica said goodbye before running the request"))
@@ -340,7 +362,15 @@ class ChannelClient:
                 pending.queue.put_nowait((Kind.ERR, exc))
         self._pending.clear()
 
+    def _abandon_shared(self) -> None:
+        """The connection is gone: segments the replica never released may still be read there; drop them."""
+        if self._arena is not None:
+            for name in self._shm_out:
+                self._arena.abandon(name)
+        self._shm_out.clear()
+
     def _on_lost(self, exc: Exception | None) -> None:
+        self._abandon_shared()
         if not self.goodbye:
             self.lost = True
             self._fail_all(
@@ -360,3 +390,4 @@ class ChannelClient:
         self.closed = True
         if self._conn is not None:
             self._conn.close()
+        self._abandon_shared()

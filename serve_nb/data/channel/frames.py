@@ -51,6 +51,7 @@ class Kind(IntEnum):
     DENIED = 16  # the caller did not prove it holds the key; the connection closes
     CHALLENGE = 17  # the replica's nonce and its proof that it holds the key
     ACCEPT = 18  # a request whose body follows was admitted: send the body now (REJECT otherwise)
+    RELEASE = 19  # the replica no longer reads a call's shared-memory segment (its name): the caller may reuse it
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from enum import Enum
 from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
 from serve_nb.common.serialization import dumps, dumps_unless_large, loads, pack_exception
-from serve_nb.data.channel import auth, sockdir
+from serve_nb.data.channel import auth, shm, sockdir
+from serve_nb.data.channel.shm import ShmCall
 from serve_nb.data.channel.body import ReceivedBody
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request, StashedResult
@@ -91,6 +92,7 @@ class _ServerConnection(FrameProtocol):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._bodies: dict[int, ReceivedBody] = {}  # requests whose body is still arriving
         self.goodbye_sent = False
+        self._loop = asyncio.get_running_loop()  # RELEASE frames are sent from other threads through it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -166,7 +168,10 @@ class _ServerConnection(FrameProtocol):
     async def _run(self, rid: int, payload: bytes) -> None:
         handler = self._server.handler
         try:
-            request = Request.from_wire(loads(payload))
+            wire = loads(payload)
+            if type(wire) is ShmCall:  # large arguments, in the caller's shared memory: read them in place
+                wire = shm.decode(wire, self._release_soon)
+            request = Request.from_wire(wire)
             if request.body_follows:
                 body = self._bodies[rid] = ReceivedBody()
                 self.send(Kind.ACCEPT, rid)  # admitted: the caller sends the body now
@@ -188,6 +193,16 @@ class _ServerConnection(FrameProtocol):
             self.send(Kind.ERR, rid, pack_exception(RequestCancelledError("The request was cancelled.")))
         except BaseException as exc:  # noqa: BLE001 - every user error goes back to the caller
             self.send(Kind.ERR, rid, pack_exception(exc))
+
+    def _release_soon(self, segment: str) -> None:
+        """Nothing reads ``segment`` any more (called from whichever thread dropped the last reference)."""
+        try:
+            self._loop.call_soon_threadsafe(self._send_release, segment)
+        except RuntimeError:
+            pass  # the loop is closed: the replica is stopping, and the caller abandons the segment
+
+    def _send_release(self, segment: str) -> None:
+        self.send(Kind.RELEASE, 0, segment.encode("ascii"))  # nothing is sent once the connection is closed
 
     def _finished(self, rid: int, _task: "asyncio.Task[None]") -> None:
         self._tasks.pop(rid, None)

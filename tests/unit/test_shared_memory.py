@@ -1,0 +1,101 @@
+"""Large arguments through shared memory (no Ray): copied once by the caller, read in place by the replica,
+reused only after the replica released them, and refused when a caller names memory it should not."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from serve_nb.data.channel import shm
+
+pytestmark = pytest.mark.skipif(not shm.available(), reason="no /dev/shm on this machine")
+
+
+@pytest.fixture
+def arena():
+    made = shm.ShmArena(max_bytes=64 * 1024 * 1024)
+    yield made
+    made.close()
+
+
+def files_of_this_process() -> set[str]:
+    return {n for n in os.listdir(shm.SHM_DIR) if n.startswith(f"serve_nb-{os.getuid()}-{os.getpid()}-")}
+
+
+def test_arrays_arrive_equal_and_read_only_without_a_copy(arena):
+    arrays = (np.arange(300_000, dtype=np.float32), np.asfortranarray(np.ones((300, 400))))
+    call = arena.encode((arrays, {"label": "x"}))
+    assert call is not None and len(call.inband) < 2_000  # the data is not in the pickle
+    released: list[str] = []
+    (got, meta) = shm.decode(pickle.loads(pickle.dumps(call)), released.append)
+    assert meta == {"label": "x"}
+    assert all(np.array_equal(a, b) for a, b in zip(got, arrays)) and got[1].flags.f_contiguous
+    assert not any(a.flags.writeable for a in got)  # as from Ray's object store
+    assert released == []  # still in use
+    del got
+    gc.collect()
+    assert released == [call.segment]
+
+
+def test_a_segment_is_reused_only_after_its_release(arena):
+    first = arena.encode(np.zeros(200_000))
+    second = arena.encode(np.zeros(200_000))
+    assert first.segment != second.segment  # the first is still out
+    arena.release(first.segment)
+    third = arena.encode(np.ones(200_000))
+    assert third.segment == first.segment
+    assert np.array_equal(shm.decode(third, lambda _: None), np.ones(200_000))  # the new data, not the old
+
+
+def test_an_abandoned_segment_is_unlinked_and_never_reused(arena):
+    call = arena.encode(np.zeros(200_000))
+    arena.abandon(call.segment)
+    assert call.segment not in files_of_this_process()
+    assert arena.encode(np.zeros(200_000)).segment != call.segment
+
+
+def test_a_full_arena_says_so_instead_of_growing(arena):
+    calls = [arena.encode(np.zeros(4 * 1024 * 1024 // 8)) for _ in range(16)]  # 16 segments of 4 MiB = 64 MiB
+    assert all(c is not None for c in calls)
+    assert arena.encode(np.zeros(1000)) is None
+    arena.release(calls[0].segment)
+    assert arena.encode(np.zeros(1000)) is not None
+
+
+def test_closing_the_arena_removes_its_files(arena):
+    for _ in range(3):
+        arena.encode(np.zeros(100_000))
+    assert len(files_of_this_process()) >= 3
+    arena.close()
+    assert files_of_this_process() == set()
+
+
+def test_nothing_to_share_gives_none(arena):
+    assert arena.encode({"small": [1, 2, 3]}) is None
+    assert arena.encode(b"x" * 1_000_000) is None  # bytes are pickled in band: nothing to place in a segment
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "serve_nb-0-1", "other-file", f"serve_nb-{os.getuid() + 1}-1-1"])
+def test_a_replica_maps_only_serve_nb_segments_of_its_own_user(name):
+    with pytest.raises(shm.BadShmCall):
+        shm.decode(shm.ShmCall(pickle.dumps(None), name, ()), lambda _: None)
+
+
+def test_buffers_outside_the_segment_are_refused(arena):
+    call = arena.encode(np.zeros(200_000))
+    beyond = shm.ShmCall(call.inband, call.segment, ((0, 100 * 1024 * 1024),))
+    with pytest.raises(shm.BadShmCall, match="outside"):
+        shm.decode(beyond, lambda _: None)
+
+
+def test_segments_left_by_a_dead_process_are_removed():
+    dead_pid = 2**22 - 3  # above the usual pid_max: no such process
+    path = os.path.join(shm.SHM_DIR, f"serve_nb-{os.getuid()}-{dead_pid}-1")
+    with open(path, "wb") as f:
+        f.write(b"x")
+    shm.remove_orphans()
+    assert not os.path.exists(path)
