@@ -136,28 +136,31 @@ def test_reload_rolls_only_changed_code_and_a_broken_save_keeps_the_last_good_ve
 
         app = Ingress.bind(Model.bind())
     '''))
-    serving = Serving(["run", "pipeline:app", "--reload", "--route-prefix", "/p"], tmp_path)
+    (tmp_path / "serve_config.yaml").write_text(
+        f"http_options: {{port: {PORT + 1}}}\napplications:\n  - import_path: pipeline:app\n    route_prefix: /p\n"
+    )
+    serving = Serving(["run", "serve_config.yaml", "--reload"], tmp_path)
     try:
         serving.wait_for_line("Watching")
-        first = get(f"http://127.0.0.1:8000/p").text
+        first = get(f"http://127.0.0.1:{PORT + 1}/p").text
         assert first.startswith("v1 from ingress pid ")
         source = (tmp_path / "pipeline.py").read_text()
         (tmp_path / "pipeline.py").write_text(source.replace('return "v1"', 'return "v2"'))
         line = serving.wait_for_line("Reloaded in")
         assert "'default': Model updated; Ingress unchanged" in line
-        second = get(f"http://127.0.0.1:8000/p").text
+        second = get(f"http://127.0.0.1:{PORT + 1}/p").text
         assert second == first.replace("v1", "v2")  # same ingress process: only Model rolled
 
         mark = len(serving.lines)
         (tmp_path / "pipeline.py").write_text(source.replace('return "v1"', 'return "v3'))  # a syntax error
         failed = serving.wait_for_line("Reload failed", after=mark)
         assert "SyntaxError" in failed and "still serving the last good version" in failed
-        assert get(f"http://127.0.0.1:8000/p").text == second
+        assert get(f"http://127.0.0.1:{PORT + 1}/p").text == second
 
         mark = len(serving.lines)
         (tmp_path / "pipeline.py").write_text(source.replace('return "v1"', 'return "v4"'))  # the watcher is alive
         serving.wait_for_line("Reloaded in", after=mark)
-        assert get(f"http://127.0.0.1:8000/p").text.startswith("v4")
+        assert get(f"http://127.0.0.1:{PORT + 1}/p").text.startswith("v4")
         assert serving.interrupt() == 0
     finally:
         serving.kill()
