@@ -213,7 +213,9 @@ def decode(call: ShmCall, on_release: Callable[[str], None]) -> Any:
         end = max((offset + length for offset, length in call.spans), default=0)
         if any(offset < 0 or length < 0 for offset, length in call.spans) or end > size:
             raise BadShmCall(f"the call's buffers lie outside shared memory {call.segment!r}")
-        mapped = mmap.mmap(fd, end or 1, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+        # Mapped lazily: code that reads part of an array touches only those pages (the kernel maps its
+        # neighbours with each fault), and mapping costs the same for 1 MB and 1 GB.
+        mapped = mmap.mmap(fd, end or 1, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
     weakref.finalize(mapped, on_release, call.segment)
