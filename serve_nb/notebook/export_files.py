@@ -31,11 +31,13 @@ def cells_of_notebook(data: dict[str, Any]) -> list[Cell]:
     return [Cell(text(c), f"cell {i + 1}") for i, c in code]
 
 
-def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None) -> list[Path]:
-    """Export ``cells`` as ``module``; returns the written module and config paths."""
+def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None, *,
+                 notebook: str = "a notebook") -> list[Path]:
+    """Export ``cells`` as ``module``; returns the written module and config paths. ``notebook``: how the
+    module's header names where the cells come from."""
     import yaml
 
-    result = export_notebook(cells, module, only_app)
+    result = export_notebook(cells, module, only_app, notebook=notebook)
     out_dir.mkdir(parents=True, exist_ok=True)
     module_path, config_path = out_dir / f"{module}.py", out_dir / CONFIG_NAME
     module_path.write_text(result.module_source)
@@ -50,4 +52,5 @@ def export_notebook_file(notebook: Path, out_dir: Path, only_app: str | None = N
         raise FileNotFoundError(f"cannot read {notebook}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ValueError(f"{notebook} is not a notebook (invalid JSON: {exc})") from None
-    return write_export(cells_of_notebook(data), module_name_for(notebook.name), out_dir, only_app)
+    return write_export(cells_of_notebook(data), module_name_for(notebook.name), out_dir, only_app,
+                        notebook=notebook.name)
