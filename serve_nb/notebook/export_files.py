@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from serve_nb.core.export import Cell, export_notebook
 
 CONFIG_NAME = "serve_config.yaml"
+_EXPORT_LINE = re.compile(r"\s*%serve_export(\s|$)")
 
 
 def module_name_for(notebook: str) -> str:
@@ -29,6 +30,20 @@ def cells_of_notebook(data: dict[str, Any]) -> list[Cell]:
         code.sort(key=lambda item: item[1]["execution_count"])
         return [Cell(text(c), f"In [{c['execution_count']}]") for _, c in code]
     return [Cell(text(c), f"cell {i + 1}") for i, c in code]
+
+
+def cells_of_history(inputs: Sequence[str], failed: Collection[int] = ()) -> list[Cell]:
+    """The kernel's inputs of this session as cells "In [n]": ``inputs[n]`` is In [n] (IPython's
+    ``input_hist_raw``; index 0 is empty). Inputs numbered in ``failed`` are left out (they raised: a broken
+    ``%%serve`` cell changed no app, and a fixed re-run usually follows), and so are ``%serve_export`` lines."""
+    cells = []
+    for count, source in enumerate(inputs):
+        if count == 0 or count in failed:
+            continue
+        source = "\n".join(line for line in source.split("\n") if not _EXPORT_LINE.match(line))
+        if source.strip():
+            cells.append(Cell(source, f"In [{count}]"))
+    return cells
 
 
 def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None, *,

@@ -5,16 +5,21 @@
 deployment options, binds ``--args`` and runs it as one application. Re-running the cell updates
 that application in place; the cell's previous widget is closed so only one stays live.
 ``widget_for(app)`` returns the live widget of an application from any later cell.
+``%serve_export`` writes the kernel's ``%%serve`` apps as a module and a Ray Serve config, from the inputs
+the kernel ran (``notebook/export_files.py``, ``core/export.py``).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
 from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line, pick_ingress
@@ -31,9 +36,25 @@ class ServeMagics(Magics):
         super().__init__(shell)
         self._cell_id: str | None = None
         self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
+        # Inputs that raised since the magics were loaded, as (history session, execution count): %reset starts
+        # a new session and counts again from 1. _deployed_anyway: %%serve cells that raised once interrupted
+        # while waiting for replicas, whose deploy went on.
+        self._failed: set[tuple[int, int]] = set()
+        self._deployed_anyway: set[tuple[int, int]] = set()
+        self._deploy_went_on = False  # set by the running %%serve cell when interrupted while waiting
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
+        self._deploy_went_on = False
+
+    def post_run_cell(self, result: Any) -> None:
+        """Remember the inputs that raised, for ``%serve_export``: IPython's history keeps every input, and only
+        recent IPython versions also which raised (``history_manager.exceptions``)."""
+        count = getattr(result, "execution_count", None)
+        if count is None or result.success or not getattr(result.info, "store_history", False):
+            return
+        key = (self.shell.history_manager.session_number, count)
+        (self._deployed_anyway if self._deploy_went_on else self._failed).add(key)
 
     # -- %%serve -----------------------------------------------------------------------------
 
@@ -70,6 +91,7 @@ class ServeMagics(Magics):
             raise
         except KeyboardInterrupt as exc:
             # Interrupted while waiting for replicas: the deploy goes on, so show the app's live widget.
+            self._deploy_went_on = True
             try:
                 waiting_handle = serve.get_app_handle(app_name)
             except serve.exceptions.RayServeException:  # deleted meanwhile: the widget says so
@@ -152,6 +174,38 @@ class ServeMagics(Magics):
         serve.delete(name)
         print(f"Deleted application '{name}'.")
 
+    @magic_arguments()
+    @argument("app", nargs="?", help="export only this application (default: every %%%%serve app)")
+    @argument("-o", "--output", default="export", metavar="DIR",
+              help="directory for <notebook>.py and serve_config.yaml (default: export)")
+    @line_magic("serve_export")
+    def serve_export(self, line: str) -> None:
+        """%serve_export [APP] [-o DIR]: write this kernel's %%serve apps, as the kernel ran them, to
+        DIR/<notebook>.py and DIR/serve_config.yaml, for ``serve_nb run DIR/serve_config.yaml``."""
+        from serve_nb.core.export import ExportError
+        from serve_nb.notebook.export_files import cells_of_history, module_name_for, write_export
+
+        args = parse_argstring(self.serve_export, line)
+        # Jupyter names the notebook in the kernel (ipykernel copies JPY_SESSION_NAME into __session__).
+        notebook = str(self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
+        source = f"{Path(notebook).name} (the kernel's input history)" if notebook else "the kernel's input history"
+        cells = cells_of_history(self.shell.history_manager.input_hist_raw, self._failed_inputs())
+        try:
+            module, config = write_export(cells, module_name_for(notebook or "notebook"), Path(args.output), args.app,
+                                          notebook=source)
+        except (ExportError, OSError) as exc:
+            raise UsageError(f"%serve_export: {exc}") from None
+        print(f"Wrote {module} and {config}.\nRun it with: serve_nb run {config}")
+
+    def _failed_inputs(self) -> set[int]:
+        """The inputs of this session that raised: recent IPython versions record them all
+        (``history_manager.exceptions``); with older ones, only those run since the magics were loaded are known.
+        A %%serve cell interrupted while waiting raised, but its app deployed: it counts as run."""
+        history = self.shell.history_manager
+        here = lambda keys: {count for session, count in keys if session == history.session_number}  # noqa: E731
+        recorded = set(getattr(history, "exceptions", None) or ())
+        return (recorded | here(self._failed)) - here(self._deployed_anyway)
+
     @line_magic("serve_shutdown")
     def serve_shutdown(self, line: str) -> None:
         """%serve_shutdown: delete every application and stop serve_nb's controller."""
@@ -183,3 +237,4 @@ def load(shell: Any) -> None:
     magics = ServeMagics(shell)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
+    shell.events.register("post_run_cell", magics.post_run_cell)
