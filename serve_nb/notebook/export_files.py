@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Sequence
 
@@ -32,6 +33,15 @@ def cells_of_notebook(data: dict[str, Any]) -> list[Cell]:
     return [Cell(text(c), f"cell {i + 1}") for i, c in code]
 
 
+@dataclass(frozen=True)
+class RanInput:
+    """An input the kernel ran, as the magics saw it (IPython's ``post_run_cell``)."""
+
+    source: str
+    count: int | None  # its n in In [n]; None when the kernel kept it out of its history (nbval runs cells so)
+    ok: bool  # False when it raised
+
+
 def cells_of_history(inputs: Sequence[str], failed: Collection[int] = ()) -> list[Cell]:
     """The kernel's inputs of this session as cells "In [n]": ``inputs[n]`` is In [n] (IPython's
     ``input_hist_raw``; index 0 is empty). Inputs numbered in ``failed`` are left out (they raised: a broken
@@ -40,10 +50,30 @@ def cells_of_history(inputs: Sequence[str], failed: Collection[int] = ()) -> lis
     for count, source in enumerate(inputs):
         if count == 0 or count in failed:
             continue
-        source = "\n".join(line for line in source.split("\n") if not _EXPORT_LINE.match(line))
-        if source.strip():
-            cells.append(Cell(source, f"In [{count}]"))
+        cell = _cell(source, f"In [{count}]")
+        if cell is not None:
+            cells.append(cell)
     return cells
+
+
+def cells_of_kernel(history: Sequence[str], failed: Collection[int], ran: Sequence[RanInput]) -> list[Cell]:
+    """What a kernel ran, in order: from its history (as ``cells_of_history`` reads it) the inputs before the
+    magics were loaded, then each input ``ran`` since, kept in the history or not, leaving out those that raised.
+    An input the history lacks is labelled by its place in ``ran`` ("input 7")."""
+    stored = [r.count for r in ran if r.count is not None]
+    cells = cells_of_history(history[: min(stored)] if stored else history, failed)
+    for place, ran_input in enumerate(ran, 1):
+        label = f"In [{ran_input.count}]" if ran_input.count is not None else f"input {place}"
+        cell = _cell(ran_input.source, label) if ran_input.ok else None
+        if cell is not None:
+            cells.append(cell)
+    return cells
+
+
+def _cell(source: str, label: str) -> Cell | None:
+    """The input as a cell, without its ``%serve_export`` lines; None if nothing else is left."""
+    source = "\n".join(line for line in source.rstrip("\n").split("\n") if not _EXPORT_LINE.match(line))
+    return Cell(source, label) if source.strip() else None
 
 
 def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None, *,

@@ -23,6 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line, pick_ingress
+from serve_nb.notebook.export_files import RanInput, cells_of_kernel, module_name_for, write_export
 
 if TYPE_CHECKING:  # ipywidgets is imported only when a widget is first shown
     from serve_nb.notebook.widgets import AppWidget
@@ -36,11 +37,10 @@ class ServeMagics(Magics):
         super().__init__(shell)
         self._cell_id: str | None = None
         self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
-        # Inputs that raised since the magics were loaded, as (history session, execution count): %reset starts
-        # a new session and counts again from 1. _deployed_anyway: %%serve cells that raised once interrupted
-        # while waiting for replicas, whose deploy went on.
-        self._failed: set[tuple[int, int]] = set()
-        self._deployed_anyway: set[tuple[int, int]] = set()
+        # Every input run since the magics were loaded, with its history session (%reset starts another, In [1]
+        # again), for %serve_export: the history lacks inputs run with store_history=False (as nbval runs cells),
+        # and only recent IPython versions record which inputs raised.
+        self._ran: list[tuple[int, RanInput]] = []
         self._deploy_went_on = False  # set by the running %%serve cell when interrupted while waiting
 
     def pre_run_cell(self, info: Any) -> None:
@@ -48,13 +48,12 @@ class ServeMagics(Magics):
         self._deploy_went_on = False
 
     def post_run_cell(self, result: Any) -> None:
-        """Remember the inputs that raised, for ``%serve_export``: IPython's history keeps every input, and only
-        recent IPython versions also which raised (``history_manager.exceptions``)."""
-        count = getattr(result, "execution_count", None)
-        if count is None or result.success or not getattr(result.info, "store_history", False):
-            return
-        key = (self.shell.history_manager.session_number, count)
-        (self._deployed_anyway if self._deploy_went_on else self._failed).add(key)
+        info = result.info
+        stored = bool(getattr(info, "store_history", False))
+        # A %%serve cell interrupted while waiting for replicas raised, but its app deploys: it counts as run.
+        ran = RanInput(info.raw_cell or "", result.execution_count if stored else None,
+                       result.success or self._deploy_went_on)
+        self._ran.append((self.shell.history_manager.session_number, ran))
 
     # -- %%serve -----------------------------------------------------------------------------
 
@@ -183,28 +182,23 @@ class ServeMagics(Magics):
         """%serve_export [APP] [-o DIR]: write this kernel's %%serve apps, as the kernel ran them, to
         DIR/<notebook>.py and DIR/serve_config.yaml, for ``serve_nb run DIR/serve_config.yaml``."""
         from serve_nb.core.export import ExportError
-        from serve_nb.notebook.export_files import cells_of_history, module_name_for, write_export
 
         args = parse_argstring(self.serve_export, line)
         # Jupyter names the notebook in the kernel (ipykernel copies JPY_SESSION_NAME into __session__).
         notebook = str(self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
-        source = f"{Path(notebook).name} (the kernel's input history)" if notebook else "the kernel's input history"
-        cells = cells_of_history(self.shell.history_manager.input_hist_raw, self._failed_inputs())
+        source = f"{Path(notebook).name} as its kernel ran it" if notebook else "the inputs a kernel ran"
+        history = self.shell.history_manager
+        # Inputs from before the magics were loaded come from the history; recent IPython versions record which
+        # of them raised (history_manager.exceptions), older ones do not, and those are then exported as if run.
+        failed = set(getattr(history, "exceptions", None) or ())
+        ran = [r for session, r in self._ran if session == history.session_number]
+        cells = cells_of_kernel(history.input_hist_raw, failed, ran)
         try:
             module, config = write_export(cells, module_name_for(notebook or "notebook"), Path(args.output), args.app,
                                           notebook=source)
         except (ExportError, OSError) as exc:
             raise UsageError(f"%serve_export: {exc}") from None
         print(f"Wrote {module} and {config}.\nRun it with: serve_nb run {config}")
-
-    def _failed_inputs(self) -> set[int]:
-        """The inputs of this session that raised: recent IPython versions record them all
-        (``history_manager.exceptions``); with older ones, only those run since the magics were loaded are known.
-        A %%serve cell interrupted while waiting raised, but its app deployed: it counts as run."""
-        history = self.shell.history_manager
-        here = lambda keys: {count for session, count in keys if session == history.session_number}  # noqa: E731
-        recorded = set(getattr(history, "exceptions", None) or ())
-        return (recorded | here(self._failed)) - here(self._deployed_anyway)
 
     @line_magic("serve_shutdown")
     def serve_shutdown(self, line: str) -> None:

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from serve_nb.core.export import Cell, ExportError
-from serve_nb.notebook.export_files import cells_of_history, cells_of_notebook, module_name_for, write_export
+from serve_nb.notebook.export_files import (RanInput, cells_of_history, cells_of_kernel, cells_of_notebook,
+                                            module_name_for, write_export)
 
-SERVE_CELL = "%%serve --name greet\nclass Greet:\n    def __call__(self, request):\n        return GREETING\n"
+SERVE_CELL = "%%serve --name greet\nclass Greet:\n    def __call__(self, request):\n        return GREETING"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,20 @@ def test_history_inputs_are_labelled_by_their_number_and_failed_ones_left_out():
 def test_serve_export_lines_are_left_out_of_history_and_the_rest_of_their_cell_kept():
     cells = cells_of_history(["", "%serve_export -o out", "X = 1\n%serve_export\n  %serve_export greet"])
     assert cells == [Cell("X = 1", "In [2]")]
+
+
+def test_a_kernel_gives_its_history_before_the_magics_loaded_then_what_they_saw_run():
+    history = ["", "A = 1", "B = oops", "%load_ext serve_nb", "C = 3"]  # In [4] is the %serve_export cell, running
+    ran = [RanInput("%load_ext serve_nb", 3, True), RanInput("C = 3", 4, True), RanInput("D = oops", 5, False),
+           RanInput("E = 5", None, True)]  # stored or not (nbval runs cells with store_history=False)
+    assert cells_of_kernel(history, {2}, ran) == [
+        Cell("A = 1", "In [1]"), Cell("%load_ext serve_nb", "In [3]"), Cell("C = 3", "In [4]"), Cell("E = 5", "input 4")]
+
+
+def test_a_kernel_that_kept_no_history_since_the_magics_loaded_gives_what_they_saw_run():
+    ran = [RanInput("%load_ext serve_nb", None, True), RanInput(SERVE_CELL, None, False),
+           RanInput(SERVE_CELL + "\n", None, True)]
+    assert cells_of_kernel([""], (), ran) == [Cell("%load_ext serve_nb", "input 1"), Cell(SERVE_CELL, "input 3")]
 
 
 def test_a_notebook_that_ran_top_to_bottom_gives_its_cells_in_execution_order():
