@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from serve_nb.core.export import Cell, export_notebook
 
 CONFIG_NAME = "serve_config.yaml"
+_EXPORT_LINE = re.compile(r"\s*%serve_export(\s|$)")
 
 
 def module_name_for(notebook: str) -> str:
@@ -31,11 +33,56 @@ def cells_of_notebook(data: dict[str, Any]) -> list[Cell]:
     return [Cell(text(c), f"cell {i + 1}") for i, c in code]
 
 
-def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None) -> list[Path]:
-    """Export ``cells`` as ``module``; returns the written module and config paths."""
+@dataclass(frozen=True)
+class RanInput:
+    """An input the kernel ran, as the magics saw it (IPython's ``post_run_cell``)."""
+
+    source: str
+    count: int | None  # its n in In [n]; None when the kernel kept it out of its history (nbval runs cells so)
+    ok: bool  # False when it raised
+
+
+def cells_of_history(inputs: Sequence[str], failed: Collection[int] = ()) -> list[Cell]:
+    """The kernel's inputs of this session as cells "In [n]": ``inputs[n]`` is In [n] (IPython's
+    ``input_hist_raw``; index 0 is empty). Inputs numbered in ``failed`` are left out (they raised: a broken
+    ``%%serve`` cell changed no app, and a fixed re-run usually follows), and so are ``%serve_export`` lines."""
+    cells = []
+    for count, source in enumerate(inputs):
+        if count == 0 or count in failed:
+            continue
+        cell = _cell(source, f"In [{count}]")
+        if cell is not None:
+            cells.append(cell)
+    return cells
+
+
+def cells_of_kernel(history: Sequence[str], failed: Collection[int], ran: Sequence[RanInput]) -> list[Cell]:
+    """What a kernel ran, in order: from its history (as ``cells_of_history`` reads it) the inputs before the
+    magics were loaded, then each input ``ran`` since, kept in the history or not, leaving out those that raised.
+    An input the history lacks is labelled by its place in ``ran`` ("input 7")."""
+    stored = [r.count for r in ran if r.count is not None]
+    cells = cells_of_history(history[: min(stored)] if stored else history, failed)
+    for place, ran_input in enumerate(ran, 1):
+        label = f"In [{ran_input.count}]" if ran_input.count is not None else f"input {place}"
+        cell = _cell(ran_input.source, label) if ran_input.ok else None
+        if cell is not None:
+            cells.append(cell)
+    return cells
+
+
+def _cell(source: str, label: str) -> Cell | None:
+    """The input as a cell, without its ``%serve_export`` lines; None if nothing else is left."""
+    source = "\n".join(line for line in source.rstrip("\n").split("\n") if not _EXPORT_LINE.match(line))
+    return Cell(source, label) if source.strip() else None
+
+
+def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None, *,
+                 notebook: str = "a notebook") -> list[Path]:
+    """Export ``cells`` as ``module``; returns the written module and config paths. ``notebook``: how the
+    module's header names where the cells come from."""
     import yaml
 
-    result = export_notebook(cells, module, only_app)
+    result = export_notebook(cells, module, only_app, notebook=notebook)
     out_dir.mkdir(parents=True, exist_ok=True)
     module_path, config_path = out_dir / f"{module}.py", out_dir / CONFIG_NAME
     module_path.write_text(result.module_source)
@@ -50,4 +97,5 @@ def export_notebook_file(notebook: Path, out_dir: Path, only_app: str | None = N
         raise FileNotFoundError(f"cannot read {notebook}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ValueError(f"{notebook} is not a notebook (invalid JSON: {exc})") from None
-    return write_export(cells_of_notebook(data), module_name_for(notebook.name), out_dir, only_app)
+    return write_export(cells_of_notebook(data), module_name_for(notebook.name), out_dir, only_app,
+                        notebook=notebook.name)

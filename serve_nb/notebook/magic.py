@@ -5,19 +5,25 @@
 deployment options, binds ``--args`` and runs it as one application. Re-running the cell updates
 that application in place; the cell's previous widget is closed so only one stays live.
 ``widget_for(app)`` returns the live widget of an application from any later cell.
+``%serve_export`` writes the kernel's ``%%serve`` apps as a module and a Ray Serve config, from the inputs
+the kernel ran (``notebook/export_files.py``, ``core/export.py``).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
 from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line, pick_ingress
+from serve_nb.notebook.export_files import RanInput, cells_of_kernel, module_name_for, write_export
 
 if TYPE_CHECKING:  # ipywidgets is imported only when a widget is first shown
     from serve_nb.notebook.widgets import AppWidget
@@ -31,9 +37,23 @@ class ServeMagics(Magics):
         super().__init__(shell)
         self._cell_id: str | None = None
         self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
+        # Every input run since the magics were loaded, with its history session (%reset starts another, In [1]
+        # again), for %serve_export: the history lacks inputs run with store_history=False (as nbval runs cells),
+        # and only recent IPython versions record which inputs raised.
+        self._ran: list[tuple[int, RanInput]] = []
+        self._deploy_went_on = False  # set by the running %%serve cell when interrupted while waiting
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
+        self._deploy_went_on = False
+
+    def post_run_cell(self, result: Any) -> None:
+        info = result.info
+        stored = bool(getattr(info, "store_history", False))
+        # A %%serve cell interrupted while waiting for replicas raised, but its app deploys: it counts as run.
+        ran = RanInput(info.raw_cell or "", result.execution_count if stored else None,
+                       result.success or self._deploy_went_on)
+        self._ran.append((self.shell.history_manager.session_number, ran))
 
     # -- %%serve -----------------------------------------------------------------------------
 
@@ -70,6 +90,7 @@ class ServeMagics(Magics):
             raise
         except KeyboardInterrupt as exc:
             # Interrupted while waiting for replicas: the deploy goes on, so show the app's live widget.
+            self._deploy_went_on = True
             try:
                 waiting_handle = serve.get_app_handle(app_name)
             except serve.exceptions.RayServeException:  # deleted meanwhile: the widget says so
@@ -152,6 +173,33 @@ class ServeMagics(Magics):
         serve.delete(name)
         print(f"Deleted application '{name}'.")
 
+    @magic_arguments()
+    @argument("app", nargs="?", help="export only this application (default: every %%%%serve app)")
+    @argument("-o", "--output", default="export", metavar="DIR",
+              help="directory for <notebook>.py and serve_config.yaml (default: export)")
+    @line_magic("serve_export")
+    def serve_export(self, line: str) -> None:
+        """%serve_export [APP] [-o DIR]: write this kernel's %%serve apps, as the kernel ran them, to
+        DIR/<notebook>.py and DIR/serve_config.yaml, for ``serve_nb run DIR/serve_config.yaml``."""
+        from serve_nb.core.export import ExportError
+
+        args = parse_argstring(self.serve_export, line)
+        # Jupyter names the notebook in the kernel (ipykernel copies JPY_SESSION_NAME into __session__).
+        notebook = str(self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
+        source = f"{Path(notebook).name} as its kernel ran it" if notebook else "the inputs a kernel ran"
+        history = self.shell.history_manager
+        # Inputs from before the magics were loaded come from the history; recent IPython versions record which
+        # of them raised (history_manager.exceptions), older ones do not, and those are then exported as if run.
+        failed = set(getattr(history, "exceptions", None) or ())
+        ran = [r for session, r in self._ran if session == history.session_number]
+        cells = cells_of_kernel(history.input_hist_raw, failed, ran)
+        try:
+            module, config = write_export(cells, module_name_for(notebook or "notebook"), Path(args.output), args.app,
+                                          notebook=source)
+        except (ExportError, OSError) as exc:
+            raise UsageError(f"%serve_export: {exc}") from None
+        print(f"Wrote {module} and {config}.\nRun it with: serve_nb run {config}")
+
     @line_magic("serve_shutdown")
     def serve_shutdown(self, line: str) -> None:
         """%serve_shutdown: delete every application and stop serve_nb's controller."""
@@ -183,3 +231,4 @@ def load(shell: Any) -> None:
     magics = ServeMagics(shell)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
+    shell.events.register("post_run_cell", magics.post_run_cell)

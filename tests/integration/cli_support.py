@@ -30,6 +30,10 @@ def cli(args: Sequence[str], cwd: Path, timeout_s: float = 120) -> subprocess.Co
     return subprocess.run(CLI + list(args), cwd=cwd, env=cli_env(cwd), capture_output=True, text=True, timeout=timeout_s)
 
 
+class _Exited(Exception):
+    """The serving process ended while a test waited for a line."""
+
+
 class Serving:
     """``serve_nb run ...`` in the background; ``lines`` is everything it printed so far (stdout and stderr)."""
 
@@ -54,7 +58,8 @@ class Serving:
                 return
 
     def wait_for_line(self, text: str, timeout_s: float = 90, after: int = 0) -> str:
-        """The first line (from index ``after`` on) containing ``text``; fails with the output if none comes."""
+        """The first line (from index ``after`` on) containing ``text``; fails with the output if none comes,
+        at once if serve_nb exits without printing it."""
 
         def found() -> str | None:
             self._drain()
@@ -62,13 +67,15 @@ class Serving:
                 self._drain()
                 hit = next((line for line in self.lines[after:] if text in line), None)
                 if hit is None:
-                    raise AssertionError(f"serve_nb exited ({self.proc.returncode}) without printing {text!r}:\n"
-                                         + "\n".join(self.lines))
+                    raise _Exited(f"serve_nb exited ({self.proc.returncode}) without printing {text!r}:\n"
+                                  + "\n".join(self.lines))
                 return hit
             return next((line for line in self.lines[after:] if text in line), None)
 
         try:
             return wait_until(found, timeout_s=timeout_s, interval_s=0.1, what=repr(text))
+        except _Exited as exc:  # not an AssertionError, which wait_until would take for "not yet"
+            raise AssertionError(str(exc)) from None
         except AssertionError as exc:
             raise AssertionError(f"{exc}\noutput so far:\n" + "\n".join(self.lines)) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -40,3 +41,27 @@ def serve_instance(ray_session):
     yield serve
     for name in list(serve.status().applications):
         serve.delete(name)
+
+
+@pytest.fixture
+def default_http_port_free():
+    """No serve_nb of this test process on the default HTTP port (8000), so that a ``serve_nb run`` child takes it
+    as it would on a user's machine; later tests' ``serve_instance`` starts serve_nb again."""
+    import ray
+
+    import serve_nb as serve
+    from helpers import HTTP_PORT, wait_until
+
+    if ray.is_initialized():
+        serve.shutdown()
+
+    def free() -> bool:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", HTTP_PORT))
+            except OSError:
+                return False
+        return True
+
+    wait_until(free, timeout_s=30, what=f"port {HTTP_PORT} to be free")
