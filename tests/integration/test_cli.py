@@ -113,8 +113,7 @@ def test_run_a_config_see_it_from_a_second_terminal_apply_another_and_stop_with_
         serving.kill()
 
 
-def test_reload_rolls_only_changed_code_and_a_broken_save_keeps_the_last_good_version(ray_session, tmp_path,
-                                                                                    default_http_port_free):
+def test_reload_rolls_only_changed_code_and_a_broken_save_keeps_the_last_good_version(ray_session, tmp_path):
     (tmp_path / "pipeline.py").write_text(textwrap.dedent('''
         import os
         import serve_nb as serve
