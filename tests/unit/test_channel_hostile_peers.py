@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame
+from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame, receive
 from serve_nb.common.serialization import dumps
 from serve_nb.data.channel import ChannelClient, ChannelServer, FrameTooLargeError, Kind, auth
 from serve_nb.data.channel.frames import HEADER, FrameProtocol
@@ -42,7 +42,7 @@ def test_a_first_frame_that_is_not_hello_is_denied_before_its_payload_is_read():
         assert (await read_frame(reader))[0] == Kind.DENIED
         assert await closed_by_peer(reader)
         (conn,) = server._connections or [None]
-        assert conn is None or len(conn._buf) == 0
+        assert conn is None or conn.buffered == 0
         assert replica.requests == []
         writer.close()
 
@@ -188,10 +188,10 @@ class Recorder(FrameProtocol):
 def test_an_oversized_header_is_refused_on_arrival_and_its_bytes_are_dropped():
     protocol = Recorder()
     protocol.max_frame = 1000
-    protocol.data_received(HEADER.pack(5, Kind.OK, 1) + b"small" + HEADER.pack(1001, Kind.OK, 2) + b"y" * 500)
+    receive(protocol, HEADER.pack(5, Kind.OK, 1) + b"small" + HEADER.pack(1001, Kind.OK, 2) + b"y" * 500)
     assert protocol.frames == [(Kind.OK, 1, b"small")] and protocol.too_large == [(Kind.OK, 2, 1001)]
-    assert len(protocol._buf) == 0 and protocol.closed
-    protocol.data_received(b"y" * 501)
+    assert protocol.buffered == 0 and protocol.closed
+    receive(protocol, b"y" * 501)
     assert protocol.frames == [(Kind.OK, 1, b"small")]  # nothing more is parsed after the refusal
 
 

@@ -30,8 +30,9 @@ class ReceivedBody:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-    def feed(self, piece: bytes) -> None:
-        self._queue.put_nowait(piece)
+    def feed(self, piece: bytes | bytearray) -> None:
+        """Queue one piece as ``bytes``, what ASGI apps expect (a large frame arrives as a bytearray)."""
+        self._queue.put_nowait(piece if type(piece) is bytes else bytes(piece))
 
     def end(self) -> None:
         self._queue.put_nowait(_END)

@@ -65,7 +65,7 @@ class _ClientConnection(FrameProtocol):
         super().connection_made(transport)
         self.send(Kind.HELLO, 0, self._nonce)
 
-    def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+    def on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if self.trusted:
             self._owner._on_frame(kind, rid, payload)
             return
@@ -319,7 +319,7 @@ class ChannelClient:
         elif pending.queue is not None:
             pending.queue.put_nowait((Kind.ERR, exc))
 
-    def _on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+    def _on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if kind == Kind.RELEASE:
             name = payload.decode("ascii", "replace")
             if name in self._shm_out and self._arena is not None:

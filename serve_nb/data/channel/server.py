@@ -118,7 +118,7 @@ class _ServerConnection(FrameProtocol):
         elif kind == Kind.CALL:
             self.send(Kind.ERR, rid, pack_exception(too_large("request", length, self.max_frame)))
 
-    def _handshake(self, kind: int, payload: bytes) -> bool:
+    def _handshake(self, kind: int, payload: bytes | bytearray) -> bool:
         """Take one handshake frame; False if it is not the one expected, or its proof is wrong."""
         key = self._server.key
         if self._phase is Phase.HELLO:
@@ -136,7 +136,7 @@ class _ServerConnection(FrameProtocol):
         self._end_handshake()
         return True
 
-    def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+    def on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if self._phase is not Phase.AUTHENTICATED:
             if not self._handshake(kind, payload):
                 self.send(Kind.DENIED, rid, DENIED_MESSAGE)
@@ -165,7 +165,7 @@ class _ServerConnection(FrameProtocol):
             if task is not None:
                 task.cancel()
 
-    async def _run(self, rid: int, payload: bytes) -> None:
+    async def _run(self, rid: int, payload: bytes | bytearray) -> None:
         handler = self._server.handler
         try:
             wire = loads(payload)
