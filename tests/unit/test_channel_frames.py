@@ -32,6 +32,7 @@ class Wire:
         self.writes += 1
 
     def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.parts = list(parts)
         for part in parts:
             self.data += part
         self.writes += 1
@@ -138,3 +139,12 @@ def test_before_the_peer_is_trusted_the_read_buffer_stays_small():
     protocol = Recorder()
     protocol.max_frame = 256  # a handshake's limit
     assert len(protocol.get_buffer(-1)) <= 4 * (HEADER.size + 256)
+
+
+def test_send_frames_writes_every_part_as_it_is_in_one_write():
+    sender, wire = Recorder(), Wire()
+    sender.connection_made(wire)  # type: ignore[arg-type]
+    big = memoryview(b"b" * (2 * SMALL_WRITE_BYTES))
+    sender.send_frames([(Kind.CALL_BUFFERS, 1, (b"head", b"pickle")), (Kind.BUFFER, 1, (big,))])
+    assert wire.writes == 1 and any(part is big for part in wire.parts), "the large part was not copied"
+    assert feed(bytes(wire.data), []) == [(Kind.CALL_BUFFERS, 1, b"headpickle"), (Kind.BUFFER, 1, bytes(big))]

@@ -13,9 +13,10 @@ import pytest
 from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame, receive
 from serve_nb.common.serialization import dumps
 from serve_nb.data.channel import ChannelClient, ChannelServer, FrameTooLargeError, Kind, auth
+from serve_nb.data.channel.buffers import Pieces
 from serve_nb.data.channel.frames import HEADER, FrameProtocol
 from serve_nb.data.channel.server import MAX_HELLO_BYTES, listen_host
-from test_channel_round_trip import FakeReplica, call, stream
+from test_channel_round_trip import FakeReplica, call, stream, with_body
 
 #: Bounds every wait in this module: a test that hangs fails instead.
 WAIT_S = 10.0
@@ -147,6 +148,18 @@ def test_an_oversized_request_reaching_the_replica_fails_with_a_clear_error():
         assert replica.requests == []
 
     with_server(test, max_frame=4096)
+
+
+def test_a_request_whose_buffers_would_pass_the_replicas_limit_fails_before_they_are_read():
+    async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
+        client = ChannelClient(address, KEY)  # a caller with a larger limit than the replica's
+        with pytest.raises(FrameTooLargeError, match="request is"):
+            async for _ in client.stream(with_body(Pieces([b"x" * 300_000], 300_000))):
+                pass
+        assert replica.requests == [] and client.usable and await client.call(call("echo", 5)) == ((5,), {})
+        client.close()
+
+    with_server(test, max_frame=64 * 1024)
 
 
 def test_a_reply_over_the_replicas_limit_comes_back_as_the_callers_error():

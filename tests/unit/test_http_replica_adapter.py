@@ -246,6 +246,18 @@ def test_a_small_body_still_goes_inside_its_request():
     assert router.requests[0].args[3] is False
 
 
+def test_a_large_inline_body_reaches_the_app_in_pieces_and_whole():
+    async def handler(req: StarletteRequest) -> dict:
+        pieces = [piece async for piece in req.stream()]
+        return {"sha": hashlib.sha256(b"".join(pieces)).hexdigest(), "pieces": sum(1 for p in pieces if p)}
+
+    total = INLINE_BODY_BYTES // 2 + 12345
+    app, router = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", content=_pieces(total)))
+    assert response.json()["sha"] == _expected(total) and router.requests[0].args[3] is False
+    assert response.json()["pieces"] > 1, "passed on as the pieces the proxy read, not joined into one"
+
+
 def test_a_streamed_body_growing_past_the_limit_is_413():
     seen: list[int] = []
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from serve_nb.data.channel.buffers import OUT_OF_BAND_BYTES, Pieces
 from serve_nb.data.http.body import BodyTooLarge, ClientBody, ClientGone, read_head, watch_client
 
 
@@ -36,6 +37,13 @@ def test_a_body_that_ends_within_the_inline_size_is_read_whole():
     assert (bytes(head.data), head.more) == (b"abcd", False)
     single = run(read_head(client(b"whole"), limit=None, inline=10))
     assert single.data == b"whole" and type(single.data) is bytes, "one message is passed on as it came"
+
+
+def test_a_large_head_is_kept_as_the_pieces_read_never_joined():
+    pieces = [b"a" * OUT_OF_BAND_BYTES, b"b" * 10, b"c" * OUT_OF_BAND_BYTES]
+    head = run(read_head(client(*pieces), limit=None, inline=10 * OUT_OF_BAND_BYTES))
+    assert isinstance(head.data, Pieces) and not head.more
+    assert all(kept is sent for kept, sent in zip(head.data.pieces, pieces)) and len(head.data) == sum(map(len, pieces))
 
 
 def test_a_longer_body_stops_after_the_inline_size_and_the_rest_streams():

@@ -18,6 +18,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Sequence
 
 from serve_nb.exceptions import ReplicaUnavailableError
 
@@ -44,7 +45,7 @@ MAX_FRAME_BYTES = int(os.environ.get(MAX_FRAME_ENV, "") or 512 * 1024 * 1024)
 
 
 class Kind(IntEnum):
-    """What a frame carries. Callers send the first six; replicas send the rest.
+    """What a frame carries. Callers send the first eight; replicas send the rest.
 
     A connection opens with HELLO, CHALLENGE, PROOF (see ``auth``); only then CALLs and replies."""
 
@@ -54,6 +55,8 @@ class Kind(IntEnum):
     PROOF = 4  # the caller's proof that it holds the replica's key
     BODY = 5  # raw bytes: the next piece of an accepted request's streamed body
     BODY_END = 6  # the streamed body is complete
+    CALL_BUFFERS = 7  # a CALL whose large buffers follow it as BUFFER frames (see ``buffers``)
+    BUFFER = 8  # one buffer of the CALL_BUFFERS just sent
     OK = 10  # a call's value
     ERR = 11  # the request raised (a packed exception)
     CHUNK = 12  # one item of a streamed reply
@@ -208,7 +211,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         """A header announced more than ``max_frame``; the connection closes right after this (the
         stream cannot be followed without reading the payload). Say why to the peer, if useful."""
 
-    def send(self, kind: int, rid: int, payload: bytes = b"") -> None:
+    def send(self, kind: int, rid: int, payload: bytes | memoryview = b"") -> None:
         if self.closed or self.transport is None:
             return
         header = HEADER.pack(len(payload), kind, rid)
@@ -216,6 +219,17 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self.transport.write(header + payload)
         else:
             self.transport.writelines((header, payload))
+
+    def send_frames(self, frames: Sequence[tuple[int, int, Sequence[bytes | memoryview]]]) -> None:
+        """Frames of (kind, request id, payload parts), written together in order with one ``writelines``
+        (one ``writev``): every part is written from where it is, none is joined into a larger buffer."""
+        if self.closed or self.transport is None:
+            return
+        out: list[bytes | memoryview] = []
+        for kind, rid, parts in frames:
+            out.append(HEADER.pack(sum(len(part) for part in parts), kind, rid))
+            out.extend(parts)
+        self.transport.writelines(out)
 
     def pause_writing(self) -> None:
         self._paused = True
