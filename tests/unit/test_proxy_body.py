@@ -39,6 +39,12 @@ def test_a_body_that_ends_within_the_inline_size_is_read_whole():
     assert single.data == b"whole" and type(single.data) is bytes, "one message is passed on as it came"
 
 
+def test_a_body_of_exactly_the_inline_size_goes_inline_when_its_end_comes_alone():
+    head = run(read_head(client(b"x" * 5, b"y" * 5, b""), limit=None, inline=10))  # a chunked upload's end
+    assert (bytes(head.data), head.more) == (b"x" * 5 + b"y" * 5, False)
+    assert run(read_head(client(b"x" * 5, b"y" * 5, b"z", b"w"), limit=None, inline=10)).more, "a byte more streams"
+
+
 def test_a_large_head_is_kept_as_the_pieces_read_never_joined():
     pieces = [b"a" * OUT_OF_BAND_BYTES, b"b" * 10, b"c" * OUT_OF_BAND_BYTES]
     head = run(read_head(client(*pieces), limit=None, inline=10 * OUT_OF_BAND_BYTES))
@@ -65,7 +71,7 @@ def test_the_limit_holds_for_the_head_and_for_the_streamed_rest():
 
     async def scenario() -> Any:
         receive = client(b"x" * 8, b"x" * 8, b"x" * 8)
-        head = await read_head(receive, limit=20, inline=8)
+        head = await read_head(receive, limit=20, inline=7)
         rest = ClientBody(receive, len(head.data), limit=20)
         watch = asyncio.ensure_future(watch_client(receive, rest))
         with pytest.raises(BodyTooLarge):
@@ -81,7 +87,7 @@ def test_a_client_leaving_mid_body_is_noticed():
 
     async def scenario() -> Any:
         receive = client(b"x" * 8, b"y" * 8, disconnect=True)
-        head = await read_head(receive, limit=None, inline=8)
+        head = await read_head(receive, limit=None, inline=7)
         rest = ClientBody(receive, len(head.data), limit=None)
         with pytest.raises(ClientGone):
             async for _ in rest:
@@ -94,7 +100,7 @@ def test_a_client_leaving_mid_body_is_noticed():
 def test_after_a_complete_body_the_watch_waits_for_a_disconnect():
     async def scenario() -> Any:
         receive = client(b"x" * 8, b"y" * 8, leave_after=True)
-        head = await read_head(receive, limit=None, inline=8)
+        head = await read_head(receive, limit=None, inline=7)
         rest = ClientBody(receive, len(head.data), limit=None)
         watch = asyncio.ensure_future(watch_client(receive, rest))
         await asyncio.sleep(0)

@@ -49,7 +49,8 @@ class BodyHead:
 
 
 async def read_head(receive: Receive, limit: int | None, inline: int = INLINE_BODY_BYTES) -> BodyHead | None:
-    """Read the body until it ends or passes ``inline`` bytes; None if the client went away first."""
+    """Read the body until it ends or passes ``inline`` bytes; None if the client went away first. A body
+    of exactly ``inline`` bytes whose end comes in a message of its own (a chunked upload) is inline too."""
     pieces: list[bytes] = []
     size = 0
     while True:
@@ -63,7 +64,7 @@ async def read_head(receive: Receive, limit: int | None, inline: int = INLINE_BO
         if piece:
             pieces.append(piece)
         more = message.get("more_body", False)
-        if not more or size >= inline:
+        if not more or size > inline:
             return BodyHead(_body(pieces, size), more)
 
 
