@@ -27,9 +27,10 @@ def _ray_dir() -> str:
 _HIDDEN_DIRS = (_PACKAGE_DIR + os.sep, _ray_dir())
 
 
-def dumps(obj: Any) -> bytes:
-    """cloudpickle, so classes and functions defined in a notebook travel by value."""
-    return cloudpickle.dumps(obj, protocol=5)
+def dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
+    """cloudpickle, so classes and functions defined in a notebook travel by value. ``buffer_callback``
+    is pickle's: the buffers it takes (returns a false value for) stay out of the pickle."""
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
 
 
 #: A request or reply at least this large goes through Ray's object store instead of the channel. Measured

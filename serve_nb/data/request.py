@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, AsyncIterator, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
+
+if TYPE_CHECKING:
+    from serve_nb.data.channel.buffers import Pieces
 
 
 class RequestKind(IntEnum):
@@ -69,11 +72,12 @@ class Request:
 
     @classmethod
     def http(
-        cls, scope: dict[str, Any], body: bytes | bytearray, debug_errors: bool, more: bool = False, model_id: str = ""
+        cls, scope: dict[str, Any], body: "bytes | Pieces", debug_errors: bool, more: bool = False, model_id: str = ""
     ) -> "Request":
-        """An HTTP request for an ingress deployment; the method is the adapter's to choose. The body may be
-        the proxy's own bytearray (held once, not copied); the replica adapter hands the app bytes. ``more``:
-        ``body`` is only the first part, the rest is streamed after the request."""
+        """An HTTP request for an ingress deployment; the method is the adapter's to choose. A large body is
+        the ``Pieces`` the proxy read, which the channel sends without copying them into the request; the
+        replica adapter hands the app each piece. ``more``: ``body`` is only the first part, the rest is
+        streamed after the request."""
         return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {}, model_id)
 
     def with_rest(self, rest: AsyncIterator[bytes]) -> "Request":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from serve_nb.data.channel import Kind, auth
-from serve_nb.data.channel.frames import HEADER
+from serve_nb.data.channel.frames import HEADER, FrameProtocol
 
 #: A channel key for tests (what ``auth.channel_key`` returns for a replica).
 KEY = bytes(range(32))
@@ -13,6 +13,18 @@ KEY = bytes(range(32))
 
 def frame(kind: int, rid: int = 0, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind, rid) + payload
+
+
+def receive(protocol: FrameProtocol, data: bytes) -> None:
+    """What a transport does with ``data`` read from the socket: copy it into the buffers the protocol
+    offers, in as many reads as they take."""
+    view = memoryview(data)
+    while view:
+        buffer = protocol.get_buffer(-1)
+        n = min(len(buffer), len(view))
+        buffer[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:

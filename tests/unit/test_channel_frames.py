@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from channel_peer import receive
 from serve_nb.data.channel import Kind
-from serve_nb.data.channel.frames import HEADER, SMALL_WRITE_BYTES, FrameProtocol
+from serve_nb.data.channel.frames import HEADER, IN_PLACE_BYTES, SMALL_WRITE_BYTES, FrameProtocol
 
 
 class Recorder(FrameProtocol):
@@ -31,6 +32,7 @@ class Wire:
         self.writes += 1
 
     def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.parts = list(parts)
         for part in parts:
             self.data += part
         self.writes += 1
@@ -56,7 +58,7 @@ def feed(data: bytes, cuts: list[int]) -> list[tuple[int, int, bytes]]:
     protocol = Recorder()
     last = 0
     for cut in sorted(cuts) + [len(data)]:
-        protocol.data_received(data[last:cut])
+        receive(protocol, data[last:cut])
         last = cut
     return protocol.frames
 
@@ -108,5 +110,41 @@ def test_frames_after_close_in_the_same_read_are_not_delivered():
             self.closed = True
 
     protocol = ClosesOnFirst()
-    protocol.data_received(encode(FRAMES))
+    receive(protocol, encode(FRAMES))
     assert protocol.frames == FRAMES[:1]
+
+
+@pytest.mark.parametrize("size", [IN_PLACE_BYTES - 1, IN_PLACE_BYTES, IN_PLACE_BYTES + 1, 5 * IN_PLACE_BYTES])
+def test_frames_either_side_of_the_in_place_size_parse_back_however_the_stream_is_cut(size):
+    frames = [(Kind.CHUNK, 3, random.Random(size).randbytes(size)), (Kind.OK, 4, b"after"), (Kind.CHUNK, 5, b"y" * size)]
+    data = encode(frames)
+    rng = random.Random(size)
+    for _ in range(20):
+        assert feed(data, rng.sample(range(1, len(data)), rng.randint(1, 8))) == frames
+
+
+def test_a_large_payload_is_read_straight_into_a_buffer_of_exactly_its_size():
+    protocol = Recorder()
+    payload = bytes(range(256)) * (4 * IN_PLACE_BYTES // 256)
+    receive(protocol, HEADER.pack(len(payload), Kind.CHUNK, 9) + payload[:1000])
+    rest = protocol.get_buffer(-1)
+    assert len(rest) == len(payload) - 1000, "the next read lands in the payload, and nothing after it does"
+    rest[:] = payload[1000:]
+    protocol.buffer_updated(len(rest))
+    assert protocol.frames == [(Kind.CHUNK, 9, payload)] and type(protocol.frames[0][2]) is bytearray
+    assert protocol.buffered == 0
+
+
+def test_before_the_peer_is_trusted_the_read_buffer_stays_small():
+    protocol = Recorder()
+    protocol.max_frame = 256  # a handshake's limit
+    assert len(protocol.get_buffer(-1)) <= 4 * (HEADER.size + 256)
+
+
+def test_send_frames_writes_every_part_as_it_is_in_one_write():
+    sender, wire = Recorder(), Wire()
+    sender.connection_made(wire)  # type: ignore[arg-type]
+    big = memoryview(b"b" * (2 * SMALL_WRITE_BYTES))
+    sender.send_frames([(Kind.CALL_BUFFERS, 1, (b"head", b"pickle")), (Kind.BUFFER, 1, (big,))])
+    assert wire.writes == 1 and any(part is big for part in wire.parts), "the large part was not copied"
+    assert feed(bytes(wire.data), []) == [(Kind.CALL_BUFFERS, 1, b"headpickle"), (Kind.BUFFER, 1, bytes(big))]

@@ -10,12 +10,13 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame
+from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame, receive
 from serve_nb.common.serialization import dumps
 from serve_nb.data.channel import ChannelClient, ChannelServer, FrameTooLargeError, Kind, auth
+from serve_nb.data.channel.buffers import Pieces
 from serve_nb.data.channel.frames import HEADER, FrameProtocol
 from serve_nb.data.channel.server import MAX_HELLO_BYTES, listen_host
-from test_channel_round_trip import FakeReplica, call, stream
+from test_channel_round_trip import FakeReplica, call, stream, with_body
 
 #: Bounds every wait in this module: a test that hangs fails instead.
 WAIT_S = 10.0
@@ -42,7 +43,7 @@ def test_a_first_frame_that_is_not_hello_is_denied_before_its_payload_is_read():
         assert (await read_frame(reader))[0] == Kind.DENIED
         assert await closed_by_peer(reader)
         (conn,) = server._connections or [None]
-        assert conn is None or len(conn._buf) == 0
+        assert conn is None or conn.buffered == 0
         assert replica.requests == []
         writer.close()
 
@@ -149,6 +150,18 @@ def test_an_oversized_request_reaching_the_replica_fails_with_a_clear_error():
     with_server(test, max_frame=4096)
 
 
+def test_a_request_whose_buffers_would_pass_the_replicas_limit_fails_before_they_are_read():
+    async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
+        client = ChannelClient(address, KEY)  # a caller with a larger limit than the replica's
+        with pytest.raises(FrameTooLargeError, match="request is"):
+            async for _ in client.stream(with_body(Pieces([b"x" * 300_000], 300_000))):
+                pass
+        assert replica.requests == [] and client.usable and await client.call(call("echo", 5)) == ((5,), {})
+        client.close()
+
+    with_server(test, max_frame=64 * 1024)
+
+
 def test_a_reply_over_the_replicas_limit_comes_back_as_the_callers_error():
     async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
         client = ChannelClient(address, KEY)
@@ -188,10 +201,10 @@ class Recorder(FrameProtocol):
 def test_an_oversized_header_is_refused_on_arrival_and_its_bytes_are_dropped():
     protocol = Recorder()
     protocol.max_frame = 1000
-    protocol.data_received(HEADER.pack(5, Kind.OK, 1) + b"small" + HEADER.pack(1001, Kind.OK, 2) + b"y" * 500)
+    receive(protocol, HEADER.pack(5, Kind.OK, 1) + b"small" + HEADER.pack(1001, Kind.OK, 2) + b"y" * 500)
     assert protocol.frames == [(Kind.OK, 1, b"small")] and protocol.too_large == [(Kind.OK, 2, 1001)]
-    assert len(protocol._buf) == 0 and protocol.closed
-    protocol.data_received(b"y" * 501)
+    assert protocol.buffered == 0 and protocol.closed
+    receive(protocol, b"y" * 501)
     assert protocol.frames == [(Kind.OK, 1, b"small")]  # nothing more is parsed after the refusal
 
 

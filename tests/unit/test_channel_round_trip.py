@@ -13,6 +13,7 @@ from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, remote_traceback_
 from channel_peer import KEY, proof_frame
 from loop_turns import until
 from serve_nb.data.channel import Address, ChannelClient, ChannelServer, ForObjectStore, NotSent, Rejected
+from serve_nb.data.channel.buffers import Pieces
 from serve_nb.data.channel.server import Phase
 from serve_nb.data.request import Request, RequestKind, StashedResult
 from serve_nb.exceptions import ReplicaUnavailableError, RequestCancelledError
@@ -303,6 +304,43 @@ def test_a_call_with_large_arguments_is_not_sent_and_a_large_reply_is_kept_by_th
         assert await client.call(call("make", 1000)) == bytearray(1000)  # a small reply comes as usual
 
     scenario(test)
+
+
+def with_body(body: Pieces) -> Request:
+    """A streamed request (as an HTTP one is) carrying ``body``; the replica records what it received."""
+    return Request(RequestKind.STREAM, "echo", (1, 0), {"body": body})
+
+
+def test_a_body_sent_as_pieces_arrives_whole_among_other_calls():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        parts = [bytes([i]) * (200_000 + i) for i in range(5)]
+        body = Pieces(parts, sum(map(len, parts)))
+
+        async def send() -> list[Any]:
+            return [item async for item in client.stream(with_body(body))]
+
+        _, small, _ = await asyncio.gather(send(), client.call(call("echo", 1)), send())
+        received = [r.kwargs["body"] for r in replica.requests if r.kind is RequestKind.STREAM]
+        assert [bytes(b) for b in received] == [b"".join(parts)] * 2 and all(isinstance(b, Pieces) for b in received)
+        assert small == ((1,), {}) and replica.ongoing == 0 and next(iter(server._connections))._assemblies == {}
+
+    scenario(test)
+
+
+def test_a_rejected_call_with_buffers_leaves_its_buffers_unread_and_the_connection_usable():
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        first = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        body = Pieces([b"x" * 300_000], 300_000)
+        with pytest.raises(Rejected):
+            async for _ in client.stream(with_body(body)):
+                pass
+        replica.gate.set()
+        assert await first == "unblocked"
+        assert [item async for item in client.stream(with_body(body))] == [(0, b"")]
+        assert bytes(replica.requests[-1].kwargs["body"]) == b"x" * 300_000 and client.usable
+
+    scenario(test, capacity=1)
 
 
 def test_an_unreachable_replica_is_not_sent_and_reported_once():

@@ -233,7 +233,7 @@ def test_a_large_body_reaches_the_app_in_pieces_and_whole():
     assert response.json()["pieces"] > 10, "read as it arrived, not joined first"
     [received] = router.requests
     scope, head, _, more = received.args
-    assert more is True and INLINE_BODY_BYTES <= len(head) < INLINE_BODY_BYTES + 64 * 1024, "only the head went inline"
+    assert more is True and INLINE_BODY_BYTES < len(head) <= INLINE_BODY_BYTES + 64 * 1024, "only the head went inline"
 
 
 def test_a_small_body_still_goes_inside_its_request():
@@ -244,6 +244,18 @@ def test_a_small_body_still_goes_inside_its_request():
     response = asyncio.run(request(app, "/app", method="POST", content=_pieces(INLINE_BODY_BYTES // 2)))
     assert response.text == str(INLINE_BODY_BYTES // 2)
     assert router.requests[0].args[3] is False
+
+
+def test_a_large_inline_body_reaches_the_app_in_pieces_and_whole():
+    async def handler(req: StarletteRequest) -> dict:
+        pieces = [piece async for piece in req.stream()]
+        return {"sha": hashlib.sha256(b"".join(pieces)).hexdigest(), "pieces": sum(1 for p in pieces if p)}
+
+    total = INLINE_BODY_BYTES // 2 + 12345
+    app, router = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", content=_pieces(total)))
+    assert response.json()["sha"] == _expected(total) and router.requests[0].args[3] is False
+    assert response.json()["pieces"] > 1, "passed on as the pieces the proxy read, not joined into one"
 
 
 def test_a_streamed_body_growing_past_the_limit_is_413():

@@ -386,8 +386,8 @@ async def _hello(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def _with_server(limits: HeaderLimits, client: Callable[[int], Any]) -> Any:
-    """Serve ``_hello`` with the guarded protocol on a free loopback port; run ``client(port)``."""
+async def _with_server(limits: HeaderLimits, client: Callable[[int], Any], app: Any = _hello) -> Any:
+    """Serve ``app`` with the guarded protocol on a free loopback port; run ``client(port)``."""
     import uvicorn
 
     from serve_nb.data.http.proxy import bind_socket
@@ -396,7 +396,7 @@ async def _with_server(limits: HeaderLimits, client: Callable[[int], Any]) -> An
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     protocol = guarded_protocol(limits)
-    config = uvicorn.Config(_hello, http=protocol, lifespan="off", log_level="critical")  # type: ignore[arg-type]
+    config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="critical")  # type: ignore[arg-type]
     server = ObservedServer(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     await asyncio.wait_for(server.started_event.wait(), _WAIT_S)
@@ -427,6 +427,35 @@ def test_a_normal_request_passes_the_header_limits():
     request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
     reply = run(_with_server(_limits(), lambda port: _exchange(port, request)))
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
+
+
+def test_a_body_reaches_the_app_whole_as_bytes_through_the_guarded_protocol():
+    received: list[Any] = []
+
+    async def collect(scope: dict, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message["body"])
+            if not message["more_body"]:
+                break
+        await _hello(scope, receive, send)
+
+    body = bytes(range(256)) * 4096  # 1 MiB, read in several pieces
+
+    async def post(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 100_000):
+            writer.write(body[start : start + 100_000])
+            await writer.drain()
+        try:
+            return await reader.read(-1)
+        finally:
+            writer.close()
+
+    reply = run(_with_server(_limits(), post, collect))
+    assert reply.startswith(b"HTTP/1.1 200") and b"".join(received) == body
+    assert all(type(piece) is bytes for piece in received) and len(received) > 1
 
 
 def test_headers_over_the_size_limit_are_431_and_closed():

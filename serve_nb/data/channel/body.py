@@ -30,8 +30,9 @@ class ReceivedBody:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-    def feed(self, piece: bytes) -> None:
-        self._queue.put_nowait(piece)
+    def feed(self, piece: bytes | bytearray) -> None:
+        """Queue one piece as ``bytes``, what ASGI apps expect (a large frame arrives as a bytearray)."""
+        self._queue.put_nowait(piece if type(piece) is bytes else bytes(piece))
 
     def end(self) -> None:
         self._queue.put_nowait(_END)
@@ -48,7 +49,9 @@ class ReceivedBody:
 
 
 async def pump_body(
-    pieces: AsyncIterator[bytes], send: Callable[[int, bytes], None], drain: Callable[[], Awaitable[None]]
+    pieces: AsyncIterator[bytes],
+    send: Callable[[int, bytes | memoryview], None],
+    drain: Callable[[], Awaitable[None]],
 ) -> None:
     """Send every piece of a body as BODY frames, then BODY_END, respecting the socket's back-pressure.
 
@@ -60,9 +63,9 @@ async def pump_body(
                 send(Kind.BODY, piece)
                 await drain()
                 continue
-            view = memoryview(piece)
+            view = memoryview(piece)  # its slices are written as they are, not copied
             for start in range(0, len(view), BODY_PIECE_BYTES):
-                send(Kind.BODY, bytes(view[start : start + BODY_PIECE_BYTES]))
+                send(Kind.BODY, view[start : start + BODY_PIECE_BYTES])
                 await drain()
     except Exception:  # noqa: BLE001 - the source's failure is handled where it was raised
         return

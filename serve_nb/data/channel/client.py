@@ -14,7 +14,7 @@ import ssl
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, dumps, dumps_unless_large, loads, unpack_exception
-from serve_nb.data.channel import auth
+from serve_nb.data.channel import auth, buffers
 from serve_nb.data.channel.body import pump_body
 from serve_nb.data.channel.frames import (
     ForObjectStore,
@@ -65,7 +65,7 @@ class _ClientConnection(FrameProtocol):
         super().connection_made(transport)
         self.send(Kind.HELLO, 0, self._nonce)
 
-    def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+    def on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if self.trusted:
             self._owner._on_frame(kind, rid, payload)
             return
@@ -224,12 +224,12 @@ class ChannelClient:
     async def call(self, request: Request) -> Any:
         """Send one request and wait for its value; raises Rejected, NotSent, FrameTooLargeError, or
         the user's error. A large one is not sent: ForObjectStore says to send it through Ray instead."""
-        payload = self._payload(request, large_elsewhere=True)
+        pickled, out_of_band = self._payload(request, large_elsewhere=True)
         conn = await self._connection()
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(fut, None)
-        conn.send(Kind.CALL, rid, payload)
+        self._send_call(conn, rid, pickled, out_of_band)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -243,12 +243,12 @@ class ChannelClient:
         """Send a streaming request; yields items as the replica produces them. With ``body`` (the rest
         of a large HTTP body) the request waits to be admitted (ACCEPT) before the body is sent, so a
         REJECT leaves the body unread and the request can still go elsewhere."""
-        payload = self._payload(request)
+        pickled, out_of_band = self._payload(request)
         conn = await self._connection()
         rid = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[rid] = _Pending(None, queue)
-        conn.send(Kind.CALL, rid, payload)
+        self._send_call(conn, rid, pickled, out_of_band)
         finished = False
         pump: asyncio.Task[None] | None = None
         try:
@@ -282,13 +282,14 @@ class ChannelClient:
                 conn.send(Kind.CANCEL, rid)
 
     @staticmethod
-    def _send_piece(conn: _ClientConnection, rid: int, kind: int, piece: bytes) -> None:
+    def _send_piece(conn: _ClientConnection, rid: int, kind: int, piece: bytes | memoryview) -> None:
         conn.send(kind, rid, piece)
 
-    def _payload(self, request: Request, large_elsewhere: bool = False) -> bytes:
-        """The request on the wire; one the replica would refuse is refused here, with the reason,
-        rather than sent to close the connection under every other request on it. ``large_elsewhere``:
-        a large one raises ForObjectStore instead (the router sends it through Ray)."""
+    def _payload(self, request: Request, large_elsewhere: bool = False) -> tuple[bytes, list[memoryview]]:
+        """The request pickled, and the large read-only buffers that travel beside the pickle (a large HTTP
+        body: see ``buffers``). One the replica would refuse is refused here, with the reason, rather than
+        sent to close the connection under every other request on it. ``large_elsewhere``: a large one
+        raises ForObjectStore instead (the router sends it through Ray)."""
         if large_elsewhere:
             wire = request.to_wire()
             large_payload = dumps_unless_large(wire, SHARED_MEMORY_BYTES if self._arena is not None else
@@ -302,12 +303,20 @@ class ChannelClient:
                     large_payload = dumps_unless_large(wire)
                     if large_payload is None:
                         raise ForObjectStore()
-            payload = large_payload
+            pickled, out_of_band = large_payload, []
         else:
-            payload = dumps(request.to_wire())
-        if len(payload) > self.max_frame:
-            raise too_large("request", len(payload), self.max_frame)
-        return payload
+            pickled, out_of_band = buffers.dump(request.to_wire())
+        size = buffers.wire_size(pickled, out_of_band)
+        if size > self.max_frame:
+            raise too_large("request", size, self.max_frame)
+        return pickled, out_of_band
+
+    @staticmethod
+    def _send_call(conn: _ClientConnection, rid: int, pickled: bytes, out_of_band: list[memoryview]) -> None:
+        if out_of_band:
+            conn.send_frames(buffers.frames(rid, pickled, out_of_band))
+        else:
+            conn.send(Kind.CALL, rid, pickled)
 
     def _fail_one(self, rid: int, exc: BaseException) -> None:
         pending = self._pending.pop(rid, None)
@@ -319,7 +328,7 @@ class ChannelClient:
         elif pending.queue is not None:
             pending.queue.put_nowait((Kind.ERR, exc))
 
-    def _on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+    def _on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if kind == Kind.RELEASE:
             name = payload.decode("ascii", "replace")
             if name in self._shm_out and self._arena is not None:

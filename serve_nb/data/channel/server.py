@@ -24,6 +24,7 @@ from serve_nb.common.serialization import dumps, dumps_unless_large, loads, pack
 from serve_nb.data.channel import auth, shm, sockdir
 from serve_nb.data.channel.shm import ShmCall
 from serve_nb.data.channel.body import ReceivedBody
+from serve_nb.data.channel.buffers import Assembly
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request, StashedResult
 from serve_nb.exceptions import RequestCancelledError
@@ -91,6 +92,7 @@ class _ServerConnection(FrameProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._bodies: dict[int, ReceivedBody] = {}  # requests whose body is still arriving
+        self._assemblies: dict[int, tuple[Assembly, asyncio.Future[Assembly]]] = {}  # buffers still arriving
         self.goodbye_sent = False
         self._loop = asyncio.get_running_loop()  # RELEASE frames are sent from other threads through it
 
@@ -115,10 +117,10 @@ class _ServerConnection(FrameProtocol):
     def frame_too_large(self, kind: int, rid: int, length: int) -> None:
         if self._phase is not Phase.AUTHENTICATED:
             self.send(Kind.DENIED, rid, DENIED_MESSAGE)
-        elif kind == Kind.CALL:
+        elif kind == Kind.CALL or kind == Kind.CALL_BUFFERS:
             self.send(Kind.ERR, rid, pack_exception(too_large("request", length, self.max_frame)))
 
-    def _handshake(self, kind: int, payload: bytes) -> bool:
+    def _handshake(self, kind: int, payload: bytes | bytearray) -> bool:
         """Take one handshake frame; False if it is not the one expected, or its proof is wrong."""
         key = self._server.key
         if self._phase is Phase.HELLO:
@@ -136,22 +138,18 @@ class _ServerConnection(FrameProtocol):
         self._end_handshake()
         return True
 
-    def on_frame(self, kind: int, rid: int, payload: bytes) -> None:
+    def on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if self._phase is not Phase.AUTHENTICATED:
             if not self._handshake(kind, payload):
                 self.send(Kind.DENIED, rid, DENIED_MESSAGE)
                 self.close()
             return
         if kind == Kind.CALL:
-            if self.goodbye_sent or not self._server.handler.try_acquire():
-                self.send(Kind.REJECT, rid)
-                return
-            task = asyncio.get_running_loop().create_task(self._run(rid, payload))
-            self._tasks[rid] = task
-            # The slot is given back when the task ends, however it ends: a task cancelled before it ever
-            # ran (its caller sent CANCEL, or the connection dropped, right after the CALL) runs no
-            # ``finally`` of its own, and a slot given back there would be lost for good.
-            task.add_done_callback(functools.partial(self._finished, rid))
+            self._admit(rid, payload)
+        elif kind == Kind.BUFFER:
+            self._add_buffer(rid, payload)
+        elif kind == Kind.CALL_BUFFERS:
+            self._admit_assembly(rid, payload)
         elif kind == Kind.BODY:
             body = self._bodies.get(rid)
             if body is not None:  # else the request has ended: the rest of its body is not wanted
@@ -165,10 +163,57 @@ class _ServerConnection(FrameProtocol):
             if task is not None:
                 task.cancel()
 
-    async def _run(self, rid: int, payload: bytes) -> None:
+    def _admit(self, rid: int, pickled: bytes | bytearray | asyncio.Future[Assembly]) -> bool:
+        """Run the request, or REJECT it (full or draining). ``pickled``: the request, or the future of its
+        assembly when its buffers are still arriving."""
+        if self.goodbye_sent or not self._server.handler.try_acquire():
+            self.send(Kind.REJECT, rid)
+            return False
+        task = asyncio.get_running_loop().create_task(self._run(rid, pickled))
+        self._tasks[rid] = task
+        # The slot is given back when the task ends, however it ends: a task cancelled before it ever
+        # ran (its caller sent CANCEL, or the connection dropped, right after the CALL) runs no
+        # ``finally`` of its own, and a slot given back there would be lost for good.
+        task.add_done_callback(functools.partial(self._finished, rid))
+        return True
+
+    def _admit_assembly(self, rid: int, payload: bytes | bytearray) -> None:
+        """A request whose buffers follow it: its announced size is checked now, as a CALL frame's header
+        is; admitted, it runs once its last BUFFER frame is in."""
+        try:
+            assembly = Assembly(payload, self.max_frame)
+        except ValueError as exc:  # too large (FrameTooLargeError), or malformed
+            self.send(Kind.ERR, rid, pack_exception(exc))
+            return
+        assembled: asyncio.Future[Assembly] = asyncio.get_running_loop().create_future()
+        if not self._admit(rid, assembled):
+            return
+        if assembly.complete:  # it announced no buffers
+            assembled.set_result(assembly)
+        else:
+            self._assemblies[rid] = (assembly, assembled)
+
+    def _add_buffer(self, rid: int, payload: bytes | bytearray) -> None:
+        entry = self._assemblies.get(rid)
+        if entry is None:  # refused or ended: its buffers are not wanted
+            return
+        assembly, assembled = entry
+        try:
+            assembly.add(payload)
+        except ValueError as exc:
+            del self._assemblies[rid]
+            if not assembled.done():
+                assembled.set_exception(exc)
+            return
+        if assembly.complete:
+            del self._assemblies[rid]
+            if not assembled.done():  # else the request was cancelled meanwhile
+                assembled.set_result(assembly)
+
+    async def _run(self, rid: int, pickled: bytes | bytearray | asyncio.Future[Assembly]) -> None:
         handler = self._server.handler
         try:
-            wire = loads(payload)
+            wire = (await pickled).value() if isinstance(pickled, asyncio.Future) else loads(pickled)
             if type(wire) is ShmCall:  # large arguments, in the caller's shared memory: read them in place
                 wire = shm.decode(wire, self._release_soon)
             request = Request.from_wire(wire)
@@ -207,6 +252,7 @@ class _ServerConnection(FrameProtocol):
     def _finished(self, rid: int, _task: "asyncio.Task[None]") -> None:
         self._tasks.pop(rid, None)
         self._bodies.pop(rid, None)
+        self._assemblies.pop(rid, None)
         self._server.handler.release()
         self._server._on_request_done()
 

@@ -3,7 +3,8 @@ read as the replica's channel takes it, so the proxy's memory does not grow with
 
 Up to ``INLINE_BODY_BYTES`` is read first. A body that ends by then goes inline (one frame; the request
 can be sent again elsewhere if a replica refuses it). Past it, the part read so far goes inline and
-``ClientBody`` streams the rest once a replica has admitted the request.
+``ClientBody`` streams the rest once a replica has admitted the request. What is read is kept as the
+pieces the server delivered: a large head is never joined here, the channel writes its pieces as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from serve_nb.data.channel.buffers import OUT_OF_BAND_BYTES, Pieces
 from serve_nb.data.http.asgi import Headers, Message, Receive
 
 #: Bodies up to this size travel inside their request; larger ones are streamed. Large enough that
@@ -42,34 +44,36 @@ def declared_length(headers: Headers) -> int | None:
 class BodyHead:
     """What was read before forwarding: the body (``more`` False) or its first part (``more`` True)."""
 
-    data: bytes | bytearray
+    data: bytes | Pieces
     more: bool
 
 
 async def read_head(receive: Receive, limit: int | None, inline: int = INLINE_BODY_BYTES) -> BodyHead | None:
-    """Read the body until it ends or passes ``inline`` bytes; None if the client went away first.
-
-    One message (every small body) is passed on as it came; longer heads grow one bytearray in place
-    rather than keeping pieces and joining them (which would hold them twice)."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        return None
-    first: bytes = message.get("body", b"")
-    if limit is not None and len(first) > limit:
-        raise BodyTooLarge
-    if not message.get("more_body", False):
-        return BodyHead(first, False)
-    head = bytearray(first)
-    while len(head) < inline:
+    """Read the body until it ends or passes ``inline`` bytes; None if the client went away first. A body
+    of exactly ``inline`` bytes whose end comes in a message of its own (a chunked upload) is inline too."""
+    pieces: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        head += message.get("body", b"")
-        if limit is not None and len(head) > limit:
+        piece: bytes = message.get("body", b"")
+        size += len(piece)
+        if limit is not None and size > limit:
             raise BodyTooLarge
-        if not message.get("more_body", False):
-            return BodyHead(head, False)
-    return BodyHead(head, True)
+        if piece:
+            pieces.append(piece)
+        more = message.get("more_body", False)
+        if not more or size > inline:
+            return BodyHead(_body(pieces, size), more)
+
+
+def _body(pieces: list[bytes], size: int) -> bytes | Pieces:
+    """A small body as one ``bytes`` (joining little is cheap, and most bodies are one piece anyway); a
+    large one as its ``Pieces``, which the channel sends without copying them into the request."""
+    if size >= OUT_OF_BAND_BYTES:
+        return Pieces(pieces, size)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 class ClientBody:

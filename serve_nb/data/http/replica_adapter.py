@@ -16,6 +16,7 @@ import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from serve_nb.common.serialization import user_traceback
+from serve_nb.data.channel.buffers import Pieces
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, ASGIApp, Message, Receive, Scope, Send
 from serve_nb.ingress import ASGI_ATTR, is_builder
 
@@ -104,28 +105,29 @@ class HTTPAdapter:
                     self._takes_request = True
 
     async def handle(
-        self, scope: Scope, body: bytes | bytearray, debug_errors: bool = False,
+        self, scope: Scope, body: bytes | Pieces, debug_errors: bool = False,
         rest: AsyncIterator[bytes] | bool = False,
     ) -> AsyncIterator[list[Message]]:
         """Run the app on one request; yield its response messages as the app sent them.
 
         ``body`` is the request body, or its first part when ``rest`` (the chunks still arriving on
-        the channel) follows; the app reads them as ASGI ``http.request`` messages, as they come.
+        the channel) follows; the app reads them as ASGI ``http.request`` messages, as they come, and
+        a body that came as ``Pieces`` one message per piece (joining them would only copy them).
         The start message is held back until the first body message and both go in one batch, so
         an app that fails in between still becomes a clean 500; then each body message alone.
         """
-        if isinstance(body, bytearray):
-            body = bytes(body)  # the proxy grows long bodies in place; ASGI apps expect bytes
         queue: asyncio.Queue[Any] = asyncio.Queue()
         disconnected = asyncio.Event()
         chunks = None if isinstance(rest, bool) else rest.__aiter__()
-        body_sent = False
+        head = (body.pieces or [b""]) if isinstance(body, Pieces) else [body]
+        head_sent = 0
 
         async def receive() -> Message:
-            nonlocal body_sent, chunks
-            if not body_sent:
-                body_sent = True
-                return {"type": "http.request", "body": body, "more_body": chunks is not None}
+            nonlocal head_sent, chunks
+            if head_sent < len(head):
+                head_sent += 1
+                more = head_sent < len(head) or chunks is not None
+                return {"type": "http.request", "body": head[head_sent - 1], "more_body": more}
             if chunks is not None:
                 try:
                     return {"type": "http.request", "body": await chunks.__anext__(), "more_body": True}

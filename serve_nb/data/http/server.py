@@ -103,6 +103,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        """uvicorn appends each piece of a body to a bytearray and its ``receive`` copies that into bytes:
+        two copies of every byte. Started as ``b""`` instead, ``b"" + piece`` is the piece itself and
+        ``bytes(piece)`` too, so a piece read alone (the usual case: uvicorn stops reading past 64 KiB
+        until the app receives) reaches the app uncopied; pieces read together are joined once."""
+        if not self.cycle.body:
+            self.cycle.body = b""  # type: ignore[assignment]
+        super().on_body(body)
+
     def _count_bytes(self, n: int) -> None:
         self._header_bytes += n
         limit = self._limits.max_bytes
