@@ -443,3 +443,36 @@ def test_large_arguments_to_a_replica_on_this_node_go_through_shared_memory_and_
             arena.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_large_body_from_the_proxy_goes_through_shared_memory_to_a_replica_on_this_node():
+    from serve_nb.data.channel import shm
+    from serve_nb.data.channel.buffers import Pieces
+
+    if not shm.available():
+        pytest.skip("no /dev/shm on this machine")
+
+    class BodyLength(FakeReplica):
+        async def _stream(self, request: Request) -> AsyncIterator[Any]:
+            _scope, body, _debug, _rest = request.args
+            yield body.size, sum(len(piece) for piece in body.pieces)
+
+    async def main() -> None:
+        replica = BodyLength()
+        server = ChannelServer(replica, KEY)
+        address = await server.start("127.0.0.1", node_id="node-1")
+        arena = shm.ShmArena(max_bytes=64 * 1024 * 1024)
+        client = ChannelClient(address, KEY, local_node_id="node-1", shm_arena=arena)
+        try:
+            body = Pieces([b"a" * 400_000, b"b" * 400_000], 800_000)
+            request = Request.http({"type": "http"}, body, False)
+            assert [item async for item in client.stream(request)] == [(800_000, 800_000)]
+            replica.requests.clear()
+            await until(lambda: not client._shm_out, "the replica's RELEASE")  # it went through a segment
+            assert sum(len(pool) for pool in arena._free.values()) == 1
+        finally:
+            client.close()
+            server.abort()
+            arena.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -306,6 +306,11 @@ class ChannelClient:
             pickled, out_of_band = large_payload, []
         else:
             pickled, out_of_band = buffers.dump(request.to_wire())
+            if self._arena is not None and sum(v.nbytes for v in out_of_band) >= SHARED_MEMORY_BYTES:
+                shared = self._arena.place(pickled, out_of_band)  # a large HTTP body: one copy, no socket
+                if shared is not None:
+                    self._shm_out.add(shared.segment)
+                    pickled, out_of_band = dumps(shared), []
         size = buffers.wire_size(pickled, out_of_band)
         if size > self.max_frame:
             raise too_large("request", size, self.max_frame)

@@ -88,7 +88,11 @@ class ShmArena:
         then uses another way) or ``obj`` has no large buffer."""
         buffers: list[pickle.PickleBuffer] = []
         inband = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        views = [b.raw() for b in buffers]  # flat bytes of each buffer, C- or Fortran-ordered
+        return self.place(inband, [b.raw() for b in buffers])  # flat bytes of each buffer, C- or Fortran-ordered
+
+    def place(self, inband: bytes, views: list[memoryview]) -> ShmCall | None:
+        """A pickle whose out-of-band buffers are ``views``, with those copied into a segment; None if there
+        are none or the arena is full."""
         total = sum(v.nbytes for v in views)
         if not views:
             return None
