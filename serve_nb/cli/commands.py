@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     source = config if isinstance(config, str) else "<command line>"
     built = config_files.build_apps(parsed, source, base_dir)  # the user's code imports, before Ray starts
     started = cluster.connect(args.address, may_start=True)
+    keep_serving = args.non_blocking and not started  # on a cluster that outlives this command: leave the apps
     try:
         config_files.apply(parsed, built)
         for app in built:
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(started)
+        if not keep_serving:
+            _stop(started)
     return 0
 
 

@@ -4,6 +4,7 @@ one line on stderr, before anything is deployed."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from cli_support import Serving, cli, get
+from serve_nb.cli.cluster import RUN_RECORD
 from helpers import wait_until
 
 PORT = 8471
@@ -104,6 +106,19 @@ def test_run_a_config_see_it_from_a_second_terminal_apply_another_and_stop_with_
 
         wait_until(applied_in_place, timeout_s=60, what="the smaller config applied")
         assert get(f"{URL}/greet").text == "Hi, world?"
+
+        # The cluster named explicitly, and a run that returns once deployed.
+        address = json.loads(RUN_RECORD.read_text())["address"]
+        quick = cli(["run", "greet:app", "--name", "greet", "--route-prefix", "/quick", "--non-blocking", "-a", address],
+                    project)
+        assert quick.returncode == 0, quick.stderr
+        assert f"Deployed application 'greet' at {URL}/quick." in quick.stdout
+        # Same code: the replica is kept (no user_config now means no reconfigure call, as in Ray Serve).
+        assert get(f"{URL}/quick?name=again").text == "Hi, again?"
+        # `serve_nb shutdown` from the second terminal: every app goes, the serving terminal's Ray stays.
+        stopped = cli(["shutdown", "-y"], project)
+        assert stopped.returncode == 0 and "serve_nb shut down." in stopped.stdout, stopped.stderr
+        assert yaml.safe_load(cli(["status"], project).stdout)["applications"] == {}
 
         assert serving.interrupt() == 0
         assert "Shutting down serve_nb..." in serving.lines
