@@ -59,7 +59,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
         "include_dashboard": False,
     }
     if address is None:
-        address = _live_local_cluster()
+        address = live_local_cluster()
         if address is None:
             # The embedded local Ray: replicas reserve one CPU each by default (as in Ray Serve), so
             # advertise at least 8 logical CPUs, or a 2-core laptop could not hold the seed examples'
@@ -108,21 +108,24 @@ def _init_with_retries(init: Any, kwargs: dict[str, Any], attempts: int = CLIENT
             time.sleep(pause_s)
 
 
-def _live_local_cluster() -> str | None:
+def live_local_cluster() -> str | None:
     """The address of a cluster started here with `ray start`, if its GCS answers.
 
     Ray records the last such cluster in a file and would try to join it even after it died
     (hanging for minutes); a one-second connection check tells the live one from a stale record.
     """
     candidate = ray_private.recorded_cluster_address()
-    if not candidate:
-        return None
-    host, _, port = candidate.rpartition(":")
+    return candidate if candidate and gcs_answers(candidate) else None
+
+
+def gcs_answers(address: str) -> bool:
+    """Whether something accepts connections at ``host:port`` within a second (a recorded cluster may be dead)."""
+    host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=1.0).close()
     except (OSError, ValueError):
-        return None
-    return candidate
+        return False
+    return True
 
 
 def _use_local_auth_token() -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
+
+from serve_nb.bootstrap import gcs_answers, live_local_cluster
+from serve_nb.data.channel.sockdir import pid_alive
 
 #: Written by ``serve_nb run`` when it started its own local Ray; removed when it stops.
 RUN_RECORD = Path(tempfile.gettempdir()) / "serve_nb" / "run_cluster.json"
@@ -22,25 +24,6 @@ class NoCluster(RuntimeError):
     """No Ray cluster to talk to; the message says how to get one."""
 
 
-def _gcs_answers(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=1.0).close()
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recorded_run_cluster(record: Path = RUN_RECORD) -> str | None:
     """The local Ray of a ``serve_nb run`` that is still running, if any."""
     try:
@@ -48,7 +31,7 @@ def recorded_run_cluster(record: Path = RUN_RECORD) -> str | None:
         address, pid = str(data["address"]), int(data["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return address if _pid_alive(pid) and _gcs_answers(address) else None
+    return address if pid_alive(pid) and gcs_answers(address) else None
 
 
 def record_run_cluster(address: str, record: Path = RUN_RECORD) -> None:
@@ -71,12 +54,7 @@ def find_cluster(explicit: str | None) -> str | None:
         return explicit
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"]
-    from serve_nb import ray_private
-
-    started = ray_private.recorded_cluster_address()
-    if started and _gcs_answers(started):
-        return started
-    return recorded_run_cluster()
+    return live_local_cluster() or recorded_run_cluster()
 
 
 def connect(explicit: str | None, *, may_start: bool) -> bool:

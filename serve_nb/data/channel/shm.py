@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 from ray import cloudpickle
 
+from serve_nb.data.channel.sockdir import pid_alive
+
 SHM_DIR = "/dev/shm"
 #: Arguments at least this large go through shared memory to a replica on this machine. Measured on the 2-core
 #: development machine, a handle call carrying a float32 array, median ms, socket / shared memory: 64 KiB
@@ -155,22 +157,12 @@ def remove_orphans() -> None:
         return
     for name in names:
         found = _NAME.match(name)
-        if found is None or int(found.group(1)) != os.getuid() or _alive(int(found.group(2))):
+        if found is None or int(found.group(1)) != os.getuid() or pid_alive(int(found.group(2))):
             continue
         try:
             os.unlink(os.path.join(SHM_DIR, name))
         except OSError:
             pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _arena: ShmArena | None = None
