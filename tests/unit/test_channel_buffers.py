@@ -76,3 +76,14 @@ def test_buffers_beyond_or_other_than_those_announced_are_refused(extra):
 def test_a_frame_too_short_to_announce_its_buffers_is_refused():
     with pytest.raises(ValueError, match="too short"):
         Assembly(b"\x00\x01", LIMIT)
+
+
+def test_pieces_of_shared_memory_arrive_as_one_bytes_and_socket_pieces_stay_apart():
+    from serve_nb.data.channel.buffers import unpickled_pieces
+
+    mapped = bytearray(b"abcdef")
+    joined = unpickled_pieces(memoryview(mapped)[:3], memoryview(mapped)[3:])
+    mapped[:] = b"zzzzzz"  # the segment is reused: what the app got must not change
+    assert joined.pieces == [b"abcdef"] and type(joined.pieces[0]) is bytes and len(joined) == 6
+    apart = unpickled_pieces(b"ab", b"cd")
+    assert apart.pieces == [b"ab", b"cd"] and len(apart) == 4

@@ -14,6 +14,7 @@ from channel_peer import KEY, proof_frame
 from loop_turns import until
 from serve_nb.data.channel import Address, ChannelClient, ChannelServer, ForObjectStore, NotSent, Rejected
 from serve_nb.data.channel.buffers import Pieces
+from serve_nb.data.channel.frames import Kind
 from serve_nb.data.channel.server import Phase
 from serve_nb.data.request import Request, RequestKind, StashedResult
 from serve_nb.exceptions import ReplicaUnavailableError, RequestCancelledError
@@ -467,12 +468,72 @@ def test_a_large_body_from_the_proxy_goes_through_shared_memory_to_a_replica_on_
             body = Pieces([b"a" * 400_000, b"b" * 400_000], 800_000)
             request = Request.http({"type": "http"}, body, False)
             assert [item async for item in client.stream(request)] == [(800_000, 800_000)]
-            replica.requests.clear()
-            await until(lambda: not client._shm_out, "the replica's RELEASE")  # it went through a segment
-            assert sum(len(pool) for pool in arena._free.values()) == 1
+            # The replica copied the body out and let the segment go before replying: its RELEASE came
+            # in front of the reply, so the segment is back in the pool as the call returns.
+            assert not client._shm_out and sum(len(pool) for pool in arena._free.values()) == 1
+            assert [item async for item in client.stream(request)] == [(800_000, 800_000)]
+            assert not client._shm_out and sum(len(pool) for pool in arena._free.values()) == 1, "reused"
         finally:
             client.close()
             server.abort()
             arena.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+class _Writes:
+    """A transport that records each write (``writelines`` as one)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: Any) -> None:
+        self.writes.append(b"".join(bytes(p) for p in parts))
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    from serve_nb.data.channel.frames import HEADER
+
+    out = []
+    while data:
+        length, kind, rid = HEADER.unpack_from(data)
+        out.append((kind, rid, data[HEADER.size : HEADER.size + length]))
+        data = data[HEADER.size + length :]
+    return out
+
+
+def test_a_segments_release_goes_out_in_one_write_with_the_next_reply_or_soon_on_its_own():
+    from serve_nb.data.channel import server as server_module
+
+    async def main() -> None:
+        server = ChannelServer(FakeReplica(), key=KEY)
+        conn = server_module._ServerConnection(server)
+        transport = _Writes()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        try:
+            conn._release_soon("serve_nb-0-1-1")
+            assert transport.writes == [], "held for the reply"
+            conn.send(Kind.OK, 7, b"reply")
+            [write] = transport.writes
+            assert _frames(write) == [(Kind.RELEASE, 0, b"serve_nb-0-1-1"), (Kind.OK, 7, b"reply")]
+
+            await asyncio.to_thread(conn._release_soon, "serve_nb-0-1-2")  # from another thread, no reply after
+            await until(lambda: len(transport.writes) == 2, "the release on its own")
+            assert _frames(transport.writes[1]) == [(Kind.RELEASE, 0, b"serve_nb-0-1-2")]
+        finally:
+            conn.connection_lost(None)
+            server.abort()
+
+    asyncio.run(asyncio.wait_for(main(), 10))

@@ -280,3 +280,28 @@ def test_an_app_may_answer_before_reading_a_large_body():
     app, _ = serve(handler, is_class=False)
     response = asyncio.run(request(app, "/app", method="POST", content=_pieces(4 * INLINE_BODY_BYTES)))
     assert (response.status_code, response.text) == (200, "did not read it")
+
+
+def test_a_whole_body_is_already_read_for_every_way_a_request_reads_it():
+    seen: dict[str, Any] = {}
+
+    async def handler(req: StarletteRequest) -> str:
+        seen["body"] = await req.body()
+        seen["json"] = await req.json()
+        seen["stream"] = [piece async for piece in req.stream()]
+        return "ok"
+
+    app, _ = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", json={"a": [1, 2]}))
+    assert response.text == "ok"
+    assert seen == {"body": b'{"a":[1,2]}', "json": {"a": [1, 2]}, "stream": [b'{"a":[1,2]}', b""]}
+
+
+def test_a_form_in_a_whole_body_is_parsed():
+    async def handler(req: StarletteRequest) -> dict:
+        form = await req.form()
+        return {"name": form["name"], "n": form["n"]}
+
+    app, _ = serve(handler, is_class=False)
+    response = asyncio.run(request(app, "/app", method="POST", data={"name": "ada", "n": "3"}))
+    assert response.json() == {"name": "ada", "n": "3"}

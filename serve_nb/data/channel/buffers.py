@@ -93,8 +93,13 @@ class Assembly:
 
 
 def unpickled_pieces(*chunks: bytes | bytearray | memoryview) -> "Pieces":
-    """What ``Pieces`` unpickles to: the chunks as ``bytes``, still apart."""
-    return Pieces([c if type(c) is bytes else bytes(c) for c in chunks], sum(len(c) for c in chunks))
+    """What ``Pieces`` unpickles to. Chunks that arrived as ``bytes`` (read from a socket) stay apart; views
+    (of shared memory) become one ``bytes``, in one copy, which an application reading the whole body
+    takes as it is (``replica_adapter`` hands it to starlette's ``Request`` without another join)."""
+    size = sum(len(c) for c in chunks)
+    if all(type(c) is bytes for c in chunks):
+        return Pieces(list(chunks), size)
+    return Pieces([b"".join(chunks)], size)
 
 
 class Pieces:

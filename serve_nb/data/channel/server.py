@@ -17,6 +17,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import threading
 from enum import Enum
 from typing import Any, AsyncIterator, Awaitable, Iterable, Protocol
 
@@ -80,6 +81,10 @@ class Phase(Enum):
     AUTHENTICATED = "authenticated"
 
 
+#: A RELEASE waits at most this long for a frame to go out with.
+RELEASE_DELAY_S = 0.005
+
+
 class _ServerConnection(FrameProtocol):
     max_frame = MAX_HELLO_BYTES  # until authenticated; then the server's limit
 
@@ -95,6 +100,9 @@ class _ServerConnection(FrameProtocol):
         self._assemblies: dict[int, tuple[Assembly, asyncio.Future[Assembly]]] = {}  # buffers still arriving
         self.goodbye_sent = False
         self._loop = asyncio.get_running_loop()  # RELEASE frames are sent from other threads through it
+        self._loop_thread = threading.get_ident()
+        self._releases: list[str] = []  # segments done with, their RELEASE not sent yet
+        self._release_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -241,15 +249,46 @@ class _ServerConnection(FrameProtocol):
 
     def _release_soon(self, segment: str) -> None:
         """Nothing reads ``segment`` any more (called from whichever thread dropped the last reference)."""
+        if threading.get_ident() == self._loop_thread:
+            self._queue_release(segment)
+            return
         try:
-            self._loop.call_soon_threadsafe(self._send_release, segment)
+            self._loop.call_soon_threadsafe(self._queue_release, segment)
         except RuntimeError:
             pass  # the loop is closed: the replica is stopping, and the caller abandons the segment
 
-    def _send_release(self, segment: str) -> None:
-        self.send(Kind.RELEASE, 0, segment.encode("ascii"))  # nothing is sent once the connection is closed
+    def _queue_release(self, segment: str) -> None:
+        """The RELEASE goes out with the next frame sent (usually the reply of the request that read the
+        segment: one write, and the caller reads both at once), when a request ends, or at the latest
+        after ``RELEASE_DELAY_S``."""
+        if self.closed or self._loop.is_closed():
+            return  # the caller abandons the segment with the connection
+        self._releases.append(segment)
+        if self._release_timer is None:
+            self._release_timer = self._loop.call_later(RELEASE_DELAY_S, self._flush_releases)
+
+    def _release_frames(self) -> list[tuple[int, int, tuple[bytes]]]:
+        releases, self._releases = self._releases, []
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        return [(Kind.RELEASE, 0, (name.encode("ascii"),)) for name in releases]
+
+    def _flush_releases(self) -> None:
+        if self._releases:
+            self.send_frames(self._release_frames())  # nothing is sent once the connection is closed
+        elif self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+
+    def send(self, kind: int, rid: int, payload: bytes | memoryview = b"") -> None:
+        if self._releases:
+            self.send_frames([*self._release_frames(), (kind, rid, (payload,))])
+        else:
+            super().send(kind, rid, payload)
 
     def _finished(self, rid: int, _task: "asyncio.Task[None]") -> None:
+        self._flush_releases()
         self._tasks.pop(rid, None)
         self._bodies.pop(rid, None)
         self._assemblies.pop(rid, None)
@@ -275,6 +314,7 @@ class _ServerConnection(FrameProtocol):
         super().connection_lost(exc)
         self._end_handshake()
         self._server._connections.discard(self)
+        self._release_frames()  # the caller abandons what it did not hear of
         for task in list(self._tasks.values()):
             task.cancel()  # the caller is gone: stop its work
 

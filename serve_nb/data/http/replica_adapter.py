@@ -140,7 +140,9 @@ class HTTPAdapter:
         async def send(message: Message) -> None:
             queue.put_nowait(message)
 
-        task = asyncio.get_running_loop().create_task(self._run(scope, receive, send))
+        # A body that is here whole, in one piece, is handed to a plain ``__call__``'s Request as already read.
+        whole = head[0] if len(head) == 1 and chunks is None else None
+        task = asyncio.get_running_loop().create_task(self._run(scope, receive, send, whole))
         task.add_done_callback(lambda _: queue.put_nowait(_DONE))
         task.add_done_callback(_log_late_error)
         started = False
@@ -178,7 +180,7 @@ class HTTPAdapter:
                 disconnected.set()
                 task.cancel()
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send, whole_body: bytes | None = None) -> None:
         if self._asgi is not None:
             await self._asgi(scope, receive, send)
             return
@@ -187,6 +189,11 @@ class HTTPAdapter:
         from starlette.requests import Request
 
         request = Request(scope, receive)
+        if whole_body is not None:
+            # Starlette's own cache of a body it has read: ``body()``, ``stream()``, ``json()`` and ``form()``
+            # all start from it. Without it ``body()`` joins the body with the empty end of the stream, which
+            # copies it: for a 1 MB body that was a tenth of the replica's work per request.
+            request._body = whole_body
         args = (request,) if self._takes_request else ()
         result = await self._invoke(self._call, args, {})
         await to_response(result)(scope, receive, send)
