@@ -29,6 +29,7 @@ from typing import Any, AsyncIterator, Callable
 from serve_nb.data.context import (
     current_max_ongoing_requests, get_multiplexed_model_id, record_batch_size, set_multiplexed_model_id,
 )
+from serve_nb.data import metrics
 from serve_nb.exceptions import RayServeException
 
 logger = logging.getLogger("serve_nb")
@@ -188,6 +189,8 @@ class BatchQueue:
         # Its own task: the model id its callers asked for is the one the function sees.
         set_multiplexed_model_id(batch[0].model_id)
         record_batch_size(len(batch))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             args, kwargs = _columns(batch)
             if self.streaming:
@@ -203,6 +206,10 @@ class BatchQueue:
                 call.fail(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+        finally:
+            metrics.batch_ran(getattr(self.fn, "__name__", "batch"), len(batch), self.settings.max_batch_size,
+                              (started - batch[0].enqueued_at) * 1000, (loop.time() - started) * 1000,
+                              len(self.items))
 
     async def _stream(self, batch: list[_Call], args: list[list[Any]], kwargs: dict[str, list[Any]]) -> None:
         open_calls = set(range(len(batch)))

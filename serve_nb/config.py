@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from serve_nb.core.keywords import UnsupportedOptionError
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.route_prefix import validate_route_prefix  # noqa: F401 - its home before; kept importable
 # HTTP options live in their own module; re-exported so every import of them keeps working.
 from serve_nb.http_options import MAX_PORT, HTTPOptions, ProxyLocation  # noqa: F401
@@ -95,6 +96,7 @@ DEPLOYMENT_OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("max_ongoing_requests", DEFAULT_MAX_ONGOING_REQUESTS, OptionEffect.RECONFIGURE),
     OptionSpec("max_queued_requests", DEFAULT_MAX_QUEUED_REQUESTS, OptionEffect.ROUTING),
     OptionSpec("user_config", None, OptionEffect.RECONFIGURE),
+    OptionSpec("logging_config", None, OptionEffect.RECONFIGURE),  # access lines, encoding, level: in place
     OptionSpec("autoscaling_config", None, OptionEffect.CONTROLLER),
     OptionSpec("health_check_period_s", DEFAULT_HEALTH_CHECK_PERIOD_S, OptionEffect.CONTROLLER),
     OptionSpec("health_check_timeout_s", DEFAULT_HEALTH_CHECK_TIMEOUT_S, OptionEffect.CONTROLLER),
@@ -116,7 +118,7 @@ DEPLOYMENT_OPTIONS: tuple[str, ...] = tuple(spec.name for spec in DEPLOYMENT_OPT
 #: Ray Serve 2.60 deployment options serve_nb does not implement: accepted only as None (not set).
 UNSUPPORTED_RAY_SERVE_OPTIONS = (
     "placement_group_bundles", "placement_group_strategy", "placement_group_bundle_label_selector",
-    "backpressure_config", "logging_config", "request_router_config",
+    "backpressure_config", "request_router_config",
     "max_constructor_retry_count", "gang_scheduling_config", "deployment_actors", "rolling_update_percentage",
     "max_surge_percent",
 )
@@ -372,6 +374,7 @@ class DeploymentConfig:
     max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS
     max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
     user_config: Any = None
+    logging_config: LoggingConfig | None = None
     autoscaling_config: AutoscalingConfig | None = None
     health_check_period_s: float = DEFAULT_HEALTH_CHECK_PERIOD_S
     health_check_timeout_s: float = DEFAULT_HEALTH_CHECK_TIMEOUT_S
@@ -416,6 +419,8 @@ class DeploymentConfig:
                 )
         if "user_config" in kw and kw["user_config"] is not None:
             _check_json("user_config", kw["user_config"])
+        if kw.get("logging_config") is not None:
+            kw["logging_config"] = LoggingConfig.parse(kw["logging_config"])
         for name in ("health_check_period_s", "health_check_timeout_s"):
             if name in kw:
                 kw[name] = _non_negative(name, kw[name], strict=True)

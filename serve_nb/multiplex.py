@@ -16,9 +16,11 @@ import asyncio
 import collections
 import functools
 import inspect
+import time
 import warnings
 from typing import Any, Awaitable, Callable
 
+from serve_nb.data import metrics
 from serve_nb.data.context import register_model_cache
 
 DEFAULT_MAX_NUM_MODELS_PER_REPLICA = 3
@@ -41,6 +43,7 @@ class ModelCache:
         return list(self.models) + [m for m in self._loading if m not in self.models]
 
     async def get(self, model_id: str) -> Any:
+        metrics.model_requested()
         if model_id in self.models:
             self.models.move_to_end(model_id)
             return self.models[model_id]
@@ -54,8 +57,10 @@ class ModelCache:
                 if self.max_models != -1:
                     while len(self.models) >= self.max_models:
                         await self._evict_oldest()
+                began = time.perf_counter()
                 model = await self._load(model_id)
             self.models[model_id] = model
+            metrics.model_loaded(model_id, (time.perf_counter() - began) * 1000, len(self.models))
             future.set_result(model)
             return model
         except BaseException as exc:
@@ -69,12 +74,14 @@ class ModelCache:
             self._loading.pop(model_id, None)
 
     async def _evict_oldest(self) -> None:
-        _, model = self.models.popitem(last=False)
+        model_id, model = self.models.popitem(last=False)
+        began = time.perf_counter()
         release = getattr(model, "__del__", None)
         if release is not None:
             result = release()
             if inspect.isawaitable(result):
                 await result
+        metrics.model_unloaded(model_id, (time.perf_counter() - began) * 1000, len(self.models))
         with warnings.catch_warnings():
             # The last reference goes here, and Python calls __del__ once more; an async one then makes a
             # coroutine nobody awaits. It already ran above, so that second call's warning is noise.

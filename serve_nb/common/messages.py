@@ -14,6 +14,7 @@ from serve_nb.config import (
     option_values,
 )
 from serve_nb.core import versions
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.types import ReplicaInfo
 
 
@@ -27,6 +28,7 @@ class ReplicaConfig:
     """
 
     user_config: Any = None
+    logging_config: LoggingConfig | None = None
     max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS
     graceful_shutdown_wait_loop_s: float = DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
     config_version: str = ""

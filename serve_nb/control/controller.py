@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec
 from serve_nb.common.names import parse_proxy_actor_name, parse_replica_actor_name
@@ -29,7 +29,9 @@ from serve_nb.control.longpoll import LongPollHost
 from serve_nb.control.protocols import ActorCallFailed, Cluster, ReplicaHandle
 from serve_nb.control.proxies import ProxyManager
 from serve_nb.core.policy import proxy_nodes, spans_machines
+from serve_nb.core import metrics as m
 from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, FeedKeyKind, app_key, parse_key, replicas_key
+from serve_nb.data import metrics
 from serve_nb.types import DeploymentID, ServeStatus
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,17 @@ RECONCILE_PERIOD_S = 0.25
 # How long shutdown() waits for replicas to drain before killing what is left.
 SHUTDOWN_TIMEOUT_S = 30.0
 
+
+
+def replica_health_gauge() -> Callable[[DeploymentID, str, bool], None]:
+    """Ray Serve's ``serve_deployment_replica_healthy``, which the controller records as health checks land."""
+    buffer = metrics.record()
+
+    def health(dep: DeploymentID, replica_id: str, healthy: bool) -> None:
+        if buffer is not None:
+            buffer.set(m.REPLICA_HEALTHY, (dep.name, replica_id, dep.app), 1.0 if healthy else 0.0)
+
+    return health
 
 class ControllerCore:
     """The controller's state and logic. Its public coroutines are the remote methods, reached through
@@ -58,7 +71,7 @@ class ControllerCore:
         self._shutting_down = False
         self._proxies = ProxyManager(cluster, self._clock, self._wake.set)
         self._ctx = DeploymentContext(self._clock, self._launch_replica, self._wake.set, self._publish,
-                                      self._cluster.alive_nodes)
+                                      self._cluster.alive_nodes, replica_health_gauge())
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
     # -- startup and recovery ---------------------------------------------------------------------

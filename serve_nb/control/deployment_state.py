@@ -66,6 +66,7 @@ class DeploymentContext:
     wake: Callable[[], None]  # run the reconcile loop soon
     publish: Callable[[], None]  # publish replica sets now (routers drop a replica before it drains)
     nodes: Callable[[], Sequence[NodeInfo]] = tuple  # the alive nodes (for max_replicas_per_node)
+    health: Callable[[DeploymentID, str, bool], None] = lambda *_: None  # a replica is (un)healthy: the metric
 
 
 class DeploymentState:
@@ -262,6 +263,7 @@ class DeploymentState:
         if self.replicas.get(record.replica_id) is not record:
             return
         logger.warning("serve_nb: %s", why)
+        self._ctx.health(self.dep, record.replica_id, False)
         self.replicas.pop(record.replica_id)
         record.begin_stop()
         record.actor.kill()
@@ -355,6 +357,7 @@ class DeploymentState:
 
     def _on_started(self, record: ReplicaRecord, result: InitResult) -> None:
         record.on_initialized(result.info)
+        self._ctx.health(self.dep, record.replica_id, True)
         self.methods = result.methods
         if all(r.health_failures == 0 for r in self.replicas.values()):
             self.unhealthy_message = None  # the replacement is up: healthy again
@@ -424,12 +427,14 @@ class DeploymentState:
                 await record.actor.check_health(config.health_check_timeout_s)
             except ActorCallFailed as exc:
                 failures = record.on_health_failure()
+                self._ctx.health(self.dep, record.replica_id, False)
                 if failures >= HEALTH_FAILURES_BEFORE_REPLACE:
                     why = f"replica {record.replica_id} failed {failures} health checks in a row: {exc.cause}"
                     self.fail(record, why)
                     return
                 continue
             record.on_health_ok()
+            self._ctx.health(self.dep, record.replica_id, True)
             if self.unhealthy_message and all(r.health_failures == 0 for r in self.replicas.values()):
                 self.unhealthy_message = None
                 self._ctx.wake()
@@ -437,6 +442,7 @@ class DeploymentState:
     def _stop_replica(self, record: ReplicaRecord) -> None:
         if record.state == ReplicaState.STOPPING:
             return
+        self._ctx.health(self.dep, record.replica_id, False)
         was_started = record.info is not None
         record.begin_stop()
         self._spawn(record, self._graceful_stop(record, was_started))

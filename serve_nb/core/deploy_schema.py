@@ -81,7 +81,7 @@ _DEPLOYMENT = Section(
     # The option table's rows, but 'version': a file overrides settings; the code's version is the code's.
     tuple(name for name in DEPLOYMENT_OPTIONS if name != "version"),
     {"placement_group_bundles": None, "placement_group_strategy": "PACK", "placement_group_bundle_label_selector": None,
-     "logging_config": _LOGGING_DEFAULTS, "backpressure_config": {"status_code": 503, "retry_after_s": None},
+     "backpressure_config": {"status_code": 503, "retry_after_s": None},
      "request_router_config": {  # serve_nb routes by power of two choices, as Ray Serve's default router
          "request_router_class": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
          "request_router_kwargs": {}},

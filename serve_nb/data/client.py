@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
 from serve_nb import ray_private
 from serve_nb.common.messages import ClusterInfo
 from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
+from serve_nb.core import metrics as m
 from serve_nb.core.snapshots import replicas_key
+from serve_nb.data import metrics
 from serve_nb.data.channel import shm, tls
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
 from serve_nb.data.objects import ObjectStoreCalls
+from serve_nb.data.request import Request
 from serve_nb.data.router import Router, channel_connector
 from serve_nb.types import DeploymentID
 
@@ -53,6 +56,8 @@ class ServeClient:
         self.closed = False
         self._tls = tls.client_context_from_env()  # None unless Ray's TLS is on; raises if it is misconfigured
         self._large_calls = ObjectStoreCalls()
+        self._metrics = metrics.record()
+        self._actor_id = ray.get_runtime_context().get_actor_id() or ""  # "" in a driver, as Ray Serve's tag
 
     def router(self, dep: DeploymentID) -> Router:
         """The router for ``dep`` (call on the background loop)."""
@@ -64,6 +69,7 @@ class ServeClient:
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),
                 large_calls=self._large_calls,
+                count_request=self._request_counter(dep),
             )
             self._routers[dep] = router
             self.longpoll.subscribe(replicas_key(dep.app, dep.name), router.update)
@@ -74,9 +80,26 @@ class ServeClient:
         """Ray's auth token as this process has it, for replicas whose channel key mixes it in."""
         return ray_private.ray_auth_token(only_if_enabled=False)
 
+    def _request_counter(self, dep: DeploymentID) -> Callable[[Request], None] | None:
+        """Counts ``dep``'s requests routed from here in Ray Serve's ``serve_num_router_requests``."""
+        buffer = self._metrics
+        if buffer is None:
+            return None
+        tags: dict[str, tuple[str, ...]] = {}  # per route: the requests come from a handful of routes
+
+        def count(request: Request) -> None:
+            key = tags.get(request.route)
+            if key is None:
+                key = tags[request.route] = (dep.name, request.route, dep.app, self.caller_id, self._actor_id)
+            buffer.inc(m.ROUTER_REQUESTS, key)
+
+        return count
+
     def _queue_changed(self, dep: DeploymentID, queued: int) -> None:
         """Tell the controller how many requests wait here: at once when a queue forms (cold start
         from zero replicas), otherwise at most every ``QUEUE_REPORT_PERIOD_S``."""
+        if self._metrics is not None:
+            self._metrics.set(m.ROUTER_QUEUED, (dep.name, dep.app, self.caller_id, self._actor_id), queued)
         self._queued_latest[dep] = queued
         if self._queued_sent.get(dep, 0) == 0 and queued > 0:
             self._send_queued(dep)

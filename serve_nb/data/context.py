@@ -6,6 +6,8 @@ Module-level state, because a process runs at most one replica."""
 from __future__ import annotations
 
 import contextvars
+import itertools
+import os
 import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +26,12 @@ class ReplicaContext:
     def replica_tag(self) -> str:
         return self.replica_id
 
+    @property
+    def request_id(self) -> str:
+        """The id of the request being handled ("" outside one): the client's ``X-Request-ID`` or a new one.
+        It is in every log line the request causes, here and in the deployments it calls."""
+        return _request.get()[0]
+
 
 _context: ReplicaContext | None = None
 
@@ -31,6 +39,11 @@ _context: ReplicaContext | None = None
 def set_replica_context(ctx: ReplicaContext) -> None:
     global _context
     _context = ctx
+
+
+def current_replica_context() -> ReplicaContext | None:
+    """The running replica's context, or None outside a replica (never raises)."""
+    return _context
 
 
 def get_replica_context() -> ReplicaContext:
@@ -70,6 +83,36 @@ def get_multiplexed_model_id() -> str:
 def set_multiplexed_model_id(model_id: str) -> contextvars.Token[str]:
     """Set for the rest of the current context (a request's task, or a batch's run of the user's function)."""
     return _model_id.set(model_id)
+
+
+# -- per request: its id and route, passed on to every deployment it calls -------------------------
+
+_request: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("serve_nb_request", default=("", ""))
+_id_prefix = os.urandom(6).hex()
+_id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """A request id unique across processes (a random per-process prefix and a counter): cheap enough for
+    every request, unlike a uuid4."""
+    return f"{_id_prefix}{next(_id_counter):010x}"
+
+
+def current_request() -> tuple[str, str]:
+    """(request id, route) of the request this code runs for; ("", "") outside one."""
+    return _request.get()
+
+
+def set_request(request_id: str, route: str) -> contextvars.Token[tuple[str, str]]:
+    """Set for the rest of the current context (the request's own task)."""
+    return _request.set((request_id, route))
+
+
+def request_for_call() -> tuple[str, str]:
+    """(request id, route) for a handle call made now: the current request's, so a composed call keeps the
+    id of the request that caused it; else a new id."""
+    request_id, route = _request.get()
+    return (request_id or new_request_id(), route)
 
 
 # -- per replica: what it reports to the controller besides its load ------------------------------

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, AsyncIterator, Iterator
 
 from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, reject_unsupported_values
+from serve_nb.data.context import request_for_call
 from serve_nb.data.request import Request, RequestKind
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.exceptions import RayServeException, RequestCancelledError
@@ -106,14 +107,14 @@ class DeploymentResponseGenerator:
                  model_id: str = "") -> None:
         self._bg = client.bg
         self._queue: asyncio.Queue[tuple[_Next, Any]] = asyncio.Queue(maxsize=STREAM_BUFFER_ITEMS)  # binds to a loop on first use
-        request = Request(RequestKind.STREAM, method, args, kwargs, model_id)
+        request = Request(RequestKind.STREAM, method, args, kwargs, model_id, *request_for_call())
         self._task = self._bg.submit(self._pump(client, dep, request, retries))
 
     async def _pump(self, client: Any, dep: DeploymentID, request: Request, retries: int) -> None:
         try:
             if request.args or request.kwargs:
                 args, kwargs = await _resolve_responses(request.args, request.kwargs)
-                request = Request(request.kind, request.method, args, kwargs, request.model_id)
+                request = request.with_args(args, kwargs)
             stream = client.router(dep).stream(request, retries=retries)
             async with contextlib.aclosing(stream) as items:  # cancelled: the router's slot is freed now
                 async for item in items:
@@ -235,8 +236,8 @@ class DeploymentHandle:
         if self._stream:
             return DeploymentResponseGenerator(client, self._dep, self._method, args, kwargs, self._retries,
                                                self._model_id)
-        call = _call(client, self._dep, Request(RequestKind.CALL, self._method, args, kwargs, self._model_id),
-                     self._retries)
+        request = Request(RequestKind.CALL, self._method, args, kwargs, self._model_id, *request_for_call())
+        call = _call(client, self._dep, request, self._retries)
         return DeploymentResponse(client.bg.submit(call), client.bg)
 
     def __reduce__(self) -> Any:
@@ -260,7 +261,7 @@ async def _call(client: Any, dep: DeploymentID, request: Request, retries: int) 
     """One request, on the background loop: resolve response arguments, then route it."""
     if request.args or request.kwargs:
         args, kwargs = await _resolve_responses(request.args, request.kwargs)
-        request = Request(request.kind, request.method, args, kwargs, request.model_id)
+        request = request.with_args(args, kwargs)
     return await client.router(dep).call(request, retries=retries)
 
 

@@ -78,8 +78,9 @@ class _Handler(logging.Handler):
             pass
 
 
-def install(buffer: LogBuffer) -> None:
-    """Tee stdout/stderr into ``buffer`` and add a root logging handler feeding it."""
+def install(buffer: LogBuffer, handler: logging.Handler | None = None) -> None:
+    """Tee stdout/stderr into ``buffer``; log records go to ``handler`` (a replica's Serve log, which feeds
+    ``buffer`` itself), or else straight into ``buffer``."""
     sys.stdout = _Tee(sys.stdout, buffer)
     sys.stderr = _Tee(sys.stderr, buffer)
-    logging.getLogger().addHandler(_Handler(buffer))
+    logging.getLogger().addHandler(handler if handler is not None else _Handler(buffer))

@@ -21,11 +21,12 @@ from typing import Any, AsyncIterator, Callable
 from serve_nb.data.channel import ChannelServer, shm
 from serve_nb.data.context import (
     ReplicaContext, drain_batch_sizes, loaded_model_ids, set_max_ongoing_requests, set_multiplexed_model_id,
-    set_replica_context,
+    set_replica_context, set_request,
 )
 from serve_nb.data import logcapture
 from serve_nb.data.http.replica_adapter import HTTPAdapter
 from serve_nb.data.objects import Outcome
+from serve_nb.data.replica_observer import RequestObserver, observe_replica, reconfigure_logging
 from serve_nb.data.request import Request, RequestKind, Wire
 from serve_nb.common.messages import InitResult, ReplicaConfig, ReplicaInit, ReplicaMetadata
 from serve_nb.common.serialization import loads, pack_exception, user_traceback
@@ -95,6 +96,8 @@ class ReplicaCore:
         self._stopped = False
         self._started_at = time.time()
         self._logs = logcapture.LogBuffer()
+        # Records nothing until initialize() (unit tests drive a replica without Ray, metrics or log files).
+        self._observer = RequestObserver(init.app, init.deployment, init.replica_id, None, None)
         self._reporter: asyncio.Task[None] | None = None
         self._stash: dict[str, tuple[float, Any]] = {}  # token -> (when, large reply not yet taken)
         self._idle: asyncio.Event | None = None  # set when draining and the last request has finished
@@ -112,7 +115,11 @@ class ReplicaCore:
             import ray
 
             keep_freed_memory()
-            logcapture.install(self._logs)
+            from serve_nb import ray_private
+
+            self._observer = observe_replica(init.app, init.deployment, init.replica_id,
+                                             self._config.logging_config, self._logs.add, ray_private.session_dir())
+            logcapture.install(self._logs, self._observer.handler)
             set_replica_context(ReplicaContext(init.app, init.deployment, init.replica_id))
             set_max_ongoing_requests(self._config.max_ongoing_requests)
             target = loads(init.def_blob)
@@ -134,7 +141,6 @@ class ReplicaCore:
 
                 install_client(init.controller, init.cluster_info)
             node_id = ray.get_runtime_context().get_node_id()
-            from serve_nb import ray_private
             from serve_nb.data.channel import auth, tls
             from serve_nb.data.channel.server import listen_host
 
@@ -154,6 +160,7 @@ class ReplicaCore:
             )
             if init.controller is not None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_loop(init.controller))
+            self._observer.started()
             return InitResult(ok=True, info=self._info, methods=self._methods)
         except BaseException as exc:  # noqa: BLE001 - the user's constructor error goes to status
             return InitResult(ok=False, error=user_traceback(exc))
@@ -168,6 +175,10 @@ class ReplicaCore:
                 await self._call_user_reconfigure(config.user_config)
         except BaseException as exc:  # noqa: BLE001
             return user_traceback(exc)
+        if config.logging_config != self._config.logging_config:
+            from serve_nb import ray_private
+
+            reconfigure_logging(self._observer, config.logging_config, ray_private.session_dir())
         self._config = config
         return None
 
@@ -203,6 +214,7 @@ class ReplicaCore:
                 await self._in_thread(finalizer, self._obj)
             except Exception:
                 pass
+        self._observer.close()  # its last requests' metrics and log lines (and __del__'s), before the process goes
 
     async def _report_loop(self, controller: Any) -> None:
         """Push the in-flight count and the loaded models when they change (at most every ``REPORT_PERIOD_S``),
@@ -213,6 +225,7 @@ class ReplicaCore:
             await asyncio.sleep(REPORT_PERIOD_S)
             lines = self._logs.drain()
             models, batches = loaded_model_ids(), drain_batch_sizes()
+            self._observer.ongoing(self._ongoing)
             now = time.monotonic()
             if (self._ongoing != last_value or models != last_models or lines or batches
                     or now - last_sent >= HEARTBEAT_S):
@@ -257,7 +270,8 @@ class ReplicaCore:
         may call, and the HTTP entry point. ``initialize`` calls it; unit tests call it without Ray."""
         self._obj = obj
         self._methods = public_methods(obj, self._init.is_class)
-        self._http = HTTPAdapter(obj, self._init.is_class, self._invoke, self._init.deployment)
+        self._http = HTTPAdapter(obj, self._init.is_class, self._invoke, self._init.deployment,
+                                 on_user_error=lambda route, exc: self._observer.user_error(route, exc))
 
     def try_acquire(self) -> bool:
         if self._draining or self._ongoing >= self._max_ongoing:
@@ -304,13 +318,14 @@ class ReplicaCore:
         own task, so the model id set here is this request's alone."""
         if request.model_id:
             set_multiplexed_model_id(request.model_id)
+        set_request(request.request_id, request.route)
         kind = request.kind
         if kind is RequestKind.CALL:
-            return self._call(request.method, request.args, request.kwargs)
+            return self._observer.call(request, self._call(request.method, request.args, request.kwargs))
         if kind is RequestKind.STREAM:
-            return self._stream(request.method, request.args, request.kwargs)
+            return self._observer.stream(request, self._stream(request.method, request.args, request.kwargs))
         assert self._http is not None  # set in initialize(), before the channel accepts anything
-        return self._http.handle(*request.args)
+        return self._observer.stream(request, self._http.handle(*request.args))
 
     async def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         fn = self._resolve(method)

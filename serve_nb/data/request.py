@@ -25,7 +25,7 @@ class RequestKind(IntEnum):
 _KINDS = tuple(RequestKind)  # index == value: decoding without an Enum lookup per request
 
 #: The wire form: plain values only, because pickling a dataclass costs several times a tuple's.
-Wire = tuple[int, str, tuple, dict, str]
+Wire = tuple[int, str, tuple, dict, str, str, str]
 
 
 class BodySource(Protocol):
@@ -52,13 +52,17 @@ class Request:
     (the body's remainder follows the request on the channel) and, in the replica, the chunks' iterator.
 
     ``model_id`` is the multiplexed model the caller asked for ("" for none): routers prefer replicas that
-    hold it, and the replica shows it to user code as ``serve.get_multiplexed_model_id()``."""
+    hold it, and the replica shows it to user code as ``serve.get_multiplexed_model_id()``. ``request_id``
+    names the request in every log line it causes, in each deployment it passes through; ``route`` is the
+    route prefix of the HTTP request it serves ("" for none), a label of Ray Serve's metrics."""
 
     kind: RequestKind
     method: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     model_id: str = ""
+    request_id: str = ""
+    route: str = ""
 
     @property
     def streams(self) -> bool:
@@ -72,23 +76,28 @@ class Request:
 
     @classmethod
     def http(
-        cls, scope: dict[str, Any], body: "bytes | Pieces", debug_errors: bool, more: bool = False, model_id: str = ""
+        cls, scope: dict[str, Any], body: "bytes | Pieces", debug_errors: bool, more: bool = False, model_id: str = "",
+        request_id: str = "", route: str = "",
     ) -> "Request":
         """An HTTP request for an ingress deployment; the method is the adapter's to choose. A large body is
         the ``Pieces`` the proxy read, which the channel sends without copying them into the request; the
         replica adapter hands the app each piece. ``more``: ``body`` is only the first part, the rest is
         streamed after the request."""
-        return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {}, model_id)
+        return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {}, model_id, request_id, route)
 
     def with_rest(self, rest: AsyncIterator[bytes]) -> "Request":
         """This HTTP request as the replica runs it: the streamed remainder of its body is ``rest``."""
         scope, body, debug_errors, _ = self.args
-        return Request(self.kind, self.method, (scope, body, debug_errors, rest), self.kwargs, self.model_id)
+        return self.with_args((scope, body, debug_errors, rest), self.kwargs)
+
+    def with_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Request":
+        """The same request with other arguments (responses resolved to their values, a body's rest)."""
+        return Request(self.kind, self.method, args, kwargs, self.model_id, self.request_id, self.route)
 
     def to_wire(self) -> Wire:
-        return (self.kind.value, self.method, self.args, self.kwargs, self.model_id)
+        return (self.kind.value, self.method, self.args, self.kwargs, self.model_id, self.request_id, self.route)
 
     @classmethod
     def from_wire(cls, wire: Wire) -> "Request":
-        kind, method, args, kwargs, model_id = wire
-        return cls(_KINDS[kind], method, args, kwargs, model_id)
+        kind, method, args, kwargs, model_id, request_id, route = wire
+        return cls(_KINDS[kind], method, args, kwargs, model_id, request_id, route)

@@ -99,8 +99,10 @@ class Router:
         on_queue_change: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         large_calls: LargeCalls | None = None,
+        count_request: Callable[[Request], None] | None = None,
     ) -> None:
         self.deployment = deployment
+        self._count_request = count_request  # Ray Serve's serve_num_router_requests
         self._large_calls = large_calls
         self._clock = clock
         self._connect = connect
@@ -297,6 +299,8 @@ class Router:
         request whose replica died while it was in flight is sent again only ``retries`` times (callers
         pass retries only for idempotent requests: it may have run). Large arguments or replies go
         through Ray's object store rather than the channel (``serve_nb.data.objects``)."""
+        if self._count_request is not None:
+            self._count_request(request)
         while True:
             rid = await self._acquire(no_replica_timeout_s, request.model_id)
             try:
@@ -325,6 +329,8 @@ class Router:
         """Send a streaming request; retried like ``call`` until its first item arrives, never after. With
         ``body`` (the rest of a large HTTP body, sent once the replica admits the request) it is never sent
         again once the body started to flow: the body is gone."""
+        if self._count_request is not None:
+            self._count_request(request)
         while True:
             rid = await self._acquire(no_replica_timeout_s, request.model_id)
             started = False

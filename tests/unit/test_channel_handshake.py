@@ -196,7 +196,7 @@ def test_a_caller_needs_one_round_trip_its_request_follows_its_proof_without_wai
             kind, _, proof = await read_frame(reader)
             assert (kind, proof) == (Kind.PROOF, replies[0])
             kind, rid, payload = await read_frame(reader)
-            _, method, args, _, _ = loads(payload)
+            _, method, args, *_ = loads(payload)
             writer.write(frame(Kind.OK, rid, dumps((method, args))))
 
     async def test(client: ChannelClient) -> None:

@@ -348,7 +348,7 @@ def test_an_unknown_field_far_from_any_valid_one_lists_the_valid_ones():
     found = problem(with_deployment("colour: blue"))
     assert "Did you mean" not in found
     assert found.endswith("Valid fields: name, num_replicas, ray_actor_options, max_ongoing_requests, "
-                          "max_queued_requests, user_config, autoscaling_config, health_check_period_s, "
+                          "max_queued_requests, user_config, logging_config, autoscaling_config, health_check_period_s, "
                           "health_check_timeout_s, graceful_shutdown_timeout_s, graceful_shutdown_wait_loop_s, "
                           "initialization_timeout_s, max_replicas_per_node.")
 
@@ -529,7 +529,7 @@ def test_a_field_that_belongs_elsewhere_says_where(text, expected):
     "grpc_options: {port: 9000, grpc_servicer_functions: []}\napplications: [{import_path: m:a}]",
     "target_capacity: null\ncontroller_options: null\napplications: [{import_path: m:a}]",
     "applications:\n- import_path: m:a\n  external_scaler_enabled: false\n  logging_config: {log_level: INFO}\n",
-    with_deployment("placement_group_bundles: null\nplacement_group_strategy: PACK\nlogging_config: null"),
+    with_deployment("placement_group_bundles: null\nplacement_group_strategy: PACK"),
     with_deployment("request_router_config: {request_router_kwargs: {}}\nbackpressure_config: {status_code: 503}"),
     with_deployment("autoscaling_config: {max_replicas: 3, smoothing_factor: 1.0, aggregation_function: mean}"),
     with_deployment("ray_actor_options: {num_cpus: 1, label_selector: null}"),
@@ -557,8 +557,6 @@ def test_a_ray_serve_option_serve_nb_lacks_is_accepted_where_it_changes_nothing(
      "applications[0].external_scaler_enabled: serve_nb does not support external_scaler_enabled yet (got true)."),
     (with_deployment("placement_group_bundles: [{CPU: 1}]"), "serve_config.yaml:5: "
      "applications[0].deployments[0].placement_group_bundles: serve_nb does not support placement_group_bundles yet"),
-    (with_deployment("logging_config: {log_level: DEBUG}"), "serve_config.yaml:5: "
-     "applications[0].deployments[0].logging_config: serve_nb does not support logging_config yet"),
     (with_deployment("request_router_config: {request_router_class: my:Router}"), "serve_config.yaml:5: "
      "applications[0].deployments[0].request_router_config: serve_nb does not support request_router_config yet"),
     (with_deployment("autoscaling_config: {smoothing_factor: 0.5}"), "serve_config.yaml:5: "

@@ -40,6 +40,7 @@ CHANGED = {
     "max_ongoing_requests": 9,
     "max_queued_requests": 10,
     "user_config": {"threshold": 0.5},
+    "logging_config": {"encoding": "JSON", "enable_access_log": False},
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 4},
     "health_check_period_s": 3.0,
     "health_check_timeout_s": 4.0,
@@ -97,7 +98,7 @@ def test_the_table_default_is_what_a_deployment_gets(spec):
 def test_what_restarts_and_what_reconfigures_is_as_before():
     """Pinned on purpose: moving an option between effects changes what a redeploy does."""
     assert option_names(OptionEffect.RESTART) == ("ray_actor_options", "version")
-    assert option_names(OptionEffect.RECONFIGURE) == ("max_ongoing_requests", "user_config")
+    assert option_names(OptionEffect.RECONFIGURE) == ("max_ongoing_requests", "user_config", "logging_config")
     assert option_names(OptionEffect.ROUTING) == ("max_queued_requests",)
 
 

@@ -23,6 +23,7 @@ from serve_nb.core.routing import RouteTable, root_path_for
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, Headers, Receive, Scope, Send
 from serve_nb.data.http.body import BodyTooLarge, ClientBody, declared_length, read_head, watch_client
+from serve_nb.data.http.proxy_observer import Exchange, ProxyObserver, proxy_log_file, request_id_from
 from serve_nb.data.request import Request
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -103,9 +104,10 @@ async def _too_large(send: Send, limit: int | None) -> None:
 class ProxyApp:
     """The ASGI app uvicorn serves. ``client`` is the process's ServeClient (routers, long-poll)."""
 
-    def __init__(self, client: Any, options: HTTPOptions) -> None:
+    def __init__(self, client: Any, options: HTTPOptions, observer: ProxyObserver | None = None) -> None:
         self._client = client
         self._options = options
+        self._observer = observer or ProxyObserver("", "", None, None)
         self._routes: RouteTable[tuple[str, str]] = RouteTable({})
         self.routes_known = asyncio.Event()
         self._route_waiters: list[asyncio.Future[None]] = []
@@ -153,6 +155,16 @@ class ProxyApp:
                     return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request, recorded: its id, its metrics, its access line."""
+        exchange = Exchange(send, request_id_from(scope["headers"]))
+        start = self._observer.started()
+        try:
+            await self._route_http(scope, receive, exchange)
+        finally:
+            self._observer.finished(exchange, scope["method"], scope["path"], start)
+
+    async def _route_http(self, scope: Scope, receive: Receive, exchange: Exchange) -> None:
+        send = exchange.send
         path = scope["path"]
         if path.startswith("/-/"):
             await self._builtin(path, send)
@@ -162,6 +174,7 @@ class ProxyApp:
             await _plain(send, 404, not_found_text(path))
             return
         prefix, (app, ingress) = match
+        exchange.route, exchange.app = prefix, app
         try:
             model_id = model_id_from(scope["headers"])
         except ValueError as exc:
@@ -183,7 +196,8 @@ class ProxyApp:
         inner["headers"] = list(scope["headers"])
         router = self._client.router(DeploymentID(app, ingress))
         started = [False]
-        request = Request.http(inner, head.data, self._options.debug_errors, head.more, model_id)
+        request = Request.http(inner, head.data, self._options.debug_errors, head.more, model_id,
+                               exchange.request_id, prefix)
         rest = ClientBody(receive, len(head.data), limit) if head.more else None
         retries = MAX_IDEMPOTENT_RETRIES if self._options.retry_safe_methods and scope["method"] in SAFE_METHODS else 0
         forward = asyncio.ensure_future(self._forward(router, request, rest, send, started, retries))
@@ -323,7 +337,7 @@ class ProxyActor:
         from serve_nb.data.http.server import HeaderLimits, ObservedServer, guarded_protocol  # only in proxies
 
         return_freed_memory()
-        self._app = ProxyApp(client, self._options)
+        self._app = ProxyApp(client, self._options, self._new_observer())
         config = uvicorn.Config(
             self._app, lifespan="off", log_level="warning", access_log=False,
             http=guarded_protocol(HeaderLimits.from_options(self._options)),  # type: ignore[arg-type]
@@ -340,6 +354,20 @@ class ProxyActor:
             return f"The HTTP server stopped while starting: {exc!r}"
         await self._app.routes_known.wait()
         return None
+
+    def _new_observer(self) -> ProxyObserver:
+        import ray
+
+        from serve_nb import ray_private
+        from serve_nb.core.log_format import Component, LineFields, LoggingConfig
+        from serve_nb.data import metrics
+        from serve_nb.data.serve_log import ServeLog, log_path
+
+        node_ip = ray.util.get_node_ip_address()
+        config = LoggingConfig()
+        path = log_path(config.logs_dir, ray_private.session_dir(), proxy_log_file(node_ip))
+        log = ServeLog(LineFields(Component.PROXY, node_ip), config, path)
+        return ProxyObserver(self._node_id, node_ip, metrics.record(), log)
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         if self._app is None:

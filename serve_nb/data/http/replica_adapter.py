@@ -12,11 +12,11 @@ import dataclasses
 import inspect
 import json
 import logging
-import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from serve_nb.common.serialization import user_traceback
 from serve_nb.data.channel.buffers import Pieces
+from serve_nb.data.context import current_request
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, ASGIApp, Message, Receive, Scope, Send
 from serve_nb.ingress import ASGI_ATTR, is_builder
 
@@ -80,10 +80,12 @@ def _log_late_error(task: "asyncio.Task[None]") -> None:
 class HTTPAdapter:
     """Per-replica HTTP entry point."""
 
-    def __init__(self, obj: Any, is_class: bool, invoke: Invoke, deployment: str) -> None:
+    def __init__(self, obj: Any, is_class: bool, invoke: Invoke, deployment: str,
+                 on_user_error: Callable[[str, BaseException], None] | None = None) -> None:
         self._obj = obj
         self._invoke = invoke
         self._deployment = deployment
+        self._on_user_error = on_user_error  # the route and the user's exception that made a 500
         self._asgi: ASGIApp | None = None
         if is_class:
             app = getattr(type(obj), ASGI_ATTR, None)
@@ -199,17 +201,19 @@ class HTTPAdapter:
         await to_response(result)(scope, receive, send)
 
     def _error_response(self, exc: BaseException | None, scope: Scope, debug: bool) -> list[Message]:
-        request_id = uuid.uuid4().hex[:12]
+        request_id, route = current_request()
         if exc is None:
             text = "The application finished without sending a response."
         else:
+            if self._on_user_error is not None:
+                self._on_user_error(route, exc)
             logger.error("Request %s %s failed (request id %s):\n%s", scope.get("method"), scope.get("path"),
                          request_id, user_traceback(exc))
             # Ray Serve's body exactly (clients match on it); which error, and where, go in headers and the log.
             text = "Internal Server Error"
             if debug:
                 text += "\n\n" + user_traceback(exc)
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-request-id", request_id.encode())]
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]  # the proxy adds x-request-id to every answer
         if exc is not None:
             headers.append((b"x-serve-nb-error", f"{type(exc).__name__} raised in deployment '{self._deployment}'".encode()))
         return [

@@ -1,0 +1,185 @@
+"""Ray Serve's built-in metrics, by name, and the in-process buffer that records them cheaply.
+
+Dashboards built for Ray Serve query these names and labels, so they are Ray Serve's exactly (Ray adds
+the ``ray_`` prefix on export, and Prometheus the ``_total`` suffix of counters). Recording one must cost
+next to nothing on the request path: ``MetricsBuffer`` only adds to a dict entry, and an exporter drains
+it on an interval (``serve_nb.data.metrics`` hands the totals to Ray). Pure: no Ray, no clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+from enum import Enum
+
+#: Ray Serve's default latency buckets, in milliseconds (1 ms to 10 min).
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000, 5000, 10000, 60000, 120000, 300000, 600000,
+)
+BATCH_UTILIZATION_BUCKETS_PERCENT: tuple[float, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 100)
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+#: The labels Ray Serve puts on every metric a replica records.
+_REPLICA = ("deployment", "replica", "application")
+
+
+class MetricKind(Enum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as exported: tag values are passed as a tuple in ``tag_keys`` order."""
+
+    name: str
+    description: str
+    kind: MetricKind
+    tag_keys: tuple[str, ...]
+    boundaries: tuple[float, ...] = ()
+
+
+def _counter(name: str, description: str, *tags: str) -> MetricSpec:
+    return MetricSpec(name, description, MetricKind.COUNTER, tags)
+
+
+def _gauge(name: str, description: str, *tags: str) -> MetricSpec:
+    return MetricSpec(name, description, MetricKind.GAUGE, tags)
+
+
+def _histogram(name: str, description: str, boundaries: tuple[float, ...], *tags: str) -> MetricSpec:
+    return MetricSpec(name, description, MetricKind.HISTOGRAM, tags, boundaries)
+
+
+# -- the proxy ---------------------------------------------------------------------------------------
+HTTP_REQUESTS = _counter("serve_num_http_requests", "The number of HTTP requests processed.",
+                         "route", "method", "application", "status_code")
+HTTP_ERRORS = _counter("serve_num_http_error_requests", "The number of errored HTTP responses.",
+                       "route", "error_code", "method", "application")
+HTTP_LATENCY = _histogram("serve_http_request_latency_ms",
+                          "The end-to-end latency of HTTP requests (measured from the Serve HTTP proxy).",
+                          LATENCY_BUCKETS_MS, "method", "route", "application", "status_code")
+HTTP_ONGOING = _gauge("serve_num_ongoing_http_requests", "The number of ongoing requests in this HTTP proxy.",
+                      "node_id", "node_ip_address")
+
+# -- routers (handles and the proxy's) ---------------------------------------------------------------
+ROUTER_REQUESTS = _counter("serve_num_router_requests", "The number of requests processed by the router.",
+                           "deployment", "route", "application", "handle", "actor_id")
+ROUTER_QUEUED = _gauge("serve_deployment_queued_queries",
+                       "The current number of queries to this deployment waiting to be assigned to a replica.",
+                       "deployment", "application", "handle", "actor_id")
+
+# -- replicas ----------------------------------------------------------------------------------------
+REPLICA_REQUESTS = _counter("serve_deployment_request_counter",
+                            "The number of queries that have been processed in this replica.", *_REPLICA, "route")
+REPLICA_ERRORS = _counter("serve_deployment_error_counter",
+                          "The number of exceptions that have occurred in this replica.",
+                          *_REPLICA, "route", "exception_type")
+REPLICA_LATENCY = _histogram("serve_deployment_processing_latency_ms", "The latency for queries to be processed.",
+                             LATENCY_BUCKETS_MS, *_REPLICA, "route")
+REPLICA_PROCESSING = _gauge("serve_replica_processing_queries", "The current number of queries being processed.",
+                            *_REPLICA)
+REPLICA_STARTS = _counter("serve_deployment_replica_starts",
+                          "The number of times this replica has been restarted due to failure.", *_REPLICA)
+REPLICA_HEALTHY = _gauge("serve_deployment_replica_healthy",
+                         "Tracks whether this deployment replica is healthy. 1 means healthy, 0 means unhealthy.",
+                         *_REPLICA)
+
+# -- @serve.batch ------------------------------------------------------------------------------------
+_FN = "function_name"
+BATCH_WAIT = _histogram("serve_batch_wait_time_ms", "Time requests waited for batch to fill (in milliseconds).",
+                        LATENCY_BUCKETS_MS, *_REPLICA, _FN)
+BATCH_EXECUTION = _histogram("serve_batch_execution_time_ms", "Time to execute the batch function (in milliseconds).",
+                             LATENCY_BUCKETS_MS, *_REPLICA, _FN)
+BATCH_QUEUE = _gauge("serve_batch_queue_length", "Number of requests waiting in the batch queue.", *_REPLICA, _FN)
+BATCH_UTILIZATION = _histogram("serve_batch_utilization_percent",
+                               "Batch utilization as percentage (actual_batch_size / max_batch_size * 100).",
+                               BATCH_UTILIZATION_BUCKETS_PERCENT, *_REPLICA, _FN)
+BATCH_SIZE = _histogram("serve_actual_batch_size", "The actual number of requests in each batch.",
+                        BATCH_SIZE_BUCKETS, *_REPLICA, _FN)
+BATCHES = _counter("serve_batches_processed", "Counter of batches executed.", *_REPLICA, _FN)
+
+# -- @serve.multiplexed ------------------------------------------------------------------------------
+MODEL_LOAD_LATENCY = _histogram("serve_multiplexed_model_load_latency_ms", "The time it takes to load a model.",
+                                LATENCY_BUCKETS_MS, *_REPLICA)
+MODEL_UNLOAD_LATENCY = _histogram("serve_multiplexed_model_unload_latency_ms", "The time it takes to unload a model.",
+                                  LATENCY_BUCKETS_MS, *_REPLICA)
+MODELS_LOADED = _gauge("serve_num_multiplexed_models", "The number of models loaded on the current replica.",
+                       *_REPLICA)
+MODEL_REGISTERED = _gauge("serve_registered_multiplexed_model_id", "The model id registered on the current replica.",
+                          *_REPLICA, "model_id")
+MODEL_REQUESTS = _counter("serve_multiplexed_get_model_requests_counter",
+                          "The counter for get model requests on the current replica.", *_REPLICA)
+MODEL_UNLOADS = _counter("serve_multiplexed_models_unload_counter",
+                         "The counter for unloaded models on the current replica.", *_REPLICA)
+MODEL_LOADS = _counter("serve_multiplexed_models_load_counter",
+                       "The counter for loaded models on the current replica.", *_REPLICA)
+
+Tags = tuple[str, ...]
+Key = tuple[MetricSpec, Tags]
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What was recorded since the last drain. Histograms come as (value, count) pairs: every observation
+    in one bucket is replayed as that bucket's mean, so bucket counts, count and sum all stay exact."""
+
+    counters: list[tuple[MetricSpec, Tags, float]]
+    gauges: list[tuple[MetricSpec, Tags, float]]
+    histograms: list[tuple[MetricSpec, Tags, list[tuple[float, int]]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.gauges or self.histograms)
+
+
+class MetricsBuffer:
+    """Totals per (metric, tag values) since the last ``drain``. Thread-safe: a replica records from its
+    event loop and from the threads that run synchronous user methods; an exporter drains from its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[Key, float] = {}
+        self._gauges: dict[Key, float] = {}
+        self._histograms: dict[Key, list[float]] = {}  # per bucket: count, then sum (2 * (len(boundaries)+1))
+
+    def inc(self, spec: MetricSpec, tags: Tags, value: float = 1.0) -> None:
+        key = (spec, tags)
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0.0) + value
+
+    def set(self, spec: MetricSpec, tags: Tags, value: float) -> None:
+        """A gauge's value now; only the last one before a drain is exported."""
+        with self._lock:
+            self._gauges[(spec, tags)] = value
+
+    def observe(self, spec: MetricSpec, tags: Tags, value: float) -> None:
+        index = bisect.bisect_left(spec.boundaries, value)  # Prometheus buckets are upper-inclusive
+        key = (spec, tags)
+        with self._lock:
+            cells = self._histograms.get(key)
+            if cells is None:
+                cells = self._histograms[key] = [0.0] * (2 * (len(spec.boundaries) + 1))
+            cells[2 * index] += 1
+            cells[2 * index + 1] += value
+
+    def drain(self) -> Drained:
+        with self._lock:
+            counters, self._counters = self._counters, {}
+            gauges, self._gauges = self._gauges, {}
+            histograms, self._histograms = self._histograms, {}
+        replays = []
+        for (spec, tags), cells in histograms.items():
+            pairs = [(cells[i + 1] / cells[i], int(cells[i])) for i in range(0, len(cells), 2) if cells[i]]
+            replays.append((spec, tags, pairs))
+        return Drained(
+            [(spec, tags, n) for (spec, tags), n in counters.items()],
+            [(spec, tags, v) for (spec, tags), v in gauges.items()],
+            replays,
+        )
+
+
+def error_status(status: int) -> bool:
+    """A response Ray Serve counts in ``serve_num_http_error_requests``: a 4xx or a 5xx."""
+    return status >= 400

@@ -1,0 +1,143 @@
+"""A process's Serve log: access lines and (in replicas) the user's log records, each with its request id.
+
+Lines go to ``<logs_dir>/<component file>.log`` (Ray's session ``logs/serve`` unless ``logging_config``
+says otherwise) and, in replicas, to the widget's log feed too. An access line costs the request path
+one list append: a daemon thread formats and writes what gathered every ``FLUSH_INTERVAL_S``, so a
+busy proxy does not pay for ``logging``'s records, locks and a write per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, TextIO
+
+from serve_nb.core.log_format import LineFields, LoggingConfig, line
+from serve_nb.data.context import current_request
+
+#: How often gathered lines are written.
+FLUSH_INTERVAL_S = 0.2
+#: Lines kept while the file cannot be written (or between flushes under a flood): the oldest go first.
+MAX_PENDING_LINES = 100_000
+
+#: The widget keeps only recent lines: a flush under load hands it no more than this many (the last ones).
+MAX_FED_LINES = 200
+
+_Pending = tuple[float, str, str, str, str]  # created, level, request id, route, message
+
+
+class ServeLog:
+    """One per process. ``feed`` also receives every text line (the replica's widget log buffer)."""
+
+    def __init__(self, who: LineFields, config: LoggingConfig, path: str | None,
+                 feed: Callable[[str], None] | None = None) -> None:
+        self.who = who
+        self.config = config
+        self._path = path
+        self._feed = feed
+        self._file: TextIO | None = None
+        self._pending: list[_Pending] = []
+        self._lock = threading.Lock()  # guards the pending lines and the config
+        self._write_lock = threading.Lock()  # one writer at a time (the thread, flush(), close())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="serve_nb-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def access_enabled(self) -> bool:
+        return self.config.enable_access_log
+
+    def configure(self, config: LoggingConfig, path: str | None) -> None:
+        """A new logging_config (a reconfigure): applies from the next line."""
+        with self._write_lock, self._lock:
+            if path != self._path and self._file is not None:
+                self._file.close()
+                self._file = None
+            self.config, self._path = config, path
+
+    def access(self, request_id: str, route: str, message: str, level: str = "INFO") -> None:
+        """One access line; dropped when ``enable_access_log`` is off."""
+        if self.config.enable_access_log:
+            self._add((time.time(), level, request_id, route, message))
+
+    def record(self, level: str, message: str) -> None:
+        """A line of the process's own (a user's log record), with the current request's id."""
+        request_id, route = current_request()
+        self._add((time.time(), level, request_id, route, message))
+
+    def _add(self, item: _Pending) -> None:
+        with self._lock:  # uncontended but for the flush every FLUSH_INTERVAL_S
+            pending = self._pending
+            pending.append(item)
+            if len(pending) > MAX_PENDING_LINES:
+                del pending[: len(pending) - MAX_PENDING_LINES]
+
+    def flush(self) -> None:
+        """Write what gathered now."""
+        with self._lock:
+            items, self._pending = self._pending, []
+            config, who = self.config, self.who
+        if not items:
+            return
+        with self._write_lock:
+            if self._feed is not None:
+                text = LoggingConfig()  # the widget always shows text
+                for created, level, request_id, route, message in items[-MAX_FED_LINES:]:
+                    self._feed(line(text, level, created, who, request_id, route, message))
+            out = self._open()
+            if out is None:
+                return
+            try:
+                out.write("".join(line(config, level, created, who, request_id, route, message) + "\n"
+                                  for created, level, request_id, route, message in items))
+                out.flush()
+            except OSError:
+                pass
+
+    def _open(self) -> TextIO | None:
+        if self._file is None and self._path is not None:
+            try:
+                os.makedirs(os.path.dirname(self._path), exist_ok=True)
+                self._file = open(self._path, "a", encoding="utf-8")
+            except OSError:
+                self._path = None  # not writable: the widget feed still gets the lines
+        return self._file
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        with self._write_lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class ServeLogHandler(logging.Handler):
+    """Sends the process's log records (a user's ``logging`` calls in a replica) to its ServeLog, so they
+    carry the id of the request they were logged for."""
+
+    def __init__(self, log: ServeLog) -> None:
+        super().__init__(logging.INFO)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._log.record(record.levelname, f"{record.name}: {record.getMessage()}" if record.name != "root"
+                             else record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            pass
+
+
+def log_path(logs_dir: str | None, session_dir: str | None, file_name: str) -> str | None:
+    """Where a component's log goes: ``logs_dir``, else the Ray session's ``logs/serve``; None if neither."""
+    if logs_dir:
+        return os.path.join(logs_dir, file_name)
+    if session_dir:
+        return os.path.join(session_dir, "logs", "serve", file_name)
+    return None
