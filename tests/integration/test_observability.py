@@ -1,0 +1,184 @@
+"""Against a real Ray: Ray Serve's metrics on each node's metrics export port, access lines and request ids
+in the Serve log files, and logging_config applied to a running replica."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import URL, wait_until
+
+SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape() -> list[tuple[str, dict[str, str], float]]:
+    """Every sample on every alive node's metrics export port (Prometheus text format)."""
+    import ray
+
+    samples = []
+    for node in ray.nodes():
+        if not node.get("Alive") or not node.get("MetricsExportPort"):
+            continue
+        url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        for line in text.splitlines():
+            found = SAMPLE.match(line)
+            if found and not line.startswith("#"):
+                labels = dict(LABEL.findall(found["labels"] or ""))
+                samples.append((found["name"], labels, float(found["value"])))
+    return samples
+
+
+def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return sum(v for n, ls, v in samples if n == name and all(ls.get(k) == want for k, want in labels.items()))
+
+
+def get(path: str, request_id: str | None = None) -> tuple[int, str, str]:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(URL + path, headers=headers), timeout=30) as r:
+            return r.status, r.read().decode(), r.headers["x-request-id"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), exc.headers["x-request-id"]
+
+
+def serve_logs(pattern: str) -> str:
+    from serve_nb import ray_private
+
+    found = sorted(glob.glob(os.path.join(ray_private.session_dir(), "logs", "serve", pattern)))
+    return "".join(Path(f).read_text() for f in found)
+
+
+def composed_app(serve):
+    @serve.deployment
+    class Model:
+        def predict(self, x: int) -> int:
+            logging.getLogger("obs.model").info("predicting %s", x)
+            if x < 0:
+                raise ValueError("negative")
+            return x * 2
+
+    @serve.deployment
+    class Front:
+        def __init__(self, model):
+            self.model = model
+
+        async def __call__(self, request):
+            x = int(request.query_params.get("x", "1"))
+            return str(await self.model.predict.remote(x))
+
+    return Front.bind(Model.bind())
+
+
+def test_ray_serves_counters_reach_the_metrics_port_with_their_labels(serve_instance):
+    serve = serve_instance
+    serve.run(composed_app(serve), name="obs", route_prefix="/obs")
+    for _ in range(5):
+        assert get("/obs?x=2")[:2] == (200, "4")
+    for _ in range(2):
+        assert get("/obs?x=-1")[0] == 500
+    assert get("/obs-missing")[0] == 404
+
+    expected = [  # (metric, labels, value): each process exports on its own second, so wait for them all
+        ("ray_serve_num_http_requests_total", {"route": "/obs", "method": "GET", "status_code": "200"}, 5),
+        ("ray_serve_num_http_requests_total", {"status_code": "500"}, 2),
+        ("ray_serve_num_http_error_requests_total", {"error_code": "500", "method": "GET", "route": "/obs"}, 2),
+        ("ray_serve_http_request_latency_ms_count", {"route": "/obs"}, 7),
+        ("ray_serve_http_request_latency_ms_bucket", {"le": "+Inf"}, 7),
+        ("ray_serve_deployment_request_counter_total", {"deployment": "Front", "route": "/obs"}, 7),
+        ("ray_serve_deployment_request_counter_total", {"deployment": "Model", "route": "/obs"}, 7),
+        ("ray_serve_deployment_error_counter_total", {"deployment": "Model", "exception_type": "ValueError"}, 2),
+        ("ray_serve_deployment_processing_latency_ms_count", {"deployment": "Model"}, 7),
+        ("ray_serve_num_router_requests_total", {"deployment": "Model", "route": "/obs"}, 7),
+        ("ray_serve_num_router_requests_total", {"deployment": "Front", "route": "/obs"}, 7),
+        ("ray_serve_deployment_replica_starts_total", {"deployment": "Model"}, 1),
+        ("ray_serve_deployment_replica_healthy", {"deployment": "Model"}, 1),
+    ]
+
+    def mismatches() -> list:
+        samples = scrape()
+        return [(name, labels, want, got) for name, labels, want in expected
+                if (got := total(samples, name, application="obs", **labels)) != want]
+
+    last: list = []
+
+    def all_there() -> bool:
+        last[:] = mismatches()
+        return not last
+
+    try:
+        wait_until(all_there, timeout_s=60, interval_s=0.5, what="every expected figure on the metrics port")
+    except AssertionError:
+        raise AssertionError(f"still not as expected (metric, labels, wanted, got): {last}") from None
+    samples = scrape()
+    assert total(samples, "ray_serve_num_http_error_requests_total", error_code="404") >= 1
+    replica_labels = [ls for n, ls, _ in samples if n == "ray_serve_deployment_request_counter_total"
+                      and ls.get("deployment") == "Model"]
+    assert replica_labels and all(ls["replica"] for ls in replica_labels)
+
+
+def test_a_request_id_is_in_every_line_the_request_causes_across_composed_deployments(serve_instance):
+    serve = serve_instance
+    serve.run(composed_app(serve), name="ids", route_prefix="/ids")
+    status, body, returned = get("/ids?x=21", request_id="trace-ids-1")
+    assert (status, body, returned) == (200, "42", "trace-ids-1")
+    _, _, made = get("/ids?x=1")
+    assert made and made != "trace-ids-1", "an id is made when the client sends none"
+
+    def logged() -> bool:
+        proxy, front, model = serve_logs("proxy_*.log"), serve_logs("replica_ids_Front_*.log"), \
+            serve_logs("replica_ids_Model_*.log")
+        return (" trace-ids-1 -- GET /ids 200 " in proxy and " trace-ids-1 -- GET /ids 200 " in front
+                and " trace-ids-1 -- obs.model: predicting 21" in model
+                and " trace-ids-1 -- CALL predict OK " in model and f" {made} -- CALL predict OK " in model)
+
+    wait_until(logged, timeout_s=20, interval_s=0.1, what="the request's lines in the proxy's and both replicas' logs")
+
+
+def test_a_json_logging_config_and_access_log_off_apply_to_the_running_replica(serve_instance):
+    serve = serve_instance
+
+    @serve.deployment(logging_config={"encoding": "JSON"})
+    class Quiet:
+        def __call__(self, request):
+            logging.getLogger("obs.quiet").warning("kept")
+            return "ok"
+
+    serve.run(Quiet.bind(), name="jsonlog", route_prefix="/jsonlog")
+    assert get("/jsonlog", request_id="json-1")[0] == 200
+
+    def records() -> list[dict]:
+        return [json.loads(line) for line in serve_logs("replica_jsonlog_Quiet_*.log").splitlines() if line]
+
+    first = wait_until(lambda: [r for r in records() if r.get("request_id") == "json-1"] or None, timeout_s=20,
+                       interval_s=0.1, what="JSON lines of the request")
+    assert {r["message"].split(" ")[0] for r in first} == {"obs.quiet:", "GET"}
+    assert all(r["deployment"] == "Quiet" and r["application"] == "jsonlog" and r["route"] == "/jsonlog"
+               for r in first)
+    replica = first[0]["replica"]
+
+    serve.run(Quiet.options(logging_config={"encoding": "JSON", "enable_access_log": False}).bind(),
+              name="jsonlog", route_prefix="/jsonlog")
+    assert get("/jsonlog", request_id="json-2")[0] == 200
+    second = wait_until(lambda: [r for r in records() if r.get("request_id") == "json-2"] or None, timeout_s=20,
+                        interval_s=0.1, what="the user's line of the second request")
+    assert [r["message"] for r in second] == ["obs.quiet: kept"], "no access line once it is off"
+    assert second[0]["replica"] == replica, "applied in place: the same replica"
+
+
+def test_a_bad_logging_config_is_refused_before_anything_deploys(serve_instance):
+    serve = serve_instance
+    with pytest.raises(ValueError, match="encoding must be TEXT or JSON"):
+        @serve.deployment(logging_config={"encoding": "YAML"})
+        def nope(request):
+            return "x"
+    assert "nope" not in serve.status().applications

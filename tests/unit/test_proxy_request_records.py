@@ -1,0 +1,95 @@
+"""What the proxy records of each request: its id (kept or made, always returned), Ray Serve's proxy metrics
+with the right labels, and one access line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from serve_nb.config import HTTPOptions
+from serve_nb.core import metrics as m
+from serve_nb.core.log_format import Component, LineFields, LoggingConfig
+from serve_nb.core.metrics import MetricsBuffer
+from serve_nb.core.snapshots import ROUTES_KEY
+from serve_nb.data.http.proxy import ProxyApp
+from serve_nb.data.http.proxy_observer import MAX_REQUEST_ID_CHARS, ProxyObserver
+from serve_nb.data.serve_log import ServeLog
+from test_proxy_app import FakeClient, get, router_of, text_reply
+
+
+def recorded_app(tmp_path: Path) -> tuple[ProxyApp, FakeClient, MetricsBuffer, ServeLog]:
+    buffer = MetricsBuffer()
+    log = ServeLog(LineFields(Component.PROXY, "10.0.0.1"), LoggingConfig(), str(tmp_path / "proxy.log"))
+    client = FakeClient()
+    app = ProxyApp(client, HTTPOptions(), ProxyObserver("node-1", "10.0.0.1", buffer, log))
+    client.longpoll.callbacks[ROUTES_KEY]({"/a": ("a", "A")})
+    return app, client, buffer, log
+
+
+def test_a_clients_request_id_reaches_the_replica_and_comes_back(tmp_path: Path):
+    app, client, _, log = recorded_app(tmp_path)
+    try:
+        response = asyncio.run(get(app, "/a/x", headers={"X-Request-ID": "trace-42"}))
+    finally:
+        log.close()
+    assert response.headers["x-request-id"] == "trace-42"
+    [request] = router_of(client).requests
+    assert (request.request_id, request.route) == ("trace-42", "/a")
+
+
+def test_without_a_usable_request_id_the_proxy_makes_one_and_returns_it(tmp_path: Path):
+    app, client, _, log = recorded_app(tmp_path)
+    try:
+        plain = asyncio.run(get(app, "/a"))
+        too_long = asyncio.run(get(app, "/a", headers={"X-Request-ID": "x" * (MAX_REQUEST_ID_CHARS + 1)}))
+        spaced = asyncio.run(get(app, "/a", headers={"X-Request-ID": "a b"}))
+    finally:
+        log.close()
+    ids = [r.headers["x-request-id"] for r in (plain, too_long, spaced)]
+    assert len(set(ids)) == 3 and all(0 < len(i) <= MAX_REQUEST_ID_CHARS and " " not in i for i in ids)
+    assert [r.request_id for r in router_of(client).requests] == ids
+
+
+def test_the_proxys_own_answers_carry_a_request_id_and_count_as_errors(tmp_path: Path):
+    app, _, buffer, log = recorded_app(tmp_path)
+    try:
+        missing = asyncio.run(get(app, "/nowhere", headers={"X-Request-ID": "r-404"}))
+    finally:
+        log.close()
+    assert missing.status_code == 404 and missing.headers["x-request-id"] == "r-404"
+    drained = buffer.drain()
+    assert (m.HTTP_REQUESTS, ("", "GET", "", "404"), 1.0) in drained.counters
+    assert (m.HTTP_ERRORS, ("", "404", "GET", ""), 1.0) in drained.counters
+    assert " r-404 -- GET /nowhere 404 " in (tmp_path / "proxy.log").read_text()
+
+
+def test_each_request_is_counted_timed_and_logged_with_its_route_app_and_status(tmp_path: Path):
+    app, client, buffer, log = recorded_app(tmp_path)
+
+    async def failing(request: Any) -> Any:
+        yield text_reply("no", 503)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await get(app, "/a/x")
+        router_of(client).reply = failing
+        await get(app, "/a/x", method="POST")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        log.close()
+    drained = buffer.drain()
+    counters = {(spec.name, tags): n for spec, tags, n in drained.counters}
+    assert counters[("serve_num_http_requests", ("/a", "GET", "a", "200"))] == 3
+    assert counters[("serve_num_http_requests", ("/a", "POST", "a", "503"))] == 1
+    assert counters[("serve_num_http_error_requests", ("/a", "503", "POST", "a"))] == 1
+    assert ("serve_num_http_error_requests", ("/a", "200", "GET", "a")) not in counters
+    [(spec, tags, pairs)] = [h for h in drained.histograms if h[1][3] == "200"]
+    assert spec is m.HTTP_LATENCY and tags == ("GET", "/a", "a", "200") and sum(c for _, c in pairs) == 3
+    assert (m.HTTP_ONGOING, ("node-1", "10.0.0.1"), 0) in drained.gauges, "back to none in flight"
+    lines = (tmp_path / "proxy.log").read_text().splitlines()
+    assert len(lines) == 4 and all(" proxy 10.0.0.1 " in line for line in lines)
+    assert lines[0].startswith("INFO ") and " -- GET /a 200 " in lines[0]
+    assert lines[3].startswith("ERROR ") and " -- POST /a 503 " in lines[3]

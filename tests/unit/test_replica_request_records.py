@@ -1,0 +1,112 @@
+"""What a replica records of each request it runs: Ray Serve's replica metrics by route, the access line
+(``CALL method OK`` for handle calls, the status for HTTP), the live tally, and the request's id for the
+calls it makes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from serve_nb.core import metrics as m
+from serve_nb.core.log_format import Component, LineFields, LoggingConfig
+from serve_nb.core.metrics import MetricsBuffer
+from serve_nb.data.context import current_request, request_for_call, set_request
+from serve_nb.data.replica_observer import RequestObserver
+from serve_nb.data.request import Request, RequestKind
+from serve_nb.data.serve_log import ServeLog
+
+TAGS = ("Model", "r1", "app")
+
+
+def observer(tmp_path: Path) -> tuple[RequestObserver, MetricsBuffer, ServeLog]:
+    buffer = MetricsBuffer()
+    log = ServeLog(LineFields(Component.REPLICA, "r1", "app", "Model", "r1"), LoggingConfig(), str(tmp_path / "r.log"))
+    return RequestObserver("app", "Model", "r1", buffer, log), buffer, log
+
+
+def call(method: str = "predict", request_id: str = "req-1", route: str = "/m") -> Request:
+    return Request(RequestKind.CALL, method, (), {}, "", request_id, route)
+
+
+async def value(x: Any) -> Any:
+    return x
+
+
+async def failing() -> Any:
+    raise KeyError("no such row")
+
+
+def test_handle_calls_are_counted_per_route_and_logged_with_their_outcome(tmp_path: Path):
+    obs, buffer, log = observer(tmp_path)
+
+    async def scenario() -> None:
+        assert await obs.call(call(), value(3)) == 3
+        with pytest.raises(KeyError):
+            await obs.call(call(request_id="req-2"), failing())
+        task = asyncio.ensure_future(obs.call(call(request_id="req-3"), asyncio.sleep(10)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        log.close()
+    drained = buffer.drain()
+    assert (m.REPLICA_REQUESTS, (*TAGS, "/m"), 3.0) in drained.counters
+    assert (m.REPLICA_ERRORS, (*TAGS, "/m", "KeyError"), 1.0) in drained.counters
+    assert sum(c for _, c in drained.histograms[0][2]) == 3
+    lines = (tmp_path / "r.log").read_text().splitlines()
+    assert [line.split(" -- ")[1].rsplit(" ", 1)[0] for line in lines] == [
+        "CALL predict OK", "CALL predict ERROR", "CALL predict CANCELLED"]
+    assert [line.split(" ")[5] for line in lines] == ["req-1", "req-2", "req-3"]
+    snapshot = obs.tally.drain()
+    assert snapshot is not None and (snapshot.count, snapshot.errors) == (3, 1)
+
+
+def test_an_http_requests_line_has_the_status_the_app_answered(tmp_path: Path):
+    obs, buffer, log = observer(tmp_path)
+    scope = {"type": "http", "method": "POST", "path": "/m/score"}
+    request = Request(RequestKind.HTTP, "", (scope, b"", False, False), {}, "", "req-h", "/m")
+
+    async def batches() -> AsyncIterator[list[dict]]:
+        yield [{"type": "http.response.start", "status": 503, "headers": []},
+               {"type": "http.response.body", "body": b"busy", "more_body": True}]
+        yield [{"type": "http.response.body", "body": b""}]
+
+    async def scenario() -> list[Any]:
+        return [batch async for batch in obs.stream(request, batches())]
+
+    try:
+        assert len(asyncio.run(scenario())) == 2
+    finally:
+        log.close()
+    line = (tmp_path / "r.log").read_text().strip()
+    assert line.startswith("ERROR ") and " req-h -- POST /m 503 " in line
+    snapshot = obs.tally.drain()
+    assert snapshot is not None and snapshot.errors == 1, "a 5xx answer is an error of this deployment"
+    assert (m.REPLICA_REQUESTS, (*TAGS, "/m"), 1.0) in buffer.drain().counters
+
+
+def test_a_call_made_while_handling_a_request_carries_that_requests_id_and_route():
+    def in_request() -> tuple[tuple[str, str], tuple[str, str]]:
+        set_request("req-outer", "/front")
+        return current_request(), request_for_call()
+
+    inside, passed_on = contextvars.copy_context().run(in_request)
+    assert inside == passed_on == ("req-outer", "/front")
+    fresh_id, route = contextvars.copy_context().run(request_for_call)
+    assert fresh_id and fresh_id != "req-outer" and route == ""
+    assert contextvars.copy_context().run(request_for_call)[0] != fresh_id, "a new id per call outside a request"
+
+
+def test_a_replica_without_metrics_or_log_still_tallies(tmp_path: Path):
+    obs = RequestObserver("app", "Model", "r1", None, None)
+    assert asyncio.run(obs.call(call(), value(1))) == 1
+    snapshot = obs.tally.drain()
+    assert snapshot is not None and snapshot.count == 1
