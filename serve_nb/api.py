@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from serve_nb.config import HTTPOptions, ProxyLocation
 from serve_nb.core.keywords import keyword_names, reject_unknown_keywords, reject_unsupported_values
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.route_prefix import validate_route_prefix
 from serve_nb.app_builder import build_app
 from serve_nb.core.graph import AppGraph
@@ -27,7 +28,7 @@ from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
 #: ``serve.run`` keywords of Ray Serve 2.60 that serve_nb does not implement, with the default it accepts.
 _RUN_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
-    "logging_config": None, "_local_testing_mode": False, "external_scaler_enabled": False, "controller_options": None,
+    "_local_testing_mode": False, "external_scaler_enabled": False, "controller_options": None,
 }
 logger = logging.getLogger("serve_nb")
 #: A wait on the status also reads it directly this often, in case a long-poll push is late.
@@ -153,22 +154,25 @@ def run(
     the user's traceback if the app fails. ``blocking=True`` then keeps serving until Ctrl-C,
     as Ray Serve's does.
 
+    ``logging_config`` (a dict or LoggingConfig) is the application's: for each deployment that sets none.
+
     Every argument is checked before anything is touched: a misspelt keyword (``nmae="exp"``) raises
-    TypeError instead of redeploying the ``default`` app, a bad ``route_prefix`` raises ValueError, and the
-    Ray Serve keywords serve_nb does not support yet (``logging_config``, ``_local_testing_mode``,
+    TypeError instead of redeploying the ``default`` app, a bad ``route_prefix`` or ``logging_config`` raises
+    ValueError, and the Ray Serve keywords serve_nb does not support yet (``_local_testing_mode``,
     ``external_scaler_enabled``, ``controller_options``) are accepted only at their defaults.
     """
     reject_unknown_keywords("serve.run()", unknown, keyword_names(run))
     reject_unsupported_values(
         "serve.run()",
-        {"logging_config": logging_config, "_local_testing_mode": _local_testing_mode,
-         "external_scaler_enabled": external_scaler_enabled, "controller_options": controller_options},
+        {"_local_testing_mode": _local_testing_mode, "external_scaler_enabled": external_scaler_enabled,
+         "controller_options": controller_options},
         _RUN_UNSUPPORTED_DEFAULTS,
     )
     if not isinstance(name, str) or not name:
         raise ValueError(f"Application name must be a non-empty string, got {name!r}.")
     prefix = validate_route_prefix(route_prefix)
-    graph, specs = build_app(target, name)
+    app_logging = LoggingConfig.parse(logging_config, "serve.run(logging_config=...)") if logging_config else None
+    graph, specs = build_app(target, name, logging_config=app_logging)
     for old, new in graph.renamed:
         logger.warning("serve.run('%s'): more than one deployment is named '%s'; renaming one to '%s'.", name, old, new)
     return deploy_built(graph, specs, name, prefix, wait=_blocking, block=blocking)

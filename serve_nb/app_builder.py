@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from serve_nb.common.messages import DeploymentSpec
 from serve_nb.core.graph import AppGraph, build_graph
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.versions import args_version, code_version, replica_version
 from serve_nb.deployment import Application, Deployment
 
@@ -22,10 +23,12 @@ OptionsFor = Callable[[str, dict[str, Any]], "dict[str, Any] | None"]
 def build_app(
     target: Application, app_name: str, options_for: OptionsFor | None = None,
     runtime_env: Mapping[str, Any] | None = None, check_names: Callable[[Iterable[str]], None] | None = None,
+    logging_config: LoggingConfig | None = None,
 ) -> tuple[AppGraph, list[DeploymentSpec]]:
     """The graph and specs of ``target`` deployed as ``app_name``. ``check_names`` sees the deployments' names
     first (a config file names deployments it overrides); ``options_for`` replaces a deployment's options;
-    ``runtime_env`` is the application's, for each deployment whose ``ray_actor_options`` name none."""
+    ``runtime_env`` is the application's, for each deployment whose ``ray_actor_options`` name none; so is
+    ``logging_config``, for each deployment that sets none (Ray Serve's precedence)."""
     from serve_nb.common.serialization import find_instances
 
     graph = build_graph(target, app_name, scan=lambda value: find_instances(value, (Application, Deployment)))
@@ -42,6 +45,10 @@ def build_app(
                 node.deployment = node.deployment.options(
                     ray_actor_options={**actor_options, "runtime_env": dict(runtime_env)}, name=node.name
                 )
+    if logging_config is not None:
+        for node in graph.nodes.values():
+            if node.deployment.config.logging_config is None:
+                node.deployment = node.deployment.options(logging_config=logging_config, name=node.name)
     return graph, build_specs(graph, app_name)
 
 

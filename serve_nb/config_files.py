@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from serve_nb.app_builder import build_app
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.deploy_schema import (
     AppConfig, ConfigError, DeployConfig, DeploymentOverride, check_deployment_names, load_config, merge_options,
 )
@@ -71,7 +72,8 @@ def build_apps(config: DeployConfig, source: str, base_dir: Path) -> list[BuiltA
         def check_names(names: Any, app: AppConfig = app) -> None:
             check_deployment_names(app, names, source)
 
-        graph, specs = build_app(target, app.name, options_for, app.runtime_env or None, check_names)
+        graph, specs = build_app(target, app.name, options_for, app.runtime_env or None, check_names,
+                                 LoggingConfig.parse(app.logging_config) if app.logging_config else None)
         built.append(BuiltApp(app, graph, specs))
     return built
 
@@ -195,14 +197,14 @@ def forget_user_modules(base_dir: Path) -> None:
 
 def build_config(import_path: str) -> str:
     """A config file (YAML) for the application at ``import_path``, with each deployment's options as set in code."""
-    from serve_nb.core.deploy_schema import build_config_text
+    from serve_nb.core.deploy_dump import build_config_text
 
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    target = application_of(AppConfig("default", "/", import_path, {}, {}, (), 0), Where("serve_nb build", 0, ""))
+    target = application_of(AppConfig("default", "/", import_path, {}, {}, ()), Where("serve_nb build", 0, ""))
     graph, _ = build_app(target, "default")
     deployments = tuple(DeploymentOverride(name, node.deployment.options_in_code, 0) for name, node in graph.nodes.items())
-    return build_config_text([AppConfig("default", "/", import_path, {}, {}, deployments, 0)])
+    return build_config_text([AppConfig("default", "/", import_path, {}, {}, deployments)])
 
 
 def forget_applied(app_names: list[str]) -> None:

@@ -23,24 +23,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 from dataclasses import dataclass, field
-from enum import Enum
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-import yaml
 from yaml.nodes import Node
 
 from serve_nb.config import (AUTO_NUM_REPLICAS, DEPLOYMENT_OPTIONS, RAY_ACTOR_OPTION_KEYS, AutoscalingConfig,
                              DeploymentConfig, HTTPOptions, ProxyLocation)
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.route_prefix import validate_route_prefix
 from serve_nb.core.yaml_marks import (INVALID, ConfigError, Entry, Problems, Section, child_path, compose, did_you_mean,
                                       mapping, read_section, sequence, show, value, values)
 
 __all__ = [
-    "AppConfig", "ConfigError", "DeployConfig", "DeploymentOverride", "build_config_text", "check_deployment_names",
-    "dump_config", "load_config", "merge_options",
+    "AppConfig", "ConfigError", "DeployConfig", "DeploymentOverride", "check_deployment_names", "load_config",
+    "merge_options",
 ]
 
 DEFAULT_APP_NAME = "default"
@@ -72,8 +70,9 @@ _TOP = Section(
      "host": _HOST_MOVED, "port": _HOST_MOVED},
 )
 _APP = Section(
-    "application settings", ("name", "route_prefix", "import_path", "args", "runtime_env", "deployments"),
-    {"logging_config": _LOGGING_DEFAULTS, "external_scaler_enabled": False, "autoscaling_policy": None},
+    "application settings",
+    ("name", "route_prefix", "import_path", "args", "runtime_env", "logging_config", "deployments"),
+    {"external_scaler_enabled": False, "autoscaling_policy": None},
     {"host": _HOST_MOVED, "port": _HOST_MOVED},
 )
 _DEPLOYMENT = Section(
@@ -135,6 +134,7 @@ class AppConfig:
     args: dict[str, Any]
     runtime_env: dict[str, Any]
     deployments: tuple[DeploymentOverride, ...]
+    logging_config: dict[str, Any] | None = None  # for its deployments that set none themselves
     line: int = field(default=0, compare=False)
 
 
@@ -278,7 +278,8 @@ def _application(item: Entry, problems: Problems) -> _ReadApp | None:
                      "'import_path: text_ml:app'.")
     app = AppConfig(name, prefix, import_path, _free_mapping(known.get("args"), problems),
                     _free_mapping(known.get("runtime_env"), problems),
-                    _deployments(known.get("deployments"), problems), item.line)
+                    _deployments(known.get("deployments"), problems),
+                    _logging_config(known.get("logging_config"), problems), item.line)
     return _ReadApp(app, item.path, known["name"].line if "name" in known else None,
                     known["route_prefix"].line if "route_prefix" in known else None)
 
@@ -294,6 +295,18 @@ def _import_path_problem(got: Any) -> str | None:
     if not module or not all(part.isidentifier() for part in (*module.split("."), attr)):
         return f"must name a module and the application in it, {example}; got {got!r}."
     return None
+
+
+def _logging_config(entry: Entry | None, problems: Problems) -> dict[str, Any] | None:
+    """An application's ``logging_config``, checked as ``LoggingConfig`` checks it; None when not given."""
+    got = value(entry, problems) if entry is not None else None
+    if got is None or got is INVALID:
+        return None
+    try:
+        return LoggingConfig.parse(got).to_dict()
+    except (TypeError, ValueError) as exc:
+        problems.add(entry.line, entry.path, str(exc))  # type: ignore[union-attr]
+        return None
 
 
 def _free_mapping(entry: Entry | None, problems: Problems) -> dict[str, Any]:
@@ -414,79 +427,3 @@ def merge_options(code_options: Mapping[str, Any], override: DeploymentOverride)
             merged.pop("num_replicas", None)
     merged.update(copy.deepcopy(given))
     return merged
-
-
-# --------------------------------------------------------------------------- writing
-
-
-class _Dumper(yaml.SafeDumper):
-    """Ray Serve's layout for config files: a blank line between top-level sections."""
-
-    def write_line_break(self, data: str | None = None) -> None:
-        super().write_line_break(data)
-        if len(self.indents) == 1:
-            super().write_line_break()
-
-
-def dump_config(config: DeployConfig) -> str:
-    """``config`` as a config file in Ray Serve's layout; ``load_config`` reads it back to an equal config.
-
-    Raises TypeError naming the field if a value cannot be written as YAML (an object from code, say).
-    """
-    document: dict[str, Any] = {}
-    if config.proxy_location is not None:
-        document["proxy_location"] = _RAY_SPELLING[ProxyLocation(config.proxy_location)]
-    if config.http_options:
-        document["http_options"] = config.http_options
-    if config.logging_config is not None:
-        document["logging_config"] = config.logging_config
-    document["applications"] = [_app_document(app) for app in config.applications]
-    return yaml.dump(_plain(document, ""), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=100)
-
-
-def _app_document(app: AppConfig) -> dict[str, Any]:
-    document: dict[str, Any] = {"name": app.name, "route_prefix": app.route_prefix, "import_path": app.import_path,
-                                "runtime_env": app.runtime_env}  # written even when empty, as serve build does
-    if app.args:
-        document["args"] = app.args
-    if app.deployments:
-        document["deployments"] = [{"name": d.name, **d.options} for d in app.deployments]
-    return document
-
-
-def _plain(got: Any, path: str) -> Any:
-    """``got`` as YAML-ready values; what serve_nb code may hold (AutoscalingConfig, enums, tuples) converted."""
-    if isinstance(got, AutoscalingConfig):  # its settings that differ from the defaults, as serve build writes
-        default = AutoscalingConfig()
-        return {f.name: getattr(got, f.name) for f in dataclasses.fields(got)
-                if getattr(got, f.name) != getattr(default, f.name)}
-    if isinstance(got, Enum):
-        return got.value
-    if isinstance(got, Mapping):
-        return {key: _plain(item, child_path(path, str(key))) for key, item in got.items()}
-    if isinstance(got, (list, tuple)):
-        return [_plain(item, child_path(path, i)) for i, item in enumerate(got)]
-    if got is None or isinstance(got, (str, int, float, bytes, datetime.date)):
-        return got
-    raise TypeError(f"{path}: a {type(got).__name__} cannot be written to a config file. Use plain values: "
-                    "mappings, lists, strings, numbers, booleans and null.")
-
-
-def build_config_text(apps: Iterable[AppConfig], http_options: Mapping[str, Any] | None = None) -> str:
-    """The config file ``serve_nb build`` writes for ``apps``, in Ray Serve's format (Ray Serve reads it too,
-    ignoring serve_nb's own keys).
-
-    Without ``http_options`` it writes serve_nb's default host and port: Ray Serve would listen on every
-    interface (0.0.0.0) for a file that names none, serve_nb on 127.0.0.1 only, and a file should not mean
-    different things to the two. The text is read back before it is returned, so what this writes
-    ``load_config`` accepts: a value it would refuse raises ConfigError here (source ``serve_nb build``).
-    """
-    if http_options is None:
-        http_options = {"host": HTTPOptions().host, "port": HTTPOptions().port}
-    text = _HEADER + dump_config(DeployConfig(ProxyLocation.EveryNode, dict(http_options), None, tuple(apps)))
-    load_config(text, "serve_nb build")
-    return text
-
-
-_HEADER = "# Written by serve_nb build, in Ray Serve's config file format (serve deploy / serve run).\n\n"

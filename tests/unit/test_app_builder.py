@@ -59,3 +59,14 @@ def test_the_applications_runtime_env_goes_to_deployments_that_name_none():
 def test_an_invalid_override_value_is_refused_as_in_code():
     with pytest.raises((TypeError, ValueError), match="num_replicas"):
         configs({"Model": {"num_replicas": -1}})
+
+
+def test_an_applications_logging_config_goes_to_each_deployment_that_sets_none():
+    from serve_nb.core.log_format import LogEncoding, LoggingConfig
+
+    own = LoggingConfig.parse({"log_level": "DEBUG"})
+    app_wide = LoggingConfig.parse({"encoding": "JSON", "enable_access_log": False})
+    _, specs = build_app(Ingress.bind(Model.options(logging_config=own).bind()), "app", logging_config=app_wide)
+    by_name = {spec.name: spec.config.logging_config for spec in specs}
+    assert by_name["Ingress"] == app_wide and by_name["Ingress"].encoding is LogEncoding.JSON
+    assert by_name["Model"] == own, "a deployment's own logging_config wins"

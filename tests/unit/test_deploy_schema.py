@@ -15,12 +15,11 @@ from serve_nb.core.deploy_schema import (
     ConfigError,
     DeployConfig,
     DeploymentOverride,
-    build_config_text,
     check_deployment_names,
-    dump_config,
     load_config,
     merge_options,
 )
+from serve_nb.core.deploy_dump import build_config_text, dump_config
 from serve_nb.core.route_prefix import validate_route_prefix
 
 
@@ -694,3 +693,19 @@ def test_a_read_config_dumps_to_a_file_that_reads_the_same(text):
 def test_no_proxies_is_written_with_ray_serves_name():
     config = DeployConfig(ProxyLocation.NoServer, {}, None, tuple(APPS[1:]))
     assert dump_config(config).startswith("proxy_location: Disabled\n")
+
+
+def test_an_applications_logging_config_is_read_checked_and_written_back():
+    config = load("applications:\n- import_path: m:a\n  logging_config: {encoding: JSON, enable_access_log: false}\n")
+    [app] = config.applications
+    assert app.logging_config == {"encoding": "JSON", "log_level": "INFO", "logs_dir": None,
+                                  "enable_access_log": False, "additional_log_standard_attrs": []}
+    assert load_config(build_config_text([app]), "built.yaml").applications[0].logging_config == app.logging_config
+    assert problem("applications:\n- import_path: m:a\n  logging_config: {encoding: XML}\n").startswith(
+        "serve_config.yaml:3: applications[0].logging_config: logging_config: encoding must be TEXT or JSON")
+
+
+def test_a_deployments_logging_config_is_an_option_checked_like_in_code():
+    [override] = load(with_deployment("logging_config: {log_level: DEBUG}")).applications[0].deployments
+    assert override.options["logging_config"] == {"log_level": "DEBUG"}
+    assert "encoding must be TEXT or JSON" in problem(with_deployment("logging_config: {encoding: XML}"))

@@ -74,7 +74,6 @@ def test_run_names_every_misspelt_keyword(tripwire: Tripwire) -> None:
 @pytest.mark.parametrize(
     "keyword, value",
     [
-        ("logging_config", {"log_level": "DEBUG"}),
         ("_local_testing_mode", True),
         ("external_scaler_enabled", True),
         ("controller_options", {"runtime_env": {}}),
@@ -87,6 +86,12 @@ def test_run_refuses_ray_serve_keywords_serve_nb_does_not_support_yet(
         serve.run(Echo.bind(), **{keyword: value})
     assert f"'{keyword}'" in str(info.value) and "does not support yet" in str(info.value)
     assert isinstance(info.value, TypeError) and isinstance(info.value, NotImplementedError)
+    assert tripwire.calls == []
+
+
+def test_run_refuses_a_bad_logging_config_before_touching_anything(tripwire: Tripwire) -> None:
+    with pytest.raises(ValueError, match=r"serve.run\(logging_config=...\): encoding must be TEXT or JSON"):
+        serve.run(Echo.bind(), logging_config={"encoding": "XML"})
     assert tripwire.calls == []
 
 
