@@ -30,9 +30,11 @@ class MetricKind(Enum):
     HISTOGRAM = "histogram"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MetricSpec:
-    """One metric as exported: tag values are passed as a tuple in ``tag_keys`` order."""
+    """One metric as exported: tag values are passed as a tuple in ``tag_keys`` order. Compared and hashed
+    by identity (each is a module constant): a request records several, and hashing the fields each time
+    cost more than the rest of the recording."""
 
     name: str
     description: str
@@ -163,6 +165,24 @@ class MetricsBuffer:
                 cells = self._histograms[key] = [0.0] * (2 * (len(spec.boundaries) + 1))
             cells[2 * index] += 1
             cells[2 * index + 1] += value
+
+    def record(self, counters: tuple[Key, ...], histogram: Key | None = None, value: float = 0.0,
+               gauge: Key | None = None, gauge_value: float = 0.0) -> None:
+        """A finished request's figures at once (one lock, not one per figure): +1 on each of ``counters``,
+        ``value`` into ``histogram``, ``gauge`` set to ``gauge_value``."""
+        with self._lock:
+            counts = self._counters
+            for key in counters:
+                counts[key] = counts.get(key, 0.0) + 1.0
+            if histogram is not None:
+                cells = self._histograms.get(histogram)
+                if cells is None:
+                    cells = self._histograms[histogram] = [0.0] * (2 * (len(histogram[0].boundaries) + 1))
+                index = 2 * bisect.bisect_left(histogram[0].boundaries, value)
+                cells[index] += 1
+                cells[index + 1] += value
+            if gauge is not None:
+                self._gauges[gauge] = gauge_value
 
     def drain(self) -> Drained:
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from serve_nb.core import metrics as m
 from serve_nb.core.metrics import Drained, MetricKind, MetricsBuffer, MetricSpec
@@ -58,6 +58,7 @@ class _Exporter:
 
     def __init__(self) -> None:
         self._metrics: dict[MetricSpec, Any] = {}
+        self._records: dict[MetricSpec, Callable[..., None]] = {}
         self._export_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -78,12 +79,20 @@ class _Exporter:
                 for spec, tags, value in drained.gauges:
                     self._metric(spec).set(value, tags=dict(zip(spec.tag_keys, tags)))
                 for spec, tags, pairs in drained.histograms:
-                    metric, tag_dict = self._metric(spec), dict(zip(spec.tag_keys, tags))
+                    record, tag_dict = self._recorder(spec), dict(zip(spec.tag_keys, tags))
                     for value, count in pairs:
                         for _ in range(count):
-                            metric.observe(value, tags=tag_dict)
+                            record(value, tags=tag_dict)
             except Exception as exc:  # noqa: BLE001 - no Ray worker here (yet, or any more): drop, never fail
                 logger.debug("serve_nb metrics not exported: %s", exc)
+
+    def _recorder(self, spec: MetricSpec) -> Callable[..., None]:
+        record = self._records.get(spec)
+        if record is None:
+            from serve_nb import ray_private
+
+            record = self._records[spec] = ray_private.raw_metric_recorder(self._metric(spec))
+        return record
 
     def _metric(self, spec: MetricSpec) -> Any:
         metric = self._metrics.get(spec)

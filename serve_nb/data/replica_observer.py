@@ -114,10 +114,10 @@ class RequestObserver:
             tags = self._routes.get(request.route)
             if tags is None:
                 tags = self._routes[request.route] = (*self._tags, request.route)
-            buffer.inc(m.REPLICA_REQUESTS, tags)
-            buffer.observe(m.REPLICA_LATENCY, tags, latency_ms)
+            counters: tuple[m.Key, ...] = ((m.REPLICA_REQUESTS, tags),)
             if error is not None:
-                buffer.inc(m.REPLICA_ERRORS, (*tags, type(error).__name__))
+                counters += ((m.REPLICA_ERRORS, (*tags, type(error).__name__)),)
+            buffer.record(counters, (m.REPLICA_LATENCY, tags), latency_ms)
         if self.log is not None:
             self.log.access(request.request_id, request.route, message, "INFO" if error is None and not failed else "ERROR")
 

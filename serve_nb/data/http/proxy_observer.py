@@ -62,9 +62,7 @@ class ProxyObserver:
         self._ongoing = 0
 
     def started(self) -> float:
-        self._ongoing += 1
-        if self._buffer is not None:
-            self._buffer.set(m.HTTP_ONGOING, self._node, self._ongoing)
+        self._ongoing += 1  # exported as the requests end (and so as they pile up under a burst)
         return time.perf_counter()
 
     def finished(self, exchange: Exchange, method: str, path: str, start: float) -> None:
@@ -74,12 +72,12 @@ class ProxyObserver:
         status = exchange.status or 499
         buffer = self._buffer
         if buffer is not None:
-            code = str(status)
-            buffer.set(m.HTTP_ONGOING, self._node, self._ongoing)
-            buffer.inc(m.HTTP_REQUESTS, (exchange.route, method, exchange.app, code))
-            buffer.observe(m.HTTP_LATENCY, (method, exchange.route, exchange.app, code), latency_ms)
-            if m.error_status(status):
-                buffer.inc(m.HTTP_ERRORS, (exchange.route, code, method, exchange.app))
+            code, route, app = str(status), exchange.route, exchange.app
+            counters: tuple[m.Key, ...] = ((m.HTTP_REQUESTS, (route, method, app, code)),)
+            if status >= 400:
+                counters += ((m.HTTP_ERRORS, (route, code, method, app)),)
+            buffer.record(counters, (m.HTTP_LATENCY, (method, route, app, code)), latency_ms,
+                          (m.HTTP_ONGOING, self._node), self._ongoing)
         if self._log is not None:
             self._log.access(exchange.request_id, exchange.route,
                              http_access_message(method, exchange.route or _shown(path), status, latency_ms),
