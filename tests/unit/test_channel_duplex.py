@@ -102,6 +102,26 @@ def test_a_consumer_that_takes_everything_never_leaves_its_sender_stalled():
     asyncio.run(scenario())
 
 
+def test_an_item_over_the_frame_limit_ends_the_items_instead_of_stalling_the_consumer():
+    async def scenario() -> list[tuple[int, int]]:
+        sent: list[tuple[int, int]] = []
+
+        async def source() -> AsyncIterator[bytes]:
+            yield b"small"
+            yield b"x" * 1000
+            yield b"never sent"
+
+        async def no_back_pressure() -> None:
+            return None
+
+        await pump_items(source(), lambda kind, payload: sent.append((kind, len(payload))), no_back_pressure,
+                         Window(), max_frame=500)
+        return sent
+
+    (first_kind, _), last = asyncio.run(scenario())
+    assert first_kind == Kind.MESSAGE and last == (Kind.BODY_END, 0)
+
+
 # -- over the channel ---------------------------------------------------------------------------------
 
 

@@ -188,8 +188,9 @@ async def pump_items(
     (a WebSocket) stops reading it while the replica's consumer lags.
 
     If the source fails (the client went away abruptly) the pump stops without BODY_END: the source
-    reports its own failure to whoever forwards the request. An item over ``max_frame`` stops it too:
-    the proxy bounds a WebSocket message far below the channel's frame limit."""
+    reports its own failure to whoever forwards the request. An item over ``max_frame`` (the proxy bounds a
+    WebSocket message below it unless ``max_body_bytes`` is off) ends the items there, as if the source had
+    ended: the replica's consumer learns that no more will come instead of waiting for them."""
     iterator = items.__aiter__()
     try:
         while True:
@@ -200,7 +201,7 @@ async def pump_items(
                 break
             payload = pickle.dumps(item, protocol=5)
             if len(payload) > max_frame:
-                return
+                break
             window.spend(len(payload))
             send(Kind.MESSAGE, payload)
             await drain()
