@@ -183,10 +183,6 @@ class HTTPAdapter:
                 disconnected.set()
                 task.cancel()
 
-    def websocket(self, scope: Scope, debug_errors: bool, items: ReceivedItems) -> AsyncIterator[list[Message]]:
-        """Run the ingress app on a WebSocket; a deployment without one refuses it (``replica_websocket``)."""
-        return serve_websocket(self._asgi, scope, items, self._deployment, debug_errors)
-
     async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._asgi is not None:
             await self._asgi(scope, receive, send)
@@ -218,3 +214,7 @@ class HTTPAdapter:
             {"type": RESPONSE_START, "status": 500, "headers": headers},
             {"type": RESPONSE_BODY, "body": text.encode(), "more_body": False},
         ]
+
+    def websocket(self, scope: Scope, debug_errors: bool, items: ReceivedItems) -> AsyncIterator[list[Message]]:
+        """Run the ingress app on a WebSocket; a deployment without one refuses it (``replica_websocket``)."""
+        return serve_websocket(self._asgi, scope, items, self._deployment, debug_errors)
