@@ -98,3 +98,27 @@ async def _python_load(url: str, connections: int, seconds: float, body_bytes: i
         "p99_ms": percentile(latencies, 0.99) * 1e3,
         "errors": errors,
     }
+
+
+def websocket_round_trips(url: str, messages: int, warmup: int = 100, size: int = 16) -> dict[str, float]:
+    """Median and p99 round trip of a ``size``-byte text frame echoed on one WebSocket, ``messages`` sent
+    one after another (each once the last came back), after ``warmup`` unmeasured ones. The client is the
+    ``websockets`` package (what uvicorn itself uses) on a real socket, with its default settings."""
+    return asyncio.run(_websocket_round_trips(url, messages, warmup, size))
+
+
+async def _websocket_round_trips(url: str, messages: int, warmup: int, size: int) -> dict[str, float]:
+    from websockets.asyncio.client import connect
+
+    text = "x" * size
+    latencies: list[float] = []
+    async with connect(url, open_timeout=60) as ws:
+        for i in range(warmup + messages):
+            start = time.perf_counter()
+            await ws.send(text)
+            if await ws.recv() != text:
+                raise AssertionError("the WebSocket echo answered something else")
+            if i >= warmup:
+                latencies.append(time.perf_counter() - start)
+    return {"p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3}
+

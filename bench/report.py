@@ -21,6 +21,8 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("compose_p50_ms_32", "2-deployment composition over HTTP, p50 at 32 conns", "ms", None, "lower"),
     ("body_1mb_rps_8", "1 MB request body, req/s at 8 conns", "req/s", "≥ 10×", "higher"),
     ("body_1mb_p50_ms_8", "1 MB request body, p50 at 8 conns", "ms", None, "lower"),
+    ("ws_rtt_p50_ms_1", "WebSocket frame round trip p50, 1 connection, sequential", "ms", None, "lower"),
+    ("ws_rtt_p99_ms_1", "WebSocket frame round trip p99, 1 connection, sequential", "ms", None, "lower"),
     ("first_deploy_s", "first deploy (Ray up; controller, proxy, 1 replica)", "s", "≤ 0.3×", "lower"),
     ("redeploy_unchanged_s", "redeploy, unchanged code", "s", None, "lower"),
     ("redeploy_changed_s", "redeploy, changed code", "s", "≤ 0.4×", "lower"),
@@ -104,6 +106,8 @@ def markdown(med: dict[str, dict[str, Any]], systems: list[str], info: dict[str,
                      "Bare uvicorn + starlette in one process (the ceiling): {} req/s at 32 connections")
     lines += ceiling(med, both, "body_1mb_rps_8", info.get("baseline_body_1mb_rps_8"),
                      "Bare uvicorn + starlette echoing the 1 MB body: {} req/s at 8 connections")
+    lines += latency_ceiling(med, both, "ws_rtt_p50_ms_1", info.get("baseline_ws_rtt_p50_ms_1"),
+                             "Bare uvicorn + starlette echoing the WebSocket frame: {} ms round trip (p50)")
     cells = sweep_cells(med)
     if cells:
         lines += ["", "HTTP req/s by replicas × concurrent connections (trivial deployment):", "",
@@ -125,6 +129,18 @@ def ceiling(med: dict[str, dict[str, Any]], both: bool, key: str, baseline: floa
     theirs = med.get("ray_serve", {}).get(key) if both else None
     return ["", says.format(fmt(baseline)) + f"; serve_nb reaches {ours / baseline:.0%} of it"
             + (f", Ray Serve {theirs / baseline:.1%}." if theirs else ".")]
+
+
+def latency_ceiling(med: dict[str, dict[str, Any]], both: bool, key: str, baseline: float | None,
+                    says: str) -> list[str]:
+    """A line under the table for a latency (lower is better): figure ``key`` against bare uvicorn's
+    ``baseline``, as a multiple of it; nothing when either is missing."""
+    ours = med.get("serve_nb", {}).get(key)
+    if not baseline or not ours:
+        return []
+    theirs = med.get("ray_serve", {}).get(key) if both else None
+    return ["", says.format(fmt(baseline)) + f"; serve_nb takes {ours / baseline:.1f}× as long"
+            + (f", Ray Serve {theirs / baseline:.1f}×." if theirs else ".")]
 
 
 def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:

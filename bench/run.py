@@ -29,12 +29,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from load import client_name, http_load  # noqa: E402
+from load import client_name, http_load, websocket_round_trips  # noqa: E402
 from report import markdown, medians, plot  # noqa: E402
 from workloads import MB, groups  # noqa: E402
 
 #: The workload groups whose figures the report sets beside bare uvicorn's.
-BASELINE_GROUPS = frozenset({"http", "body"})
+BASELINE_GROUPS = frozenset({"http", "body", "websocket"})
 
 
 def machine(reps: int) -> dict[str, Any]:
@@ -60,18 +60,24 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def measure_baseline(port: int, seconds: float) -> dict[str, float]:
-    """Bare uvicorn + starlette, loaded by the same client as the systems: the trivial reply at 32
-    connections, and the 1 MB body echo at 8 (the systems' ``body`` workload)."""
+def measure_baseline(port: int, seconds: float, only: frozenset[str] | None, messages: int) -> dict[str, float]:
+    """Bare uvicorn + starlette, loaded by the same clients as the systems, for the groups in ``only`` (all
+    by default): the trivial reply at 32 connections (``http``), the 1 MB body echo at 8 (``body``), and
+    ``messages`` WebSocket round trips (``websocket``)."""
     server = subprocess.Popen([sys.executable, str(HERE / "baseline.py"), str(port)])
     url = f"http://127.0.0.1:{port}/"
+    figures: dict[str, float] = {}
     try:
         wait_for_port(port)
         http_load(url, 8, 1.0)
-        return {
-            "baseline_rps_32": http_load(url, 32, seconds)["rps"],
-            "baseline_body_1mb_rps_8": http_load(url + "echo", 8, seconds, body_bytes=MB)["rps"],
-        }
+        if only is None or "http" in only:
+            figures["baseline_rps_32"] = http_load(url, 32, seconds)["rps"]
+        if only is None or "body" in only:
+            figures["baseline_body_1mb_rps_8"] = http_load(url + "echo", 8, seconds, body_bytes=MB)["rps"]
+        if only is None or "websocket" in only:
+            rtt = websocket_round_trips(f"ws://127.0.0.1:{port}/ws/echo", messages)
+            figures.update(baseline_ws_rtt_p50_ms_1=rtt["p50_ms"], baseline_ws_rtt_p99_ms_1=rtt["p99_ms"])
+        return figures
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -121,7 +127,7 @@ def main() -> int:
     info = machine(args.reps)
     if only is None or only & BASELINE_GROUPS:
         print("baseline: bare uvicorn + starlette ...", file=sys.stderr, flush=True)
-        info.update(measure_baseline(args.port, 1.0 if args.quick else 5.0))
+        info.update(measure_baseline(args.port, 1.0 if args.quick else 5.0, only, 300 if args.quick else 3000))
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     for rep in range(args.reps):
         for system in systems if rep % 2 == 0 else list(reversed(systems)):

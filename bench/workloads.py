@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
-from load import client_name, http_load, percentile
+from load import client_name, http_load, percentile, websocket_round_trips
 
 TRIVIAL = '''
 @serve.deployment(max_ongoing_requests=100, ray_actor_options={{"num_cpus": 0.5}})
@@ -50,6 +50,29 @@ class Echo:
 class Cold:
     async def __call__(self, request=None):
         return "warm"
+'''
+
+# A Starlette app rather than FastAPI's ``@app.websocket``: Ray Serve 2.60 with this FastAPI (0.165) answers
+# every FastAPI WebSocket route with 403 (its replica's app closes the socket as if no route matched), while
+# Starlette's WebSocketRoute works in both systems.
+WEBSOCKET = '''
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+
+
+async def ws_echo(websocket):
+    await websocket.accept()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await websocket.send({**message, "type": "websocket.send"})
+
+
+@serve.deployment(max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.5})
+@serve.ingress(Starlette(routes=[WebSocketRoute("/echo", ws_echo)]))
+class WsEcho:
+    pass
 '''
 
 MB = 1024 * 1024
@@ -215,6 +238,15 @@ def body(b: Bench) -> None:
     b.serve.delete("echo")
 
 
+def websocket(b: Bench) -> None:
+    """A small text frame echoed on one WebSocket through the proxy, sequentially (``baseline.py`` serves the
+    same echo bare, at the same path)."""
+    b.run(define(b.serve, WEBSOCKET)["WsEcho"].bind(), name="ws", route_prefix="/ws")
+    rtt = websocket_round_trips(f"ws://127.0.0.1:{b.port}/ws/echo", b.calls)
+    b.results.update(ws_rtt_p50_ms_1=rtt["p50_ms"], ws_rtt_p99_ms_1=rtt["p99_ms"])
+    b.serve.delete("ws")
+
+
 def cold_start(b: Bench) -> None:
     """The first request to an app at zero replicas, answered."""
     b.run(define(b.serve, OTHERS)["Cold"].bind(), name="cold", route_prefix="/cold")
@@ -247,6 +279,7 @@ def groups() -> dict[str, Callable[[Bench], None]]:
         "http": http_sweep,
         "compose": composition,
         "body": body,
+        "websocket": websocket,
         "cold": cold_start,
         "control": control_plane,
         "arrays": model_workloads.arrays,

@@ -314,8 +314,8 @@ class ReplicaCore:
             self.release()
 
     def handle(self, request: Request) -> Any:
-        """A coroutine for a call; an async iterator for a stream or an HTTP request. Called in the request's
-        own task, so the model id set here is this request's alone."""
+        """A coroutine for a call; an async iterator for a stream, an HTTP request or a WebSocket. Called in
+        the request's own task, so the model id set here is this request's alone."""
         if request.model_id:
             set_multiplexed_model_id(request.model_id)
         set_request(request.request_id, request.route)
@@ -325,6 +325,8 @@ class ReplicaCore:
         if kind is RequestKind.STREAM:
             return self._observer.stream(request, self._stream(request.method, request.args, request.kwargs))
         assert self._http is not None  # set in initialize(), before the channel accepts anything
+        if kind is RequestKind.WEBSOCKET:
+            return self._observer.stream(request, self._http.websocket(*request.args))
         return self._observer.stream(request, self._http.handle(*request.args))
 
     async def _call(self, method: str, args: tuple, kwargs: dict) -> Any:

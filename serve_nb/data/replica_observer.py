@@ -71,14 +71,11 @@ class RequestObserver:
         start = time.perf_counter()
         status: int | None = None
         outcome, error = CallOutcome.ERROR, None
-        http = request.kind is RequestKind.HTTP
+        http = request.kind is RequestKind.HTTP or request.kind is RequestKind.WEBSOCKET
         try:
             async for item in items:
                 if http and status is None:
-                    for message in item:
-                        if message["type"] == RESPONSE_START:
-                            status = message["status"]
-                            break
+                    status = _answer_status(item)
                 yield item
             outcome = CallOutcome.OK
         except (asyncio.CancelledError, GeneratorExit):
@@ -94,7 +91,8 @@ class RequestObserver:
             if http:
                 scope = request.args[0]
                 shown = status if status is not None else ("499" if outcome is CallOutcome.CANCELLED else 500)
-                message = http_access_message(scope.get("method", "?"), request.route or scope.get("path", ""),
+                verb = scope.get("method") or ("WEBSOCKET" if scope.get("type") == "websocket" else "?")
+                message = http_access_message(verb, request.route or scope.get("path", ""),
                                               shown, _ms(start))  # type: ignore[arg-type]
                 self._done(request, start, error, message, failed=status is not None and status >= 500)
             else:
@@ -120,6 +118,21 @@ class RequestObserver:
             buffer.record(counters, (m.REPLICA_LATENCY, tags), latency_ms)
         if self.log is not None:
             self.log.access(request.request_id, request.route, message, "INFO" if error is None and not failed else "ERROR")
+
+
+#: The HTTP status an ASGI message answers with: a WebSocket's accept is 101, a close before it 403.
+_WEBSOCKET_ANSWERS = {"websocket.accept": 101, "websocket.close": 403}
+
+
+def _answer_status(batch: list[Any]) -> int | None:
+    """The status a batch of an HTTP or WebSocket request's messages starts the answer with, if it does."""
+    for message in batch:
+        kind = message["type"]
+        if kind == RESPONSE_START or kind == "websocket.http.response.start":
+            return message["status"]
+        if kind in _WEBSOCKET_ANSWERS:
+            return _WEBSOCKET_ANSWERS[kind]
+    return None
 
 
 def _ms(start: float) -> float:

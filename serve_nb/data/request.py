@@ -20,6 +20,7 @@ class RequestKind(IntEnum):
     CALL = 0  # a handle call: one value
     STREAM = 1  # a handle call to a generator method (``stream=True``): its items
     HTTP = 2  # an HTTP request from the proxy: the ingress's ASGI messages, in batches
+    WEBSOCKET = 3  # a WebSocket from the proxy: the client's messages follow it, the app's come back in batches
 
 
 _KINDS = tuple(RequestKind)  # index == value: decoding without an Enum lookup per request
@@ -29,12 +30,13 @@ Wire = tuple[int, str, tuple, dict, str, str, str]
 
 
 class BodySource(Protocol):
-    """The rest of a request body that is streamed after the request (large HTTP bodies): its chunks, in
-    order, once. ``started`` turns True on the first read: from then on the request cannot be sent again."""
+    """What a request streams after it, once the replica admitted it: the rest of a large HTTP body (its
+    chunks, as bytes) or a WebSocket client's ASGI messages (dicts), in order, once. ``started`` turns True
+    on the first read: from then on the request cannot be sent again."""
 
     started: bool
 
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    def __aiter__(self) -> AsyncIterator[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,13 @@ class Request:
 
     @property
     def body_follows(self) -> bool:
-        """An HTTP request whose body's remainder is streamed after it."""
-        return self.kind is RequestKind.HTTP and self.args[3] is True
+        """Something is streamed after the request: an HTTP body's remainder, or a WebSocket's messages."""
+        return (self.kind is RequestKind.HTTP or self.kind is RequestKind.WEBSOCKET) and self.args[-1] is True
+
+    @property
+    def duplex(self) -> bool:
+        """Items flow both ways for as long as the request lasts, each way under a window (a WebSocket)."""
+        return self.kind is RequestKind.WEBSOCKET
 
     @classmethod
     def http(
@@ -85,10 +92,18 @@ class Request:
         streamed after the request."""
         return cls(RequestKind.HTTP, "", (scope, body, debug_errors, more), {}, model_id, request_id, route)
 
-    def with_rest(self, rest: AsyncIterator[bytes]) -> "Request":
-        """This HTTP request as the replica runs it: the streamed remainder of its body is ``rest``."""
-        scope, body, debug_errors, _ = self.args
-        return self.with_args((scope, body, debug_errors, rest), self.kwargs)
+    @classmethod
+    def websocket(cls, scope: dict[str, Any], debug_errors: bool, model_id: str = "", request_id: str = "",
+                  route: str = "") -> "Request":
+        """A WebSocket for an ingress deployment: ``args`` is ``(scope, debug_errors, rest)``. ``rest`` is True
+        on the wire (the client's messages follow the request on the channel) and, in the replica, the
+        receiving end of those messages."""
+        return cls(RequestKind.WEBSOCKET, "", (scope, debug_errors, True), {}, model_id, request_id, route)
+
+    def with_rest(self, rest: Any) -> "Request":
+        """This request as the replica runs it: what the caller streams after it (an HTTP body's remainder,
+        a WebSocket's messages) is ``rest``, always the last argument."""
+        return self.with_args(self.args[:-1] + (rest,), self.kwargs)
 
     def with_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Request":
         """The same request with other arguments (responses resolved to their values, a body's rest)."""

@@ -22,7 +22,7 @@ def test_benchmark_runs_with_tiny_counts(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     run = results["runs"]["serve_nb"][0]
     for key in ("first_deploy_s", "handle_p50_ms", "handle_rps_100", "http_rps_32", "http_p50_ms_1",
-                "compose_rps_32", "body_1mb_rps_8", "cold_start_s", "redeploy_changed_s", "scale_1_to_4_s",
+                "compose_rps_32", "body_1mb_rps_8", "ws_rtt_p50_ms_1", "cold_start_s", "redeploy_changed_s", "scale_1_to_4_s",
                 "delete_s", "rss_controller_mb", "rss_proxy_mb", "rss_replica_mb",
                 "array_compose_1mb_ms", "array_compose_10mb_ms", "array_compose_50mb_ms",
                 "array_driver_10mb_ms", "array_driver_50mb_ms",
@@ -32,9 +32,11 @@ def test_benchmark_runs_with_tiny_counts(tmp_path):
     assert set(run["sweep"]) == {"1x1", "1x32", "2x1", "2x32"}
     machine = results["machine"]
     assert machine["ray"] and machine["baseline_rps_32"] > 0 and machine["baseline_body_1mb_rps_8"] > 0
+    assert machine["baseline_ws_rtt_p50_ms_1"] > 0
     report = (tmp_path / "report.md").read_text()
     assert "| handle p50, sequential (ms) |" in report
     assert "| @serve.batch model over HTTP, req/s at 64 conns (req/s) |" in report
     assert "echoing the 1 MB body" in report  # the body's ceiling line
+    assert "echoing the WebSocket frame" in report  # the WebSocket's
     assert "| 2 | 32 |" in report  # the sweep table
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import socket
 import threading
@@ -13,14 +14,14 @@ import httpx
 import pytest
 import ray
 import requests
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 import serve_nb as serve
-from helpers import HTTP_PORT, URL, make_signal, ongoing_requests, wait_until
+from helpers import HTTP_PORT, URL, deployment_detail, make_signal, ongoing_requests, wait_until
 
 
 def test_seed_most_basic_ingress(serve_instance):
@@ -509,7 +510,7 @@ def test_replica_killed_mid_request_fails_only_that_request(serve_instance):
     assert all(requests.get(f"{URL}/fragile").text == "alive" for _ in range(10))
 
 
-def test_websocket_upgrade_is_refused_with_403(serve_instance):
+def test_a_plain_deployment_refuses_a_websocket_upgrade_with_403(serve_instance):
     @serve.deployment
     def plain():
         return "plain"
@@ -521,6 +522,100 @@ def test_websocket_upgrade_is_refused_with_403(serve_instance):
                  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
     )
     assert r.status_code == 403
+    assert requests.get(f"{URL}/ws").text == "plain"  # HTTP still served
+
+
+WS_URL = f"ws://127.0.0.1:{HTTP_PORT}"
+
+
+def _websocket_app():
+    app = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=2)
+    @serve.ingress(app)
+    class Sockets:
+        """Echoes frames; reports the close code its last client sent; counts the sockets open at once."""
+
+        def __init__(self) -> None:
+            self.last_close: tuple[int, str] | None = None
+            self.open = 0
+            self.most_open = 0
+
+        @app.websocket("/echo")
+        async def echo(self, websocket: WebSocket) -> None:
+            await websocket.accept()
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+            try:
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        self.last_close = (message["code"], message.get("reason") or "")
+                        return
+                    if message.get("text") == "stats":
+                        await websocket.send_json({"last_close": self.last_close, "most_open": self.most_open})
+                    elif message.get("text") == "close":
+                        await websocket.close(4000, "server says bye")
+                        return
+                    else:
+                        await websocket.send({**message, "type": "websocket.send"})
+            finally:
+                self.open -= 1
+
+    return Sockets
+
+
+def test_a_fastapi_websocket_echoes_frames_and_passes_close_codes_both_ways(serve_instance):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    serve.run(_websocket_app().bind(), name="sockets", route_prefix="/sockets")
+    with connect(f"{WS_URL}/sockets/echo", open_timeout=30) as ws:
+        for i in range(20):
+            ws.send(f"text {i}")
+            assert ws.recv(timeout=30) == f"text {i}"
+            ws.send(bytes([i, 255]))
+            assert ws.recv(timeout=30) == bytes([i, 255])
+        ws.send("close")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+    assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (4000, "server says bye")
+
+    with connect(f"{WS_URL}/sockets/echo", open_timeout=30) as ws:
+        ws.close(4321, "client says bye")
+
+    def last_close() -> list | None:
+        with connect(f"{WS_URL}/sockets/echo", open_timeout=30) as ws:
+            ws.send("stats")
+            return json.loads(ws.recv(timeout=30))["last_close"]
+
+    assert wait_until(lambda: last_close() == [4321, "client says bye"], what="the client's close code at the app")
+    wait_until(lambda: ongoing_requests("sockets", "Sockets") == [0], what="every socket's slot freed")
+
+
+def test_open_sockets_count_against_max_ongoing_requests_and_a_third_waits_for_a_free_slot(serve_instance):
+    from websockets.sync.client import connect
+
+    serve.run(_websocket_app().bind(), name="sockets", route_prefix="/sockets")
+    first = connect(f"{WS_URL}/sockets/echo", open_timeout=30)
+    second = connect(f"{WS_URL}/sockets/echo", open_timeout=30)
+    try:
+        wait_until(lambda: ongoing_requests("sockets", "Sockets") == [2], what="two sockets on the replica")
+        third: dict = {}
+        opener = threading.Thread(target=lambda: third.update(ws=connect(f"{WS_URL}/sockets/echo", open_timeout=60)))
+        opener.start()
+        wait_until(lambda: deployment_detail("sockets", "Sockets").ongoing >= 3, what="the third socket queued")
+        assert "ws" not in third  # its handshake waits: the replica is full
+        first.close()
+        opener.join(60)
+        ws = third["ws"]
+        ws.send("stats")
+        assert json.loads(ws.recv(timeout=30))["most_open"] == 2
+        ws.close()
+    finally:
+        first.close()
+        second.close()
+    wait_until(lambda: ongoing_requests("sockets", "Sockets") == [0], what="every socket's slot freed")
 
 
 def test_custom_http_options_timeout_debug_and_port_taken(ray_session):

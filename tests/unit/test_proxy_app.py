@@ -248,23 +248,94 @@ def test_client_disconnect_cancels_the_replicas_work_and_sends_nothing():
     assert cancelled and sent == []
 
 
-def test_websocket_upgrade_is_closed_before_accept():
+def _websocket(app: ProxyApp, scope: dict, incoming: list[dict]) -> list[dict]:
+    """Run one WebSocket scope through the proxy's app: ``incoming`` is what uvicorn's receive gives (then
+    nothing more); returns what the app sent uvicorn."""
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.Event().wait()  # the client stays connected and silent
+        return {}
+
     async def scenario() -> list[dict]:
-        app, _ = make_app()
-        sent: list[dict] = []
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        async def receive() -> dict:
-            return {"type": "websocket.connect"}
-
-        await app({"type": "websocket", "path": "/a", "headers": []}, receive, send)
+        await app({"headers": [], "query_string": b"", **scope}, receive, send)
         return sent
 
-    (message,) = run(scenario())
+    return run(scenario())
+
+
+@pytest.mark.parametrize("path", ["/nothing-here", "/-/routes"])
+def test_a_websocket_to_no_route_or_a_builtin_path_is_closed_before_accept(path):
+    app, client = make_app()
+    client.longpoll.callbacks[ROUTES_KEY]({"/a": ("a", "A")})
+    (message,) = _websocket(app, {"type": "websocket", "path": path}, [{"type": "websocket.connect"}])
     # uvicorn answers a close before accept with HTTP 403.
-    assert message["type"] == "websocket.close" and message["code"] == 1008
+    assert message["type"] == "websocket.close"
+    assert router_of(client).requests == []
+
+
+def test_a_websocket_is_forwarded_as_one_websocket_request_and_the_apps_messages_go_back_in_order():
+    app, client = make_app(debug_errors=True)
+    router = router_of(client)
+
+    async def reply(request: Request) -> AsyncIterator[list[dict]]:
+        yield [{"type": "websocket.accept", "subprotocol": "chat"}, {"type": "websocket.send", "text": "hi"}]
+        yield [{"type": "websocket.close", "code": 4000, "reason": "done"}]
+
+    router.reply = reply
+    router.stream = lambda request, body=None, **policy: (router.requests.append(request), reply(request))[1]
+    scope = {"type": "websocket", "path": "/a/ws", "subprotocols": ["chat"], "state": {"uvicorn": "private"},
+             "extensions": {"websocket.http.response": {}}, "headers": [(b"serve_multiplexed_model_id", b"m1")]}
+    sent = _websocket(app, scope, [{"type": "websocket.connect"}])
+    assert sent == [{"type": "websocket.accept", "subprotocol": "chat"}, {"type": "websocket.send", "text": "hi"},
+                    {"type": "websocket.close", "code": 4000, "reason": "done"}]
+    (request,) = router.requests
+    forwarded, debug_errors, rest = request.args
+    assert request.kind is RequestKind.WEBSOCKET and request.body_follows and rest is True and debug_errors
+    assert request.model_id == "m1"
+    assert (forwarded["path"], forwarded["root_path"], forwarded["subprotocols"]) == ("/a/ws", "/a", ["chat"])
+    assert "state" not in forwarded and forwarded["extensions"] == {"websocket.http.response": {}}
+
+
+@pytest.mark.parametrize("error, status", [(BackPressureError("A", 1, 1), 503),
+                                           (DeploymentUnavailableError("gone"), 503),
+                                           (ReplicaUnavailableError("died"), 500)])
+def test_a_websocket_whose_request_fails_before_the_handshake_gets_the_http_status_a_request_would(error, status):
+    app, client = make_app()
+    router = router_of(client)
+
+    async def fail(request: Request) -> AsyncIterator[list[dict]]:
+        raise error
+        yield []
+
+    router.stream = lambda request, body=None, **policy: fail(request)
+    scope = {"type": "websocket", "path": "/a", "extensions": {"websocket.http.response": {}}}
+    start, body = _websocket(app, scope, [{"type": "websocket.connect"}])
+    assert (start["type"], start["status"]) == ("websocket.http.response.start", status)
+    assert body["type"] == "websocket.http.response.body" and not body.get("more_body")
+
+
+def test_a_websocket_not_answered_within_the_request_timeout_gets_408():
+    app, client = make_app(request_timeout_s=0.05)
+    router = router_of(client)
+    cancelled = []
+
+    async def never(request: Request) -> AsyncIterator[list[dict]]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.append(True)
+        yield []
+
+    router.stream = lambda request, body=None, **policy: never(request)
+    scope = {"type": "websocket", "path": "/a", "extensions": {"websocket.http.response": {}}}
+    start, _ = _websocket(app, scope, [{"type": "websocket.connect"}])
+    assert start["status"] == 408 and cancelled == [True]
 
 
 def test_lifespan_events_are_acknowledged():

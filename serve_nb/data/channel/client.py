@@ -7,6 +7,7 @@ no request is sent and nothing it sends is unpickled.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import os
@@ -16,6 +17,7 @@ from typing import Any, AsyncIterator, Callable
 from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, dumps, dumps_unless_large, loads, unpack_exception
 from serve_nb.data.channel import auth, buffers
 from serve_nb.data.channel.body import pump_body
+from serve_nb.data.channel.duplex import Grants, Window, pump_items
 from serve_nb.data.channel.frames import (
     ForObjectStore,
     MAX_FRAME_BYTES,
@@ -33,13 +35,18 @@ from serve_nb.exceptions import ReplicaUnavailableError
 
 
 class _Pending:
-    """One request waiting for its reply: a future for a value, a queue for a stream."""
+    """One request waiting for its reply: a future for a value, a queue for a stream. A duplex request
+    (a WebSocket) also has the window of what it sends, and counts what its consumer takes of the reply
+    (``grants``, with each queued item's size in ``sizes``) to give the replica room to send more."""
 
-    __slots__ = ("future", "queue")
+    __slots__ = ("future", "queue", "window", "grants", "sizes")
 
     def __init__(self, future: asyncio.Future[Any] | None, queue: asyncio.Queue[Any] | None) -> None:
         self.future = future
         self.queue = queue
+        self.window: Window | None = None
+        self.grants: Grants | None = None
+        self.sizes: collections.deque[int] | None = None
 
 
 #: The largest frame read before the replica has proven itself: a CHALLENGE, or a short DENIED.
@@ -247,7 +254,11 @@ class ChannelClient:
         conn = await self._connection()
         rid = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._pending[rid] = _Pending(None, queue)
+        pending = self._pending[rid] = _Pending(None, queue)
+        if request.duplex:
+            pending.window = Window()
+            pending.grants = Grants(functools.partial(conn.send, Kind.CREDIT, rid))
+            pending.sizes = collections.deque()
         self._send_call(conn, rid, pickled, out_of_band)
         finished = False
         pump: asyncio.Task[None] | None = None
@@ -259,12 +270,18 @@ class ChannelClient:
                     finished = True
                     raise Rejected() if kind == Kind.REJECT else value
                 send = functools.partial(self._send_piece, conn, rid)
-                pump = asyncio.get_running_loop().create_task(pump_body(body.__aiter__(), send, conn.drain))
+                if pending.window is not None:
+                    pieces = pump_items(body.__aiter__(), send, conn.drain, pending.window, self.max_frame)
+                else:
+                    pieces = pump_body(body.__aiter__(), send, conn.drain)
+                pump = asyncio.get_running_loop().create_task(pieces)
             while True:
                 kind, value = await queue.get()
                 if kind == Kind.CHUNK:
                     first = False
                     yield value
+                    if pending.grants is not None:  # the consumer asks for the next: it has taken this one
+                        pending.grants.took(pending.sizes.popleft())  # type: ignore[union-attr]
                 elif kind == Kind.END:
                     finished = True
                     return
@@ -276,6 +293,8 @@ class ChannelClient:
                     raise value
         finally:
             self._pending.pop(rid, None)
+            if pending.window is not None:
+                pending.window.close()
             if pump is not None and not pump.done():
                 pump.cancel()  # the reply ended (or failed) before the app read the whole body
             if not finished and not conn.closed:
@@ -362,6 +381,11 @@ class ChannelClient:
             assert pending.queue is not None
             if kind == Kind.CHUNK:
                 pending.queue.put_nowait((kind, loads(payload)))
+                if pending.sizes is not None:
+                    pending.sizes.append(len(payload))
+            elif kind == Kind.CREDIT:
+                if pending.window is not None:  # else not a duplex request: nothing to give room to
+                    pending.window.credit(payload)
             elif kind == Kind.ERR:
                 pending.queue.put_nowait((kind, unpack_exception(payload)))
             else:

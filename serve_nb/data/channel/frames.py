@@ -45,7 +45,7 @@ MAX_FRAME_BYTES = int(os.environ.get(MAX_FRAME_ENV, "") or 512 * 1024 * 1024)
 
 
 class Kind(IntEnum):
-    """What a frame carries. Callers send the first eight; replicas send the rest.
+    """What a frame carries. Callers send 1 to 9; replicas send 10 to 19; CREDIT goes both ways.
 
     A connection opens with HELLO, CHALLENGE, PROOF (see ``auth``); only then CALLs and replies."""
 
@@ -57,6 +57,7 @@ class Kind(IntEnum):
     BODY_END = 6  # the streamed body is complete
     CALL_BUFFERS = 7  # a CALL whose large buffers follow it as BUFFER frames (see ``buffers``)
     BUFFER = 8  # one buffer of the CALL_BUFFERS just sent
+    MESSAGE = 9  # one pickled item a caller streams to an accepted duplex request (a WebSocket client's message)
     OK = 10  # a call's value
     ERR = 11  # the request raised (a packed exception)
     CHUNK = 12  # one item of a streamed reply
@@ -67,6 +68,7 @@ class Kind(IntEnum):
     CHALLENGE = 17  # the replica's nonce and its proof that it holds the key
     ACCEPT = 18  # a request whose body follows was admitted: send the body now (REJECT otherwise)
     RELEASE = 19  # the replica no longer reads a call's shared-memory segment (its name): the caller may reuse it
+    CREDIT = 20  # a duplex request's receiver took items (count, bytes: see ``duplex``): its sender may send more
 
 
 @dataclass(frozen=True)

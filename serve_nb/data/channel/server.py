@@ -15,6 +15,7 @@ import contextlib
 import functools
 import ipaddress
 import os
+import pickle
 import socket
 import ssl
 import threading
@@ -25,6 +26,7 @@ from serve_nb.common.serialization import dumps, dumps_unless_large, loads, pack
 from serve_nb.data.channel import auth, shm, sockdir
 from serve_nb.data.channel.shm import ShmCall
 from serve_nb.data.channel.body import ReceivedBody
+from serve_nb.data.channel.duplex import ReceivedItems
 from serve_nb.data.channel.buffers import Assembly
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request, StashedResult
@@ -97,6 +99,7 @@ class _ServerConnection(FrameProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._bodies: dict[int, ReceivedBody] = {}  # requests whose body is still arriving
+        self._links: dict[int, ReceivedItems] = {}  # duplex requests (WebSockets) still running
         self._assemblies: dict[int, tuple[Assembly, asyncio.Future[Assembly]]] = {}  # buffers still arriving
         self.goodbye_sent = False
         self._loop = asyncio.get_running_loop()  # RELEASE frames are sent from other threads through it
@@ -162,14 +165,27 @@ class _ServerConnection(FrameProtocol):
             body = self._bodies.get(rid)
             if body is not None:  # else the request has ended: the rest of its body is not wanted
                 body.feed(payload)
+        elif kind == Kind.MESSAGE:
+            link = self._links.get(rid)
+            if link is not None and not link.feed(payload):  # else not a duplex request, or it has ended
+                self._cancel(rid)  # the caller sent past its window: ending the request bounds what is held
+        elif kind == Kind.CREDIT:
+            link = self._links.get(rid)
+            if link is not None:
+                link.outbound.credit(payload)
         elif kind == Kind.BODY_END:
             body = self._bodies.pop(rid, None)
             if body is not None:
                 body.end()
+            elif rid in self._links:
+                self._links[rid].end()
         elif kind == Kind.CANCEL:
-            task = self._tasks.get(rid)
-            if task is not None:
-                task.cancel()
+            self._cancel(rid)
+
+    def _cancel(self, rid: int) -> None:
+        task = self._tasks.get(rid)
+        if task is not None:
+            task.cancel()
 
     def _admit(self, rid: int, pickled: bytes | bytearray | asyncio.Future[Assembly]) -> bool:
         """Run the request, or REJECT it (full or draining). ``pickled``: the request, or the future of its
@@ -225,15 +241,27 @@ class _ServerConnection(FrameProtocol):
             if type(wire) is ShmCall:  # large arguments, in the caller's shared memory: read them in place
                 wire = shm.decode(wire, self._release_soon)
             request = Request.from_wire(wire)
+            window = None
             if request.body_follows:
-                body = self._bodies[rid] = ReceivedBody()
-                self.send(Kind.ACCEPT, rid)  # admitted: the caller sends the body now
-                request = request.with_rest(body)
+                rest: ReceivedBody | ReceivedItems
+                if request.duplex:
+                    rest = self._links[rid] = ReceivedItems(functools.partial(self.send, Kind.CREDIT, rid))
+                    window = rest.outbound
+                else:
+                    rest = self._bodies[rid] = ReceivedBody()
+                self.send(Kind.ACCEPT, rid)  # admitted: the caller sends the body (or its messages) now
+                request = request.with_rest(rest)
             if request.streams:
                 # aclosing: a cancelled stream runs the producer's cleanup now, not whenever it is collected.
                 async with contextlib.aclosing(handler.handle(request)) as items:  # type: ignore[type-var]
                     async for item in items:
-                        self.send(Kind.CHUNK, rid, self._checked(dumps(item), "streamed item"))
+                        if window is None:
+                            self.send(Kind.CHUNK, rid, self._checked(dumps(item), "streamed item"))
+                        else:  # a duplex request's items wait for room in its window (plain values: pickle)
+                            await window.room()
+                            payload = self._checked(pickle.dumps(item, protocol=5), "streamed item")
+                            window.spend(len(payload))
+                            self.send(Kind.CHUNK, rid, payload)
                         await self.drain()
                 self.send(Kind.END, rid)
             else:
@@ -291,6 +319,9 @@ class _ServerConnection(FrameProtocol):
         self._flush_releases()
         self._tasks.pop(rid, None)
         self._bodies.pop(rid, None)
+        link = self._links.pop(rid, None)
+        if link is not None:
+            link.close()
         self._assemblies.pop(rid, None)
         self._server.handler.release()
         self._server._on_request_done()

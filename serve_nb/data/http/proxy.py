@@ -21,6 +21,7 @@ from serve_nb.config import HTTPOptions
 from serve_nb.http_options import SAFE_METHODS
 from serve_nb.core.routing import RouteTable, root_path_for
 from serve_nb.core.snapshots import ROUTES_KEY
+from serve_nb.data.http import websocket
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, Headers, Receive, Scope, Send
 from serve_nb.data.http.body import BodyTooLarge, ClientBody, declared_length, read_head, watch_client
 from serve_nb.data.http.proxy_observer import Exchange, ProxyObserver, proxy_log_file, request_id_from
@@ -143,8 +144,7 @@ class ProxyApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            # Closing before accept makes uvicorn answer the upgrade with 403.
-            await send({"type": "websocket.close", "code": 1008, "reason": "serve_nb does not proxy WebSockets yet"})
+            await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -221,6 +221,25 @@ class ProxyApp:
                 await _too_large(send, limit)
         finally:
             watch.cancel()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket goes to its route's ingress as one long request (``websocket``); one with no route,
+        or a built-in path, is refused before the handshake (uvicorn answers 403)."""
+        path = scope["path"]
+        match = None if path.startswith("/-/") else self._routes.match(path)
+        if match is None:
+            await websocket.refuse(send)
+            return
+        prefix, (app, ingress) = match
+        try:
+            model_id = model_id_from(scope["headers"])
+        except ValueError:
+            await websocket.refuse(send)
+            return
+        inner = websocket.ingress_scope(scope, root_path_for(prefix, self._options.root_path))
+        router = self._client.router(DeploymentID(app, ingress))
+        await websocket.forward_websocket(router, inner, receive, send, self._options, model_id,
+                                          request_id_from(scope["headers"]), prefix)
 
     async def _forward(
         self, router: Any, request: Request, rest: ClientBody | None, send: Send, started: list[bool], retries: int
@@ -332,19 +351,11 @@ class ProxyActor:
         return await asyncio.wrap_future(client.bg.submit(self._serve(client, sock)))
 
     async def _serve(self, client: Any, sock: socket.socket) -> str | None:
-        import uvicorn
-
-        from serve_nb.data.http.server import HeaderLimits, ObservedServer, guarded_protocol  # only in proxies
+        from serve_nb.data.http.server import ObservedServer, proxy_config  # only in proxies
 
         return_freed_memory()
         self._app = ProxyApp(client, self._options, self._new_observer())
-        config = uvicorn.Config(
-            self._app, lifespan="off", log_level="warning", access_log=False,
-            http=guarded_protocol(HeaderLimits.from_options(self._options)),  # type: ignore[arg-type]
-            timeout_keep_alive=self._options.keep_alive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
-            limit_concurrency=self._options.max_connections, ws="auto", server_header=False, date_header=False,
-        )
-        self._server = server = ObservedServer(config)
+        self._server = server = ObservedServer(proxy_config(self._app, self._options))
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         started = asyncio.ensure_future(server.started_event.wait())
         await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

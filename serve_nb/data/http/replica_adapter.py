@@ -16,8 +16,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from serve_nb.common.serialization import user_traceback
 from serve_nb.data.channel.buffers import Pieces
+from serve_nb.data.channel.duplex import ReceivedItems
 from serve_nb.data.context import current_request
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, ASGIApp, Message, Receive, Scope, Send
+from serve_nb.data.http.replica_websocket import serve_websocket
 from serve_nb.ingress import ASGI_ATTR, is_builder
 
 logger = logging.getLogger("serve_nb.replica")
@@ -55,20 +57,23 @@ def to_response(result: Any) -> Any:
 
 
 def bind_class_routes(app: Any, instance: Any) -> None:
-    """FastAPI routes declared on the class's methods get this replica's bound methods as endpoints."""
+    """FastAPI routes declared on the class's methods (``@app.get``, ``@app.websocket``...) get this
+    replica's bound methods as endpoints."""
     try:
-        from fastapi.routing import APIRoute
+        from fastapi.routing import APIRoute, APIWebSocketRoute
     except ImportError:  # plain Starlette or another ASGI framework: nothing to bind
         return
     cls = type(instance)
     methods = {id(fn): name for klass in cls.__mro__ for name, fn in vars(klass).items() if inspect.isfunction(fn)}
-    params = list(inspect.signature(APIRoute.__init__).parameters)[3:]  # after self, path, endpoint
+    params = {kind: list(inspect.signature(kind.__init__).parameters)[3:]  # after self, path, endpoint
+              for kind in (APIRoute, APIWebSocketRoute)}
     routes = app.router.routes
     for i, route in enumerate(routes):
-        if isinstance(route, APIRoute) and id(route.endpoint) in methods:
+        kind = next((k for k in params if isinstance(route, k)), None)
+        if kind is not None and id(route.endpoint) in methods:
             bound = getattr(instance, methods[id(route.endpoint)])
-            kwargs = {p: getattr(route, p) for p in params if hasattr(route, p)}
-            routes[i] = APIRoute(route.path, bound, **kwargs)
+            kwargs = {p: getattr(route, p) for p in params[kind] if hasattr(route, p)}
+            routes[i] = kind(route.path, bound, **kwargs)
 
 
 def _log_late_error(task: "asyncio.Task[None]") -> None:
@@ -220,3 +225,7 @@ class HTTPAdapter:
             {"type": RESPONSE_START, "status": 500, "headers": headers},
             {"type": RESPONSE_BODY, "body": text.encode(), "more_body": False},
         ]
+
+    def websocket(self, scope: Scope, debug_errors: bool, items: ReceivedItems) -> AsyncIterator[list[Message]]:
+        """Run the ingress app on a WebSocket; a deployment without one refuses it (``replica_websocket``)."""
+        return serve_websocket(self._asgi, scope, items, self._deployment, debug_errors)

@@ -145,6 +145,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+#: uvicorn's keep-alive pings on an open WebSocket: a client that has not answered one within the timeout is
+#: dropped, so a dead or hostile peer cannot hold its socket (and its replica slot) for ever.
+WS_PING_INTERVAL_S = 20.0
+WS_PING_TIMEOUT_S = 20.0
+
+
+def proxy_config(app: Any, options: HTTPOptions) -> uvicorn.Config:
+    """How the proxy's uvicorn serves ``app``: the guarded HTTP protocol, and for WebSockets uvicorn's
+    ``websockets`` (sans-I/O) protocol with a message at most ``max_body_bytes`` (larger: close 1009),
+    like an HTTP body, and keep-alive pings."""
+    return uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False,
+        http=guarded_protocol(HeaderLimits.from_options(options)),  # type: ignore[arg-type]
+        timeout_keep_alive=options.keep_alive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
+        limit_concurrency=options.max_connections, server_header=False, date_header=False,
+        ws="websockets-sansio", ws_max_size=options.max_body_bytes,  # type: ignore[arg-type]  # None: no limit
+        ws_ping_interval=WS_PING_INTERVAL_S, ws_ping_timeout=WS_PING_TIMEOUT_S,
+    )
+
+
 def guarded_protocol(limits: HeaderLimits) -> Callable[..., GuardedHttpToolsProtocol]:
     """The protocol factory uvicorn's ``Config(http=...)`` calls with ``config``, ``server_state``, ``app_state``."""
     return functools.partial(GuardedHttpToolsProtocol, limits=limits)
