@@ -8,7 +8,7 @@ and nowhere else. Ray 2.60 is the version these were written against.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import ray
 
@@ -145,11 +145,3 @@ def object_store_usage() -> tuple[int, int] | None:
     found = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", memory_summary(stats_only=True))
     return (int(found.group(1)), int(found.group(2))) if found else None
 
-
-def raw_metric_recorder(metric: Any) -> Callable[..., None]:
-    """``record(value, tags=...)`` of a ``ray.util.metrics`` metric without the per-call tag checks of its
-    public ``observe``/``inc`` (serve_nb's tags are complete by construction): replaying a second's worth of
-    histogram observations costs a quarter less. Falls back to the public call if Ray's layout changes."""
-    raw = getattr(metric, "_metric", None)
-    record = getattr(raw, "record", None)
-    return record if callable(record) else (getattr(metric, "observe", None) or metric.inc)

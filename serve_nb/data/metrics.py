@@ -4,6 +4,9 @@
 replicas add to it on their request paths, which costs a dict update. A daemon thread drains it and
 records the totals with ``ray.util.metrics``, so Ray exports them where it exports every metric: each
 node's metrics export port, in Prometheus text format, scraped by the set-up Ray documents for Ray Serve.
+Counters go out as Ray counters (``_total``), gauges as gauges; a latency histogram goes out as the series
+Prometheus reads a histogram as (``_bucket{le=...}``, ``_count``, ``_sum``), each set from the running
+totals, because replaying every observation through Ray's Histogram cost a call per request.
 Without a connected Ray worker (unit tests, a stopped replica) the totals are dropped, never raised.
 """
 
@@ -12,10 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable
+from typing import Any
 
 from serve_nb.core import metrics as m
-from serve_nb.core.metrics import Drained, MetricKind, MetricsBuffer, MetricSpec
+from serve_nb.core.metrics import Drained, HistogramTotals, MetricKind, MetricsBuffer, MetricSpec
 from serve_nb.data.context import current_replica_context
 
 logger = logging.getLogger(__name__)
@@ -57,8 +60,9 @@ class _Exporter:
     """Ray metric objects, made once per metric, and the thread that feeds them."""
 
     def __init__(self) -> None:
-        self._metrics: dict[MetricSpec, Any] = {}
-        self._records: dict[MetricSpec, Callable[..., None]] = {}
+        self._metrics: dict[MetricSpec, Any] = {}  # counters and gauges
+        self._histogram_series: dict[tuple[MetricSpec, str], Any] = {}  # a histogram's _bucket, _count, _sum
+        self._totals: dict[tuple[MetricSpec, tuple[str, ...]], HistogramTotals] = {}
         self._export_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -78,21 +82,36 @@ class _Exporter:
                     self._metric(spec).inc(value, tags=dict(zip(spec.tag_keys, tags)))
                 for spec, tags, value in drained.gauges:
                     self._metric(spec).set(value, tags=dict(zip(spec.tag_keys, tags)))
-                for spec, tags, pairs in drained.histograms:
-                    record, tag_dict = self._recorder(spec), dict(zip(spec.tag_keys, tags))
-                    for value, count in pairs:
-                        for _ in range(count):
-                            record(value, tags=tag_dict)
+                for spec, tags, counts, total in drained.histograms:
+                    self._export_histogram(spec, tags, counts, total)
             except Exception as exc:  # noqa: BLE001 - no Ray worker here (yet, or any more): drop, never fail
                 logger.debug("serve_nb metrics not exported: %s", exc)
 
-    def _recorder(self, spec: MetricSpec) -> Callable[..., None]:
-        record = self._records.get(spec)
-        if record is None:
-            from serve_nb import ray_private
+    def _export_histogram(self, spec: MetricSpec, tags: tuple[str, ...], counts: list[int], total: float) -> None:
+        """A histogram as the series Prometheus reads one as (``_bucket`` per ``le``, ``_count``, ``_sum``), set
+        from this process's running totals: ``histogram_quantile`` over ``rate(..._bucket)`` works as for Ray
+        Serve's, and a flush costs the same for one request or a million."""
+        key = (spec, tags)
+        totals = self._totals.get(key)
+        if totals is None:
+            totals = self._totals[key] = HistogramTotals(spec)
+        totals.add(counts, total)
+        tag_dict = dict(zip(spec.tag_keys, tags))
+        bucket = self._series(spec, "_bucket", ("le",))
+        for le, cumulative in totals.cumulative():
+            bucket.set(cumulative, tags={**tag_dict, "le": le})
+        self._series(spec, "_count").set(totals.count, tags=tag_dict)
+        self._series(spec, "_sum").set(totals.sum, tags=tag_dict)
 
-            record = self._records[spec] = ray_private.raw_metric_recorder(self._metric(spec))
-        return record
+    def _series(self, spec: MetricSpec, suffix: str, extra_keys: tuple[str, ...] = ()) -> Any:
+        gauge = self._histogram_series.get((spec, suffix))
+        if gauge is None:
+            from ray.util import metrics
+
+            gauge = metrics.Gauge(spec.name + suffix, f"{spec.description} ({suffix[1:]} of the histogram)",
+                                  tag_keys=spec.tag_keys + extra_keys)
+            self._histogram_series[(spec, suffix)] = gauge
+        return gauge
 
     def _metric(self, spec: MetricSpec) -> Any:
         metric = self._metrics.get(spec)
@@ -101,10 +120,8 @@ class _Exporter:
 
             if spec.kind is MetricKind.COUNTER:
                 metric = metrics.Counter(spec.name, spec.description, tag_keys=spec.tag_keys)
-            elif spec.kind is MetricKind.GAUGE:
-                metric = metrics.Gauge(spec.name, spec.description, tag_keys=spec.tag_keys)
             else:
-                metric = metrics.Histogram(spec.name, spec.description, list(spec.boundaries), tag_keys=spec.tag_keys)
+                metric = metrics.Gauge(spec.name, spec.description, tag_keys=spec.tag_keys)
             self._metrics[spec] = metric
         return metric
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from serve_nb.core import metrics as m
-from serve_nb.core.metrics import MetricKind, MetricsBuffer
+from serve_nb.core.metrics import HistogramTotals, MetricKind, MetricsBuffer
 
 
 def test_counters_add_up_per_label_values_and_reset_on_drain():
@@ -30,17 +30,29 @@ def test_a_gauge_exports_its_last_value_only():
     assert buffer.drain().gauges == [(m.REPLICA_PROCESSING, ("D", "r1", "app"), 2)]
 
 
-def test_a_histogram_replays_each_bucket_as_its_mean_so_counts_and_sum_stay_exact():
+def test_a_histogram_drains_as_counts_per_bucket_and_its_sum():
     buffer = MetricsBuffer()
     values = [0.5, 0.7, 1.0, 3.0, 4.0, 700_000.0]  # 1.0 is in the ≤1 bucket: Prometheus buckets include their bound
     for v in values:
         buffer.observe(m.HTTP_LATENCY, ("GET", "/a", "app", "200"), v)
-    [(spec, tags, pairs)] = buffer.drain().histograms
+    [(spec, tags, counts, total)] = buffer.drain().histograms
     assert spec is m.HTTP_LATENCY and tags == ("GET", "/a", "app", "200")
-    assert [count for _, count in pairs] == [3, 2, 1]
-    assert pairs[0][0] == pytest.approx((0.5 + 0.7 + 1.0) / 3) and pairs[1][0] == pytest.approx(3.5)
-    assert pairs[2][0] == 700_000.0, "above the last bound: its own bucket"
-    assert sum(v * c for v, c in pairs) == pytest.approx(sum(values))
+    assert counts[:3] == [3, 0, 2] and counts[-1] == 1 and sum(counts) == 6, "above the last bound: its own bucket"
+    assert total == pytest.approx(sum(values))
+
+
+def test_histogram_totals_read_as_prometheus_cumulative_buckets_across_drains():
+    totals = HistogramTotals(m.HTTP_LATENCY)
+    buffer = MetricsBuffer()
+    for batch in ([0.5, 3.0], [3.0, 1e9]):
+        for v in batch:
+            buffer.observe(m.HTTP_LATENCY, ("GET", "/a", "app", "200"), v)
+        [(_, _, counts, total)] = buffer.drain().histograms
+        totals.add(counts, total)
+    series = dict(totals.cumulative())
+    assert (series["1.0"], series["2.0"], series["5.0"], series["600000.0"], series["+Inf"]) == (1, 1, 3, 3, 4)
+    assert list(series) == [*(repr(float(b)) for b in m.LATENCY_BUCKETS_MS), "+Inf"]
+    assert totals.count == 4 and totals.sum == pytest.approx(0.5 + 3.0 + 3.0 + 1e9)
 
 
 def test_recording_from_many_threads_loses_nothing():
@@ -58,7 +70,7 @@ def test_recording_from_many_threads_loses_nothing():
         t.join()
     drained = buffer.drain()
     assert drained.counters == [(m.REPLICA_REQUESTS, ("D", "r", "app", "/"), 20000.0)]
-    assert drained.histograms[0][2] == [(2.0, 20000)]
+    assert sum(drained.histograms[0][2]) == 20000 and drained.histograms[0][3] == pytest.approx(40000.0)
 
 
 def test_every_metric_has_ray_serves_labels_and_kind():

@@ -86,8 +86,8 @@ def test_each_request_is_counted_timed_and_logged_with_its_route_app_and_status(
     assert counters[("serve_num_http_requests", ("/a", "POST", "a", "503"))] == 1
     assert counters[("serve_num_http_error_requests", ("/a", "503", "POST", "a"))] == 1
     assert ("serve_num_http_error_requests", ("/a", "200", "GET", "a")) not in counters
-    [(spec, tags, pairs)] = [h for h in drained.histograms if h[1][3] == "200"]
-    assert spec is m.HTTP_LATENCY and tags == ("GET", "/a", "a", "200") and sum(c for _, c in pairs) == 3
+    [(spec, tags, counts, _)] = [h for h in drained.histograms if h[1][3] == "200"]
+    assert spec is m.HTTP_LATENCY and tags == ("GET", "/a", "a", "200") and sum(counts) == 3
     assert (m.HTTP_ONGOING, ("node-1", "10.0.0.1"), 0) in drained.gauges, "back to none in flight"
     lines = (tmp_path / "proxy.log").read_text().splitlines()
     assert len(lines) == 4 and all(" proxy 10.0.0.1 " in line for line in lines)
