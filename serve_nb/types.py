@@ -90,6 +90,8 @@ class DeploymentStatusInfo:
     waiting_for_resources: bool = False
     # Replicas whose __init__ has run for a while (id -> seconds, coarse), also named in ``message``.
     initializing_for_s: dict[str, float] = field(default_factory=dict)
+    # Requests served over the last minute; None when it served none in that window.
+    requests: RequestSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class DeploymentDetail:
     events: tuple[ScalingEvent, ...] = ()
     ongoing: float = 0.0
     batch_sizes: tuple[int, ...] = ()  # sizes of its recent @serve.batch batches, oldest first
+    requests: RequestSummary | None = None  # as in its DeploymentStatusInfo
 
 
 @dataclass(frozen=True)
