@@ -277,7 +277,7 @@ class Dashboard(widgets.VBox):
     def __init__(self, **kwargs: Any) -> None:
         self._rows: dict[str, widgets.VBox] = {}
         self._details: dict[str, AppWidget] = {}
-        self._title = widgets.HTML(f"<b>serve_nb applications</b> <small>({views.REQUESTS_HEADER})</small>")
+        self._title = widgets.HTML("<b>serve_nb applications</b>")
         self._list = widgets.VBox()
         super().__init__([self._title, self._list], **kwargs)
         self._lock = threading.Lock()
