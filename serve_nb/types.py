@@ -63,6 +63,23 @@ class DeploymentID(NamedTuple):
 
 
 @dataclass(frozen=True)
+class RequestSummary:
+    """What one deployment's replicas served over the last ``window_s`` seconds (see
+    ``serve_nb.core.request_stats``): live figures for ``serve.status()`` and the widgets.
+
+    ``p50_ms``/``p99_ms`` are estimated from fixed latency buckets (Ray Serve's), by interpolating inside
+    the bucket that holds the ranked request: they are off by at most that bucket's width."""
+
+    count: int  # requests finished in the window
+    requests_per_s: float  # ``count / window_s``
+    p50_ms: float
+    p99_ms: float
+    errors: int  # requests that raised, or answered HTTP 5xx
+    error_rate: float  # ``errors / count``
+    window_s: float  # seconds covered: the full window, or less while the deployment is younger than that
+
+
+@dataclass(frozen=True)
 class DeploymentStatusInfo:
     name: str
     status: DeploymentStatus
@@ -73,6 +90,8 @@ class DeploymentStatusInfo:
     waiting_for_resources: bool = False
     # Replicas whose __init__ has run for a while (id -> seconds, coarse), also named in ``message``.
     initializing_for_s: dict[str, float] = field(default_factory=dict)
+    # Requests served over the last minute; None when it served none in that window.
+    requests: RequestSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +194,7 @@ class DeploymentDetail:
     events: tuple[ScalingEvent, ...] = ()
     ongoing: float = 0.0
     batch_sizes: tuple[int, ...] = ()  # sizes of its recent @serve.batch batches, oldest first
+    requests: RequestSummary | None = None  # as in its DeploymentStatusInfo
 
 
 @dataclass(frozen=True)

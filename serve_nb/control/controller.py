@@ -30,6 +30,7 @@ from serve_nb.control.protocols import ActorCallFailed, Cluster, ReplicaHandle
 from serve_nb.control.proxies import ProxyManager
 from serve_nb.core.policy import proxy_nodes, spans_machines
 from serve_nb.core import metrics as m
+from serve_nb.core.request_stats import TallySnapshot
 from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, FeedKeyKind, app_key, parse_key, replicas_key
 from serve_nb.data import metrics
 from serve_nb.types import DeploymentID, ServeStatus
@@ -204,14 +205,15 @@ class ControllerCore:
 
     async def record_replica_metrics(
         self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str],
-        models: tuple[str, ...] = (), batch_sizes: list[int] | None = None,
+        models: tuple[str, ...] = (), batch_sizes: list[int] | None = None, requests: TallySnapshot | None = None,
     ) -> None:
         """Pushed by replicas when their in-flight count or loaded models change (and as a heartbeat), with new
-        log lines and batch sizes. Changed models go to routers at once: they route by them."""
+        log lines, batch sizes and the requests they finished. Changed models go to routers at once: they route
+        by them; the request figures reach the status at the next publish (``RequestWindow``)."""
         state = self._deployment(DeploymentID(app, deployment))
         if state is None:
             return
-        if state.record_metrics(replica_id, ongoing, models, batch_sizes or ()):
+        if state.record_metrics(replica_id, ongoing, models, batch_sizes or (), requests):
             self._publish()
         if log_lines:
             stamp = time.strftime("%H:%M:%S", time.localtime(self._clock.time()))
@@ -392,9 +394,10 @@ class ServeController:
 
     async def record_replica_metrics(
         self, app: str, deployment: str, replica_id: str, ongoing: int, log_lines: list[str],
-        models: tuple[str, ...] = (), batch_sizes: list[int] | None = None,
+        models: tuple[str, ...] = (), batch_sizes: list[int] | None = None, requests: TallySnapshot | None = None,
     ) -> None:
-        await self._core.record_replica_metrics(app, deployment, replica_id, ongoing, log_lines, models, batch_sizes)
+        await self._core.record_replica_metrics(app, deployment, replica_id, ongoing, log_lines, models, batch_sizes,
+                                                requests)
 
     async def record_queued(self, app: str, deployment: str, caller: str, queued: int) -> None:
         await self._core.record_queued(app, deployment, caller, queued)

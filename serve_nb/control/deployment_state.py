@@ -23,6 +23,7 @@ from serve_nb.control.replica_record import ReplicaRecord
 from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
 from serve_nb.core.policy import LoadWindow, is_loopback, redeploy_target
+from serve_nb.core.request_stats import RequestWindow, TallySnapshot
 from serve_nb.core.resources import (
     NodeInfo,
     StartingReplica,
@@ -89,6 +90,7 @@ class DeploymentState:
         self.last_decision = ""
         self.events: collections.deque[ScalingEvent] = collections.deque(maxlen=SCALING_EVENTS_KEPT)
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=BATCH_SIZES_KEPT)
+        self.requests = RequestWindow(ctx.clock.time())  # what its replicas served lately, for the status
         self.unplaced = 0  # replicas the last pass could not place (max_replicas_per_node)
         self.no_room = ""  # why, for the status
         self._window = LoadWindow()
@@ -158,9 +160,12 @@ class DeploymentState:
             self.scaling = None
 
     def record_metrics(
-        self, replica_id: str, ongoing: int, models: Sequence[str] = (), batch_sizes: Sequence[int] = ()
+        self, replica_id: str, ongoing: int, models: Sequence[str] = (), batch_sizes: Sequence[int] = (),
+        requests: TallySnapshot | None = None,
     ) -> bool:
-        """A replica's report; True if the models it holds changed (routers must hear of it)."""
+        """A replica's report; True if the models it holds changed (routers must hear of it). The requests it
+        served count even if it is on its way out."""
+        self.requests.add(self._ctx.clock.time(), requests)
         record = self.replicas.get(replica_id)
         if record is None:
             return False
@@ -183,7 +188,8 @@ class DeploymentState:
     def facts(self) -> DeploymentFacts:
         replicas = [(r.version, r.state) for r in self.replicas.values()]
         return DeploymentFacts(self.goal().target, self.spec.version, replicas, self.failed_message,
-                               self.unhealthy_message, self.scaling, self._in_init(), self.failed_health)
+                               self.unhealthy_message, self.scaling, self._in_init(), self.failed_health,
+                               self.requests.summary(self._ctx.clock.time()))
 
     def _in_init(self) -> dict[str, float]:
         now = self._ctx.clock.time()

@@ -22,6 +22,7 @@ from serve_nb.types import (
     DeploymentStatusInfo,
     ReplicaDetail,
     ReplicaState,
+    RequestSummary,
     ScalingEvent,
 )
 
@@ -100,6 +101,7 @@ class DeploymentFacts:
     scaling: Scaling | None = None  # while a scaling decision is being carried out
     in_init: Mapping[str, float] = field(default_factory=dict)  # replica id -> seconds its __init__ has run
     failed_health: bool = False  # the failure is its new replicas failing their first health check
+    requests: RequestSummary | None = None  # what it served over the last minute (None: nothing)
 
 
 def replica_state_counts(replicas: Iterable[tuple[str, ReplicaState]]) -> dict[str, int]:
@@ -172,7 +174,7 @@ def deployment_status_info(
     if slow:
         message = " ".join(part for part in (message, slow_init_message(slow)) if part)
     return DeploymentStatusInfo(name, status, message, replica_state_counts(facts.replicas), facts.target, waiting,
-                                slow)
+                                slow, facts.requests)
 
 
 def application_status_info(
@@ -203,11 +205,13 @@ def deployment_detail(
     load: float,
     batch_sizes: Sequence[int] = (),
 ) -> DeploymentDetail:
-    """What the app widget shows of one deployment: its status plus replicas, scaling history and batches."""
+    """What the app widget shows of one deployment: its status (live request figures included) plus replicas,
+    scaling history and batches."""
     running = sum(1 for r in replicas if r.state == ReplicaState.RUNNING)
     return DeploymentDetail(
         info.name, str(info.status), info.message, info.target_replicas, running, tuple(replicas),
         autoscaling.to_dict() if autoscaling else None, last_decision, tuple(events), load, tuple(batch_sizes),
+        info.requests,
     )
 
 

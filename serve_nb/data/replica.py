@@ -218,22 +218,24 @@ class ReplicaCore:
 
     async def _report_loop(self, controller: Any) -> None:
         """Push the in-flight count and the loaded models when they change (at most every ``REPORT_PERIOD_S``),
-        new log lines and batch sizes; a heartbeat every ``HEARTBEAT_S``. The controller averages the counts
-        for autoscaling, passes the models on to routers, and shows all of it in widgets."""
+        new log lines, batch sizes and the requests finished since the last report; a heartbeat every
+        ``HEARTBEAT_S``. The controller averages the counts for autoscaling, passes the models on to routers,
+        and shows all of it in ``serve.status()`` and widgets (requests/s, latency, errors)."""
         last_value, last_models, last_sent = -1, (), 0.0
         while not self._stopped:
             await asyncio.sleep(REPORT_PERIOD_S)
             lines = self._logs.drain()
             models, batches = loaded_model_ids(), drain_batch_sizes()
+            requests = self._observer.tally.drain()
             self._observer.ongoing(self._ongoing)
             now = time.monotonic()
-            if (self._ongoing != last_value or models != last_models or lines or batches
+            if (self._ongoing != last_value or models != last_models or lines or batches or requests
                     or now - last_sent >= HEARTBEAT_S):
                 last_value, last_models, last_sent = self._ongoing, models, now
                 try:
                     await controller.record_replica_metrics.remote(
                         self._init.app, self._init.deployment, self._init.replica_id, last_value, lines, models,
-                        batches,
+                        batches, requests,
                     )
                 except Exception:
                     last_models = ()  # controller restarting: the next report catches up, models included

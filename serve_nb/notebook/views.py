@@ -13,7 +13,8 @@ import shlex
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
-from serve_nb.types import AppDetail, ApplicationStatus, ApplicationStatusInfo, DeploymentDetail
+from serve_nb.core.request_stats import REQUEST_WINDOW_S
+from serve_nb.types import AppDetail, ApplicationStatus, ApplicationStatusInfo, DeploymentDetail, RequestSummary
 
 BADGE_COLORS = {
     "RUNNING": "#1a7f37",
@@ -40,6 +41,10 @@ CHART_WINDOW_S = 300.0
 CHART_WIDTH, CHART_HEIGHT = 360.0, 90.0
 RESPONSE_PREVIEW_CHARS = 5000  # longer answers are cut, so the request panel stays responsive
 MODELS_SHOWN = 4  # multiplexed models listed per replica; more are counted
+#: A deployment that served nothing over the window of ``RequestSummary``.
+IDLE = "idle"
+#: The header over ``request_summary``'s figures.
+REQUESTS_HEADER = f"requests, last {REQUEST_WINDOW_S:g} s"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class DeploymentRow:
     message: str
     autoscaling: bool
     batches: str = ""  # recent @serve.batch sizes, summarised ("" if it does not batch)
+    requests: str = IDLE  # requests/s, p50/p99 and errors over the last minute
 
     @property
     def replicas(self) -> str:
@@ -94,6 +100,7 @@ class AppView:
     autoscaling: tuple[AutoscalingView, ...]
     chart_svg: str
     logs: str
+    log_lines: tuple[str, ...] = ()  # every replica line the controller keeps, for ``log_text``'s filter
 
     @property
     def failure(self) -> str:
@@ -109,6 +116,7 @@ class DashboardRow(NamedTuple):
     color: str
     route_prefix: str  # "(no HTTP)" when the app has none
     replicas: str  # "running / target replicas" summed over its deployments
+    requests: tuple[str, ...] = ()  # "Deployment: figures" per deployment (``request_summary``)
 
 
 def badge_color(status: str) -> str:
@@ -159,6 +167,43 @@ def batch_summary(sizes: Sequence[int]) -> str:
     return f"{len(sizes)} batches: mean size {sum(sizes) / len(sizes):.1f}, largest {max(sizes)}, last {sizes[-1]}"
 
 
+def _rate(per_s: float) -> str:
+    return f"{per_s:.2f}" if per_s < 10 else f"{per_s:.1f}" if per_s < 100 else f"{per_s:.0f}"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.0f} s"
+
+
+def request_summary(requests: RequestSummary | None) -> str:
+    """A deployment's live figures in one line; ``IDLE`` when it served nothing in the window. The
+    percentiles are estimates from latency buckets (``serve_nb.core.request_stats``), hence the ``~``."""
+    if requests is None:
+        return IDLE
+    n = requests.errors
+    errors = f"{n} error{'' if n == 1 else 's'} ({requests.error_rate:.1%})" if n else "no errors"
+    return (f"{_rate(requests.requests_per_s)} req/s · p50 ~{_ms(requests.p50_ms)} · "
+            f"p99 ~{_ms(requests.p99_ms)} · {errors}")
+
+
+def filter_log_lines(lines: Sequence[str], request_id: str) -> list[str]:
+    """The lines that contain ``request_id`` (surrounding blanks ignored; empty: every line). A line here is
+    one log record as the replica wrote it (``LEVEL time Deployment replica request_id -- message``), so a
+    record's own continuation lines stay with it."""
+    wanted = request_id.strip()
+    return [line for line in lines if wanted in line] if wanted else list(lines)
+
+
+def log_text(lines: Sequence[str], request_id: str = "") -> str:
+    """What the Logs tab shows: the last ``LOG_LINES`` lines that match ``request_id``, or why there are none."""
+    if not lines:
+        return "(no replica output yet)"
+    shown = filter_log_lines(lines, request_id)
+    if not shown:
+        return f"(none of the last {len(lines)} lines carries request id {request_id.strip()!r})"
+    return "\n".join(shown[-LOG_LINES:])
+
+
 def models_cell(models: Sequence[str]) -> str:
     shown = ", ".join(models[:MODELS_SHOWN])
     return shown + (f" (+{len(models) - MODELS_SHOWN} more)" if len(models) > MODELS_SHOWN else "")
@@ -167,7 +212,7 @@ def models_cell(models: Sequence[str]) -> str:
 def deployment_row(dep: DeploymentDetail) -> DeploymentRow:
     return DeploymentRow(dep.name, dep.status, badge_color(dep.status), dep.running, dep.target,
                          dep.message.splitlines()[0] if dep.message else "", dep.autoscaling is not None,
-                         batch_summary(dep.batch_sizes))
+                         batch_summary(dep.batch_sizes), request_summary(dep.requests))
 
 
 def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
@@ -194,7 +239,7 @@ def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
     return AppView(
         detail.name, detail.status, badge_color(detail.status), detail.message, url,
         curl_line(url) if url else None, tuple(deployment_row(d) for d in detail.deployments), replicas,
-        autoscaling, chart_svg(detail.history, now), "\n".join(detail.logs[-LOG_LINES:]),
+        autoscaling, chart_svg(detail.history, now), "\n".join(detail.logs[-LOG_LINES:]), tuple(detail.logs),
     )
 
 
@@ -263,8 +308,9 @@ def dashboard_rows(apps: dict[str, ApplicationStatusInfo]) -> list[DashboardRow]
         app = apps[name]
         running = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
         target = sum(d.target_replicas for d in app.deployments.values())
+        requests = tuple(f"{d.name}: {request_summary(d.requests)}" for d in app.deployments.values())
         rows.append(DashboardRow(name, str(app.status), badge_color(str(app.status)), app.route_prefix or "(no HTTP)",
-                                 f"{running} / {target} replicas"))
+                                 f"{running} / {target} replicas", requests))
     return rows
 
 

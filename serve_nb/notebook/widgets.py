@@ -82,7 +82,8 @@ class _Feed:
 
 
 class AppWidget(widgets.VBox):
-    """One application: status, endpoint, deployments, replicas, autoscaling, requests, logs."""
+    """One application: status, endpoint, deployments (with their live request figures), replicas,
+    autoscaling, requests, logs (filterable by request id)."""
 
     def __init__(self, app_name: str, handle: Any = None, **kwargs: Any) -> None:
         self.app_name = app_name
@@ -96,6 +97,9 @@ class AppWidget(widgets.VBox):
         self._autoscaling = widgets.HTML()
         self._chart = widgets.HTML()
         self._logs = widgets.Textarea(layout=widgets.Layout(width="100%", height="180px"), disabled=True)
+        self._log_filter = widgets.Text(description="request id", placeholder="show only this request's lines",
+                                        layout=widgets.Layout(width="420px"))
+        self._log_filter.observe(lambda _: self._show_logs(), names="value")
         self._scale_target = widgets.Dropdown(description="scale", layout=widgets.Layout(width="220px"))
         minus = widgets.Button(description="−", layout=widgets.Layout(width="36px"), tooltip="one replica fewer")
         plus = widgets.Button(description="+", layout=widgets.Layout(width="36px"), tooltip="one replica more")
@@ -116,7 +120,7 @@ class AppWidget(widgets.VBox):
             widgets.VBox([self._deployments, self._replicas]),
             widgets.VBox([self._autoscaling, self._chart]),
             widgets.VBox([widgets.HBox([self._method, self._path, send]), self._body, self._answer]),
-            self._logs,
+            widgets.VBox([self._log_filter, self._logs]),
         ])
         for i, title in enumerate(["Replicas", "Autoscaling", "Request", "Logs"]):
             tabs.set_title(i, title)
@@ -158,8 +162,9 @@ class AppWidget(widgets.VBox):
         if changed("deployments"):
             batching = any(d.batches for d in view.deployments)
             self._deployments.value = _table(
-                ["deployment", "status", "running / target", *(["batching"] if batching else []), ""],
-                [[views.escape(d.name), _badge(d.status, d.color), d.replicas,
+                ["deployment", "status", "running / target", views.REQUESTS_HEADER, *(["batching"] if batching else []),
+                 ""],
+                [[views.escape(d.name), _badge(d.status, d.color), d.replicas, views.escape(d.requests),
                   *([views.escape(d.batches)] if batching else []), views.escape(d.message)] for d in view.deployments],
             )
             options = [d.name for d in view.deployments if not d.autoscaling]
@@ -182,8 +187,14 @@ class AppWidget(widgets.VBox):
             self._autoscaling.value = "".join(parts) or "<i>No deployment of this app autoscales.</i>"
         if changed("chart_svg"):
             self._chart.value = view.chart_svg
-        if changed("logs"):
-            self._logs.value = view.logs or "(no replica output yet)"
+        if changed("log_lines"):
+            self._logs.value = views.log_text(view.log_lines, self._log_filter.value)
+
+    def _show_logs(self) -> None:
+        """The filter changed (on the kernel's thread): show the kept lines again through it."""
+        with self._lock:
+            lines = self._view.log_lines if self._view is not None else ()
+            self._logs.value = views.log_text(lines, self._log_filter.value)
 
     @property
     def view(self) -> views.AppView | None:
@@ -296,9 +307,11 @@ class Dashboard(widgets.VBox):
                 row = self._rows.get(data.name)
                 if row is None:
                     row = self._rows[data.name] = self._make_row(data.name)
+                traffic = "".join(f'<br><span style="color:#57606a;{_CSS}">{views.escape(line)}</span>'
+                                  for line in data.requests)
                 row.children[0].children[1].value = (
                     f"<b>{views.escape(data.name)}</b> {_badge(data.status, data.color)} "
-                    f"{views.escape(data.route_prefix)} · {data.replicas}"
+                    f"{views.escape(data.route_prefix)} · {data.replicas}{traffic}"
                 )
             self._list.children = [self._rows[n] for n in names]
             if not names:

@@ -22,8 +22,11 @@ from serve_nb.notebook.views import (
     dashboard_rows,
     deployment_row,
     endpoint_url,
+    filter_log_lines,
     format_response,
     format_uptime,
+    log_text,
+    request_summary,
     request_url,
 )
 from serve_nb.types import (
@@ -34,6 +37,7 @@ from serve_nb.types import (
     DeploymentStatus,
     DeploymentStatusInfo,
     ReplicaDetail,
+    RequestSummary,
     ScalingEvent,
 )
 
@@ -449,8 +453,8 @@ def test_dashboard_rows_sorted_with_summaries():
         }),
     }
     assert dashboard_rows(apps) == [
-        DashboardRow("alpha", "RUNNING", GREEN, "/alpha", "3 / 5 replicas"),
-        DashboardRow("zeta", "DEPLOY_FAILED", RED, "(no HTTP)", "0 / 2 replicas"),
+        DashboardRow("alpha", "RUNNING", GREEN, "/alpha", "3 / 5 replicas", ("A: idle", "B: idle")),
+        DashboardRow("zeta", "DEPLOY_FAILED", RED, "(no HTTP)", "0 / 2 replicas", ("Z: idle",)),
     ]
     assert [(r.name, r.route_prefix) for r in dashboard_rows(apps)] == [("alpha", "/alpha"), ("zeta", "(no HTTP)")]
 
@@ -534,3 +538,89 @@ def test_app_view_shows_each_replicas_models_and_each_deployments_recent_batches
     view = app_view(detail, 2000.0)
     assert [r.models for r in view.replicas] == ["fr, de, es, it (+2 more)", "", ""]
     assert [d.batches for d in view.deployments] == ["3 batches: mean size 9.0, largest 16, last 3", ""]
+
+
+# --------------------------------------------------------------------------- live request figures
+
+
+def figures(**kw):
+    base = dict(count=120, requests_per_s=2.0, p50_ms=3.456, p99_ms=151.2, errors=3, error_rate=0.025, window_s=60.0)
+    base.update(kw)
+    return RequestSummary(**base)
+
+
+def test_request_summary_reads_rate_estimated_percentiles_and_errors():
+    assert request_summary(figures()) == "2.00 req/s · p50 ~3.5 ms · p99 ~151 ms · 3 errors (2.5%)"
+
+
+def test_request_summary_of_a_busy_slow_deployment_without_errors():
+    assert request_summary(figures(requests_per_s=1234.5, p50_ms=45.0, p99_ms=12_500.0, errors=0, error_rate=0.0)) == (
+        "1234 req/s · p50 ~45 ms · p99 ~12 s · no errors")
+
+
+def test_a_deployment_that_served_nothing_in_the_window_reads_idle():
+    assert request_summary(None) == "idle"
+
+
+def test_app_view_shows_each_deployments_live_figures():
+    detail = app(deployments=(
+        DeploymentDetail("Busy", "HEALTHY", "", 1, 1, requests=figures(errors=0, error_rate=0.0)),
+        DeploymentDetail("Quiet", "HEALTHY", "", 1, 1),
+    ))
+    assert [d.requests for d in app_view(detail, 0.0).deployments] == [
+        "2.00 req/s · p50 ~3.5 ms · p99 ~151 ms · no errors", "idle"]
+
+
+def test_dashboard_rows_name_each_deployments_figures():
+    apps = {"shop": ApplicationStatusInfo("shop", ApplicationStatus.RUNNING, route_prefix="/shop", deployments={
+        "Front": DeploymentStatusInfo("Front", DeploymentStatus.HEALTHY, requests=figures(requests_per_s=12.34)),
+        "Model": DeploymentStatusInfo("Model", DeploymentStatus.HEALTHY),
+    })}
+    [row] = dashboard_rows(apps)
+    assert row.requests == ("Front: 12.3 req/s · p50 ~3.5 ms · p99 ~151 ms · 3 errors (2.5%)", "Model: idle")
+
+
+# --------------------------------------------------------------------------- the Logs tab's request-id filter
+
+LOG = (
+    "12:00:01 Model/ab12cd | INFO 2025-01-01 12:00:01,001 Model ab12cd 7f3a-req-1 -- loading",
+    "12:00:01 Model/ab12cd | INFO 2025-01-01 12:00:01,002 Model ab12cd -- a print from __init__",
+    "12:00:02 Model/ef34gh | ERROR 2025-01-01 12:00:02,003 Model ef34gh 9c1e-req-2 -- failed:\nTraceback ...",
+    "12:00:02 Model/ab12cd | INFO 2025-01-01 12:00:02,004 Model ab12cd 7f3a-req-1 -- CALL __call__ OK 3.1ms",
+)
+
+
+def test_the_request_id_filter_keeps_only_that_requests_lines():
+    assert filter_log_lines(LOG, "7f3a-req-1") == [LOG[0], LOG[3]]
+
+
+def test_a_matching_records_continuation_lines_stay_with_it():
+    assert filter_log_lines(LOG, " 9c1e-req-2 ") == [LOG[2]]
+    assert "Traceback" in log_text(LOG, "9c1e-req-2")
+
+
+def test_an_empty_filter_shows_every_line():
+    assert filter_log_lines(LOG, "") == list(LOG)
+    assert filter_log_lines(LOG, "   ") == list(LOG)
+
+
+def test_the_filter_looks_through_every_kept_line_before_keeping_the_last_sixty():
+    lines = [f"INFO t Model r1 {'wanted' if i % 2 else 'other'}-{i} -- line {i}" for i in range(200)]
+    shown = log_text(lines, "wanted").split("\n")
+    assert len(shown) == 60
+    assert shown[0].endswith("line 81") and shown[-1].endswith("line 199")
+
+
+def test_the_log_pane_says_when_no_kept_line_carries_the_request_id():
+    assert log_text(LOG, "nope") == "(none of the last 4 lines carries request id 'nope')"
+
+
+def test_the_log_pane_says_when_replicas_wrote_nothing_yet():
+    assert log_text((), "") == "(no replica output yet)"
+    assert log_text((), "7f3a") == "(no replica output yet)"
+
+
+def test_app_view_keeps_every_line_the_controller_sent_for_the_filter():
+    logs = tuple(f"line {i}" for i in range(100))
+    view = app_view(app(logs=logs), 0.0)
+    assert view.log_lines == logs
