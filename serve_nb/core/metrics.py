@@ -170,6 +170,51 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
+class SeriesStore:
+    """Running totals kept by one writer thread (a proxy's requests, a client's routers, a replica's
+    requests), without a lock: the hot path adds to a dict entry and nothing else. Totals only grow; the
+    exporter reads copies (``snapshot``) and sends Ray the growth since its last read, so a read that
+    lands mid-update is merely a request late, never lost or counted twice."""
+
+    def __init__(self) -> None:
+        self.counters: dict[Key, float] = {}
+        self.histograms: dict[Key, list[float]] = {}  # per bucket: count, then sum (as MetricsBuffer's)
+        self.gauges: dict[Key, float] = {}
+
+    def inc(self, key: Key, value: float = 1.0) -> None:
+        counters = self.counters
+        counters[key] = counters.get(key, 0.0) + value
+
+    def observe(self, key: Key, value: float) -> None:
+        cells = self.histograms.get(key)
+        if cells is None:
+            cells = self.histograms[key] = [0.0] * (2 * (len(key[0].boundaries) + 1))
+        index = 2 * bisect.bisect_left(key[0].boundaries, value)
+        cells[index] += 1
+        cells[index + 1] += value
+
+    def snapshot(self) -> tuple[dict[Key, float], dict[Key, list[float]], dict[Key, float]]:
+        """Copies of the totals (``dict.copy`` runs without letting another thread in)."""
+        return self.counters.copy(), {k: v[:] for k, v in self.histograms.copy().items()}, self.gauges.copy()
+
+
+def growth(store_totals: tuple[dict[Key, float], dict[Key, list[float]], dict[Key, float]],
+           last: tuple[dict[Key, float], dict[Key, list[float]], dict[Key, float]]) -> Drained:
+    """What a ``SeriesStore`` gained between two snapshots, in the shape ``MetricsBuffer.drain`` hands over."""
+    counters, histograms, gauges = store_totals
+    old_counters, old_histograms, old_gauges = last
+    out_counters = [(key[0], key[1], n - old_counters.get(key, 0.0)) for key, n in counters.items()
+                    if n != old_counters.get(key, 0.0)]
+    out_histograms = []
+    for key, cells in histograms.items():
+        before = old_histograms.get(key)
+        delta = cells if before is None else [a - b for a, b in zip(cells, before)]
+        if any(delta[0::2]):
+            out_histograms.append((key[0], key[1], [int(n) for n in delta[0::2]], sum(delta[1::2])))
+    out_gauges = [(key[0], key[1], v) for key, v in gauges.items() if old_gauges.get(key) != v]
+    return Drained(out_counters, out_gauges, out_histograms)
+
+
 class MetricsBuffer:
     """Totals per (metric, tag values) since the last ``drain``. Thread-safe: a replica records from its
     event loop and from the threads that run synchronous user methods; an exporter drains from its own."""
@@ -199,24 +244,6 @@ class MetricsBuffer:
                 cells = self._histograms[key] = [0.0] * (2 * (len(spec.boundaries) + 1))
             cells[2 * index] += 1
             cells[2 * index + 1] += value
-
-    def record(self, counters: tuple[Key, ...], histogram: Key | None = None, value: float = 0.0,
-               gauge: Key | None = None, gauge_value: float = 0.0) -> None:
-        """A finished request's figures at once (one lock, not one per figure): +1 on each of ``counters``,
-        ``value`` into ``histogram``, ``gauge`` set to ``gauge_value``."""
-        with self._lock:
-            counts = self._counters
-            for key in counters:
-                counts[key] = counts.get(key, 0.0) + 1.0
-            if histogram is not None:
-                cells = self._histograms.get(histogram)
-                if cells is None:
-                    cells = self._histograms[histogram] = [0.0] * (2 * (len(histogram[0].boundaries) + 1))
-                index = 2 * bisect.bisect_left(histogram[0].boundaries, value)
-                cells[index] += 1
-                cells[index + 1] += value
-            if gauge is not None:
-                self._gauges[gauge] = gauge_value
 
     def drain(self) -> Drained:
         with self._lock:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import collections
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -47,10 +46,10 @@ class TallySnapshot:
 
 
 class RequestTally:
-    """Counts requests as they finish (from the replica's loop and its threads); ``drain`` hands them over."""
+    """Counts requests as they finish; ``drain`` hands them over. One thread only (a replica's event loop both
+    adds and drains), so no lock: this runs for every request."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
@@ -60,21 +59,18 @@ class RequestTally:
         self._sum = 0.0
 
     def add(self, latency_ms: float, error: bool) -> None:
-        index = bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
-        with self._lock:
-            self._count += 1
-            self._errors += error
-            self._buckets[index] += 1
-            self._sum += latency_ms
+        self._count += 1
+        self._errors += error
+        self._buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+        self._sum += latency_ms
 
     def drain(self) -> TallySnapshot | None:
         """What was counted since the last drain; None if nothing."""
-        with self._lock:
-            if not self._count:
-                return None
-            snapshot = TallySnapshot(self._count, self._errors, tuple(self._buckets), self._sum)
-            self._reset()
-            return snapshot
+        if not self._count:
+            return None
+        snapshot = TallySnapshot(self._count, self._errors, tuple(self._buckets), self._sum)
+        self._reset()
+        return snapshot
 
 
 def quantile_ms(buckets: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> float:

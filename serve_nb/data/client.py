@@ -56,7 +56,7 @@ class ServeClient:
         self.closed = False
         self._tls = tls.client_context_from_env()  # None unless Ray's TLS is on; raises if it is misconfigured
         self._large_calls = ObjectStoreCalls()
-        self._metrics = metrics.record()
+        self._metrics = metrics.store()  # written on the background loop only
         self._actor_id = ray.get_runtime_context().get_actor_id() or ""  # "" in a driver, as Ray Serve's tag
 
     def router(self, dep: DeploymentID) -> Router:
@@ -82,16 +82,17 @@ class ServeClient:
 
     def _request_counter(self, dep: DeploymentID) -> Callable[[Request], None] | None:
         """Counts ``dep``'s requests routed from here in Ray Serve's ``serve_num_router_requests``."""
-        buffer = self._metrics
-        if buffer is None:
+        store = self._metrics
+        if store is None:
             return None
-        tags: dict[str, tuple[str, ...]] = {}  # per route: the requests come from a handful of routes
+        keys: dict[str, m.Key] = {}  # per route: the requests come from a handful of routes
 
         def count(request: Request) -> None:
-            key = tags.get(request.route)
+            key = keys.get(request.route)
             if key is None:
-                key = tags[request.route] = (dep.name, request.route, dep.app, self.caller_id, self._actor_id)
-            buffer.inc(m.ROUTER_REQUESTS, key)
+                tags = (dep.name, request.route, dep.app, self.caller_id, self._actor_id)
+                key = keys[request.route] = (m.ROUTER_REQUESTS, tags)
+            store.inc(key)
 
         return count
 
@@ -99,7 +100,7 @@ class ServeClient:
         """Tell the controller how many requests wait here: at once when a queue forms (cold start
         from zero replicas), otherwise at most every ``QUEUE_REPORT_PERIOD_S``."""
         if self._metrics is not None:
-            self._metrics.set(m.ROUTER_QUEUED, (dep.name, dep.app, self.caller_id, self._actor_id), queued)
+            self._metrics.gauges[(m.ROUTER_QUEUED, (dep.name, dep.app, self.caller_id, self._actor_id))] = queued
         self._queued_latest[dep] = queued
         if self._queued_sent.get(dep, 0) == 0 and queued > 0:
             self._send_queued(dep)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any
 
 from serve_nb.core import metrics as m
-from serve_nb.core.metrics import Drained, HistogramTotals, MetricKind, MetricsBuffer, MetricSpec
+from serve_nb.core.metrics import (
+    Drained, HistogramTotals, MetricKind, MetricsBuffer, MetricSpec, SeriesStore, growth,
+)
 from serve_nb.data.context import current_replica_context
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,16 @@ _exporter: "_Exporter | None" = None
 def enabled() -> bool:
     """Off with ``SERVE_NB_METRICS=0`` (read when a process first records)."""
     return os.environ.get("SERVE_NB_METRICS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def store() -> SeriesStore | None:
+    """A new ``SeriesStore`` for one writer thread's hot path, exported with the process's totals; None when
+    metrics are off."""
+    if record() is None or _exporter is None:
+        return None
+    new = SeriesStore()
+    _exporter.add_store(new)
+    return new
 
 
 def record() -> MetricsBuffer | None:
@@ -54,6 +67,7 @@ def flush() -> None:
     """Hand what is recorded to Ray now (a stopping replica's last requests are not lost)."""
     if _exporter is not None and _buffer is not None:
         _exporter.export(_buffer.drain())
+        _exporter.export_stores()
 
 
 class _Exporter:
@@ -65,11 +79,27 @@ class _Exporter:
         self._totals: dict[tuple[MetricSpec, tuple[str, ...]], HistogramTotals] = {}
         self._export_lock = threading.Lock()
         self._stop = threading.Event()
+        # Each store, with the totals it had when last exported (weakly: a closed router's store goes).
+        self._stores_lock = threading.Lock()
+        self._stores: "weakref.WeakKeyDictionary[SeriesStore, Any]" = weakref.WeakKeyDictionary()
+
+    def add_store(self, store: SeriesStore) -> None:
+        with self._stores_lock:
+            self._stores[store] = ({}, {}, {})
+
+    def export_stores(self) -> None:
+        """What each store gained since the last export (one exporter at a time: none is sent twice)."""
+        with self._stores_lock:
+            for store, last in list(self._stores.items()):
+                now = store.snapshot()
+                self.export(growth(now, last))
+                self._stores[store] = now
 
     def start(self, buffer: MetricsBuffer) -> None:
         def run() -> None:
             while not self._stop.wait(FLUSH_INTERVAL_S):
                 self.export(buffer.drain())
+                self.export_stores()
 
         threading.Thread(target=run, name="serve_nb-metrics", daemon=True).start()
 

@@ -24,25 +24,24 @@ from serve_nb.data.serve_log import ServeLog, ServeLogHandler, log_path
 
 
 class RequestObserver:
-    """One per replica. ``log`` None: no access lines (a unit test's replica)."""
+    """One per replica, used from its event loop only. ``store`` None: metrics are off (the observer keeps its
+    totals anyway, for the live figures); ``log`` None: no access lines (a unit test's replica)."""
 
-    def __init__(self, app: str, deployment: str, replica_id: str, buffer: m.MetricsBuffer | None,
+    def __init__(self, app: str, deployment: str, replica_id: str, store: m.SeriesStore | None,
                  log: ServeLog | None) -> None:
         self._tags = (deployment, replica_id, app)
-        self._buffer = buffer
+        self.store = store if store is not None else m.SeriesStore()
         self.log = log
         self.handler: logging.Handler | None = None  # the user's log records into ``log``
-        self.tally = RequestTally()
-        self._routes: dict[str, tuple[str, ...]] = {}  # route -> the request metrics' tag values
+        self.tally = RequestTally()  # the live figures', drained by the replica's report loop (same loop)
+        self._keys: dict[str, tuple[m.Key, m.Key]] = {}  # route -> (request counter, latency) keys
 
     def started(self) -> None:
         """The replica is up: one more start of Ray Serve's ``serve_deployment_replica_starts``."""
-        if self._buffer is not None:
-            self._buffer.inc(m.REPLICA_STARTS, self._tags)
+        self.store.inc((m.REPLICA_STARTS, self._tags))
 
     def ongoing(self, count: int) -> None:
-        if self._buffer is not None:
-            self._buffer.set(m.REPLICA_PROCESSING, self._tags, count)
+        self.store.gauges[(m.REPLICA_PROCESSING, self._tags)] = count
 
     def close(self) -> None:
         """The replica stops: what it recorded goes out now."""
@@ -100,22 +99,21 @@ class RequestObserver:
 
     def user_error(self, request_route: str, exc: BaseException) -> None:
         """The user's code raised under an HTTP request (the adapter answered 500): an error of this replica."""
-        if self._buffer is not None:
-            self._buffer.inc(m.REPLICA_ERRORS, (*self._tags, request_route, type(exc).__name__))
+        self.store.inc((m.REPLICA_ERRORS, (*self._tags, request_route, type(exc).__name__)))
 
     def _done(self, request: Request, start: float, error: BaseException | None, message: str,
               failed: bool = False) -> None:
         latency_ms = (time.perf_counter() - start) * 1000
+        keys = self._keys.get(request.route)
+        if keys is None:
+            tags = (*self._tags, request.route)
+            keys = self._keys[request.route] = ((m.REPLICA_REQUESTS, tags), (m.REPLICA_LATENCY, tags))
+        store = self.store
+        store.inc(keys[0])
+        store.observe(keys[1], latency_ms)
+        if error is not None:
+            store.inc((m.REPLICA_ERRORS, (*keys[0][1], type(error).__name__)))
         self.tally.add(latency_ms, error is not None or failed)
-        buffer = self._buffer
-        if buffer is not None:
-            tags = self._routes.get(request.route)
-            if tags is None:
-                tags = self._routes[request.route] = (*self._tags, request.route)
-            counters: tuple[m.Key, ...] = ((m.REPLICA_REQUESTS, tags),)
-            if error is not None:
-                counters += ((m.REPLICA_ERRORS, (*tags, type(error).__name__)),)
-            buffer.record(counters, (m.REPLICA_LATENCY, tags), latency_ms)
         if self.log is not None:
             self.log.access(request.request_id, request.route, message, "INFO" if error is None and not failed else "ERROR")
 
@@ -151,7 +149,7 @@ def observe_replica(app: str, deployment: str, replica_id: str, config: LoggingC
     who = LineFields(Component.REPLICA, replica_id, app, deployment, replica_id)
     log = ServeLog(who, config, log_path(config.logs_dir, session_dir, replica_log_file(app, deployment, replica_id)),
                    feed)
-    observer = RequestObserver(app, deployment, replica_id, metrics.record(), log)
+    observer = RequestObserver(app, deployment, replica_id, metrics.store(), log)
     observer.handler = ServeLogHandler(log)
     apply_log_level(observer.handler, config)
     return observer

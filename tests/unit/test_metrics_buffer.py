@@ -86,3 +86,23 @@ def test_every_metric_has_ray_serves_labels_and_kind():
 @pytest.mark.parametrize(("status", "error"), [(200, False), (307, False), (404, True), (503, True)])
 def test_4xx_and_5xx_count_as_http_errors(status, error):
     assert m.error_status(status) is error
+
+
+def test_a_stores_growth_is_sent_once_whenever_it_is_read():
+    from serve_nb.core.metrics import SeriesStore, growth
+
+    store = SeriesStore()
+    key, latency = (m.ROUTER_REQUESTS, ("D", "/", "app", "h", "")), (m.REPLICA_LATENCY, ("D", "r", "app", "/"))
+    store.inc(key)
+    store.observe(latency, 3.0)
+    first = store.snapshot()
+    sent = growth(first, ({}, {}, {}))
+    assert sent.counters == [(m.ROUTER_REQUESTS, key[1], 1.0)] and sum(sent.histograms[0][2]) == 1
+    assert not growth(store.snapshot(), first), "nothing new: nothing sent"
+    store.inc(key, 2)
+    store.observe(latency, 30.0)
+    store.gauges[(m.ROUTER_QUEUED, ("D", "app", "h", ""))] = 4
+    again = growth(store.snapshot(), first)
+    assert again.counters == [(m.ROUTER_REQUESTS, key[1], 2.0)]
+    assert sum(again.histograms[0][2]) == 1 and again.histograms[0][3] == 30.0
+    assert again.gauges == [(m.ROUTER_QUEUED, ("D", "app", "h", ""), 4)]

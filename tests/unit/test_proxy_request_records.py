@@ -10,7 +10,7 @@ from typing import Any
 from serve_nb.config import HTTPOptions
 from serve_nb.core import metrics as m
 from serve_nb.core.log_format import Component, LineFields, LoggingConfig
-from serve_nb.core.metrics import MetricsBuffer
+from serve_nb.core.metrics import Drained, SeriesStore, growth
 from serve_nb.core.snapshots import ROUTES_KEY
 from serve_nb.data.http.proxy import ProxyApp
 from serve_nb.data.http.proxy_observer import MAX_REQUEST_ID_CHARS, ProxyObserver
@@ -18,11 +18,24 @@ from serve_nb.data.serve_log import ServeLog
 from test_proxy_app import FakeClient, get, router_of, text_reply
 
 
-def recorded_app(tmp_path: Path) -> tuple[ProxyApp, FakeClient, MetricsBuffer, ServeLog]:
-    buffer = MetricsBuffer()
+class Recorded:
+    """The proxy's store, read as the exporter reads it: what it gained since the last read."""
+
+    def __init__(self) -> None:
+        self.store = SeriesStore()
+        self._last: tuple = ({}, {}, {})
+
+    def drain(self) -> Drained:
+        now = self.store.snapshot()
+        gained, self._last = growth(now, self._last), now
+        return gained
+
+
+def recorded_app(tmp_path: Path) -> tuple[ProxyApp, FakeClient, Recorded, ServeLog]:
+    buffer = Recorded()
     log = ServeLog(LineFields(Component.PROXY, "10.0.0.1"), LoggingConfig(), str(tmp_path / "proxy.log"))
     client = FakeClient()
-    app = ProxyApp(client, HTTPOptions(), ProxyObserver("node-1", "10.0.0.1", buffer, log))
+    app = ProxyApp(client, HTTPOptions(), ProxyObserver("node-1", "10.0.0.1", buffer.store, log))
     client.longpoll.callbacks[ROUTES_KEY]({"/a": ("a", "A")})
     return app, client, buffer, log
 

@@ -13,7 +13,7 @@ import pytest
 
 from serve_nb.core import metrics as m
 from serve_nb.core.log_format import Component, LineFields, LoggingConfig
-from serve_nb.core.metrics import MetricsBuffer
+from serve_nb.core.metrics import Drained, SeriesStore, growth
 from serve_nb.data.context import current_request, request_for_call, set_request
 from serve_nb.data.replica_observer import RequestObserver
 from serve_nb.data.request import Request, RequestKind
@@ -22,10 +22,20 @@ from serve_nb.data.serve_log import ServeLog
 TAGS = ("Model", "r1", "app")
 
 
-def observer(tmp_path: Path) -> tuple[RequestObserver, MetricsBuffer, ServeLog]:
-    buffer = MetricsBuffer()
+class Recorded:
+    """The replica's store, read as the exporter reads it."""
+
+    def __init__(self, store: SeriesStore) -> None:
+        self.store = store
+
+    def drain(self) -> Drained:
+        return growth(self.store.snapshot(), ({}, {}, {}))
+
+
+def observer(tmp_path: Path) -> tuple[RequestObserver, Recorded, ServeLog]:
     log = ServeLog(LineFields(Component.REPLICA, "r1", "app", "Model", "r1"), LoggingConfig(), str(tmp_path / "r.log"))
-    return RequestObserver("app", "Model", "r1", buffer, log), buffer, log
+    obs = RequestObserver("app", "Model", "r1", SeriesStore(), log)
+    return obs, Recorded(obs.store), log
 
 
 def call(method: str = "predict", request_id: str = "req-1", route: str = "/m") -> Request:

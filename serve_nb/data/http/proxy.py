@@ -378,7 +378,7 @@ class ProxyActor:
         config = LoggingConfig()
         path = log_path(config.logs_dir, ray_private.session_dir(), proxy_log_file(node_ip))
         log = ServeLog(LineFields(Component.PROXY, node_ip), config, path)
-        return ProxyObserver(self._node_id, node_ip, metrics.record(), log)
+        return ProxyObserver(self._node_id, node_ip, metrics.store(), log)
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         if self._app is None:

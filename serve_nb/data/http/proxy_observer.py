@@ -55,9 +55,9 @@ class Exchange:
 class ProxyObserver:
     """The proxy's metrics and access log. ``buffer`` None: metrics are off; ``log`` None: no access lines."""
 
-    def __init__(self, node_id: str, node_ip: str, buffer: m.MetricsBuffer | None, log: ServeLog | None) -> None:
+    def __init__(self, node_id: str, node_ip: str, store: m.SeriesStore | None, log: ServeLog | None) -> None:
         self._node = (node_id, node_ip)
-        self._buffer = buffer
+        self._store = store  # written from the proxy's loop only
         self._log = log
         self._ongoing = 0
 
@@ -70,14 +70,14 @@ class ProxyObserver:
         latency_ms = (time.perf_counter() - start) * 1000
         self._ongoing -= 1
         status = exchange.status or 499
-        buffer = self._buffer
-        if buffer is not None:
+        store = self._store
+        if store is not None:
             code, route, app = str(status), exchange.route, exchange.app
-            counters: tuple[m.Key, ...] = ((m.HTTP_REQUESTS, (route, method, app, code)),)
+            store.inc((m.HTTP_REQUESTS, (route, method, app, code)))
             if status >= 400:
-                counters += ((m.HTTP_ERRORS, (route, code, method, app)),)
-            buffer.record(counters, (m.HTTP_LATENCY, (method, route, app, code)), latency_ms,
-                          (m.HTTP_ONGOING, self._node), self._ongoing)
+                store.inc((m.HTTP_ERRORS, (route, code, method, app)))
+            store.observe((m.HTTP_LATENCY, (method, route, app, code)), latency_ms)
+            store.gauges[(m.HTTP_ONGOING, self._node)] = self._ongoing
         if self._log is not None:
             self._log.access(exchange.request_id, exchange.route,
                              http_access_message(method, exchange.route or _shown(path), status, latency_ms),
