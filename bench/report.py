@@ -180,3 +180,20 @@ def plot(med: dict[str, dict[str, Any]], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def metrics_cost(med: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> str:
+    """serve_nb with Ray Serve's metrics on (its column above) and off, same run: what recording them costs."""
+    off = med.get("serve_nb_metrics_off")
+    if not off:
+        return ""
+    lines = ["", "", "Metrics cost (serve_nb with metrics on, as above, and with SERVE_NB_METRICS=0; median [range]):", ""]
+    for key, label in (("http_rps_32", "HTTP req/s at 32 connections"), ("handle_rps_100", "handle req/s, 100 in flight")):
+        on_value, off_value = med.get("serve_nb", {}).get(key), off.get(key)
+        if on_value is None or off_value is None:
+            continue
+        spread = {s: [r[key] for r in runs[s] if r.get(key) is not None] for s in ("serve_nb", "serve_nb_metrics_off")}
+        shown = {s: f"{fmt(min(v))}–{fmt(max(v))}" if v else "–" for s, v in spread.items()}
+        lines.append(f"- {label}: on {fmt(on_value)} [{shown['serve_nb']}], off {fmt(off_value)} "
+                     f"[{shown['serve_nb_metrics_off']}]: {100 * (on_value / off_value - 1):+.1f}%")
+    return "\n".join(lines)

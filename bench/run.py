@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from load import client_name, http_load, websocket_round_trips  # noqa: E402
-from report import markdown, medians, plot  # noqa: E402
+from report import markdown, medians, metrics_cost, plot  # noqa: E402
 from workloads import MB, groups  # noqa: E402
 
 #: The workload groups whose figures the report sets beside bare uvicorn's.
@@ -83,13 +83,20 @@ def measure_baseline(port: int, seconds: float, only: frozenset[str] | None, mes
         server.wait(timeout=10)
 
 
+#: serve_nb with its metrics off (``SERVE_NB_METRICS=0``), run on the groups whose figures show what metrics cost.
+METRICS_OFF = "serve_nb_metrics_off"
+METRICS_COST_GROUPS = frozenset({"http", "handle"})
+
+
 def run_worker(system: str, quick: bool, port: int, only: str | None) -> dict[str, Any]:
     """One system, one fresh process; a failure is recorded (with its stderr tail), not fatal to the run."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "result.json"
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        if system == METRICS_OFF:
+            system, env["SERVE_NB_METRICS"] = "serve_nb", "0"
         cmd = [sys.executable, __file__, "--worker", system, "--result-file", str(path), "--port", str(port)]
         cmd += ["--only", only] if only else []
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         proc = subprocess.run(cmd + (["--quick"] if quick else []), env=env, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not path.exists():
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -128,14 +135,17 @@ def main() -> int:
     if only is None or only & BASELINE_GROUPS:
         print("baseline: bare uvicorn + starlette ...", file=sys.stderr, flush=True)
         info.update(measure_baseline(args.port, 1.0 if args.quick else 5.0, only, 300 if args.quick else 3000))
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    cost_groups = METRICS_COST_GROUPS if only is None else only & METRICS_COST_GROUPS
+    measured = systems + ([METRICS_OFF] if "serve_nb" in systems and cost_groups else [])
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in measured}
     for rep in range(args.reps):
-        for system in systems if rep % 2 == 0 else list(reversed(systems)):
+        for system in measured if rep % 2 == 0 else list(reversed(measured)):
             print(f"rep {rep + 1}/{args.reps}: {system} ...", file=sys.stderr, flush=True)
-            runs[system].append(run_worker(system, args.quick, args.port, args.only))
+            groups_arg = ",".join(sorted(cost_groups)) if system == METRICS_OFF else args.only
+            runs[system].append(run_worker(system, args.quick, args.port, groups_arg))
 
     med = {system: medians([r for r in results if "failed" not in r]) for system, results in runs.items()}
-    text = markdown(med, systems, info)
+    text = markdown(med, systems, info) + metrics_cost(med, runs)
     failures = [f"{s} rep {i + 1}: {r['failed']}" for s, rs in runs.items() for i, r in enumerate(rs) if "failed" in r]
     if failures:
         text += "\n\nFailed runs (left out of the medians):\n" + "\n".join(f"- {f}" for f in failures)

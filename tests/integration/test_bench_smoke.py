@@ -40,3 +40,6 @@ def test_benchmark_runs_with_tiny_counts(tmp_path):
     assert "echoing the WebSocket frame" in report  # the WebSocket's
     assert "| 2 | 32 |" in report  # the sweep table
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    off = results["runs"]["serve_nb_metrics_off"][0]  # the metrics' cost: the same groups with metrics off
+    assert off["http_rps_32"] > 0 and off["handle_rps_100"] > 0 and "body_1mb_rps_8" not in off
+    assert "Metrics cost (serve_nb with metrics on" in report and "- HTTP req/s at 32 connections: on " in report
