@@ -118,9 +118,14 @@ class LineFields:
     replica: str = ""
 
 
-def text_line(level: str, created: float, who: LineFields, request_id: str, message: str) -> str:
+def text_line(level: str, created: float, who: LineFields, request_id: str, message: str,
+              attrs: Mapping[str, Any] | None = None) -> str:
+    """``attrs`` (a record's ``additional_log_standard_attrs``) go before the ``--``, in order, as Ray Serve puts them."""
     head = f"{level} {asctime(created)} {who.component.value if who.component is Component.PROXY else who.deployment}"
-    return f"{head} {who.component_id} {request_id} -- {message}" if request_id else f"{head} {who.component_id} -- {message}"
+    head += f" {who.component_id}" + (f" {request_id}" if request_id else "")
+    if attrs:
+        head += "".join(f" {value}" for value in attrs.values())
+    return f"{head} -- {message}"
 
 
 def json_line(level: str, created: float, who: LineFields, request_id: str, route: str, message: str,
@@ -145,4 +150,4 @@ def line(config: LoggingConfig, level: str, created: float, who: LineFields, req
          message: str, extra: Mapping[str, Any] | None = None) -> str:
     if config.encoding is LogEncoding.JSON:
         return json_line(level, created, who, request_id, route, message, extra)
-    return text_line(level, created, who, request_id, message)
+    return text_line(level, created, who, request_id, message, extra)

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from serve_nb.core.log_format import LineFields, LoggingConfig, line
 from serve_nb.data.context import current_request
@@ -25,7 +25,7 @@ MAX_PENDING_LINES = 100_000
 #: The widget keeps only recent lines: a flush under load hands it no more than this many (the last ones).
 MAX_FED_LINES = 200
 
-_Pending = tuple[float, str, str, str, str]  # created, level, request id, route, message
+_Pending = tuple[float, str, str, str, str, "dict[str, Any] | None"]  # created, level, id, route, message, attrs
 
 
 class ServeLog:
@@ -60,12 +60,13 @@ class ServeLog:
     def access(self, request_id: str, route: str, message: str, level: str = "INFO") -> None:
         """One access line; dropped when ``enable_access_log`` is off."""
         if self.config.enable_access_log:
-            self._add((time.time(), level, request_id, route, message))
+            self._add((time.time(), level, request_id, route, message, None))
 
-    def record(self, level: str, message: str) -> None:
-        """A line of the process's own (a user's log record), with the current request's id."""
+    def record(self, level: str, message: str, attrs: dict[str, Any] | None = None) -> None:
+        """A line of the process's own (a user's log record), with the current request's id; ``attrs`` are the
+        record's ``additional_log_standard_attrs``."""
         request_id, route = current_request()
-        self._add((time.time(), level, request_id, route, message))
+        self._add((time.time(), level, request_id, route, message, attrs))
 
     def _add(self, item: _Pending) -> None:
         with self._lock:  # uncontended but for the flush every FLUSH_INTERVAL_S
@@ -84,14 +85,14 @@ class ServeLog:
         with self._write_lock:
             if self._feed is not None:
                 text = LoggingConfig()  # the widget always shows text
-                for created, level, request_id, route, message in items[-MAX_FED_LINES:]:
-                    self._feed(line(text, level, created, who, request_id, route, message))
+                for created, level, request_id, route, message, attrs in items[-MAX_FED_LINES:]:
+                    self._feed(line(text, level, created, who, request_id, route, message, attrs))
             out = self._open()
             if out is None:
                 return
             try:
-                out.write("".join(line(config, level, created, who, request_id, route, message) + "\n"
-                                  for created, level, request_id, route, message in items))
+                out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
+                                  for created, level, request_id, route, message, attrs in items))
                 out.flush()
             except OSError:
                 pass
@@ -128,8 +129,10 @@ class ServeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            wanted = self._log.config.additional_log_standard_attrs
+            attrs = {name: getattr(record, name, None) for name in wanted} if wanted else None
             self._log.record(record.levelname, f"{record.name}: {record.getMessage()}" if record.name != "root"
-                             else record.getMessage())
+                             else record.getMessage(), attrs)
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             pass
 

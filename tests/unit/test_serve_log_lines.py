@@ -113,3 +113,27 @@ def test_lines_are_written_by_the_logs_thread_within_its_interval(tmp_path: Path
         assert "GET / 200 1.0ms" in path.read_text()
     finally:
         log.close()
+
+
+def test_additional_log_standard_attrs_join_a_users_line_in_text_and_json(tmp_path: Path):
+    for encoding in ("TEXT", "JSON"):
+        config = LoggingConfig.parse({"encoding": encoding, "additional_log_standard_attrs": ["funcName", "lineno"]})
+        path = tmp_path / f"{encoding}.log"
+        log = ServeLog(REPLICA, config, str(path))
+        handler = ServeLogHandler(log)
+        logger = logging.getLogger(f"user.attrs.{encoding}")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            logger.info("with attrs")
+        finally:
+            logger.removeHandler(handler)
+            log.close()
+        written = path.read_text().strip()
+        if encoding == "JSON":
+            record = json.loads(written)
+            assert record["funcName"] == "test_additional_log_standard_attrs_join_a_users_line_in_text_and_json"
+            assert isinstance(record["lineno"], int)
+        else:
+            assert " test_additional_log_standard_attrs_join_a_users_line_in_text_and_json " in written
+            assert written.endswith(f"-- user.attrs.{encoding}: with attrs")
