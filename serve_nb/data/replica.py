@@ -26,6 +26,7 @@ from serve_nb.data.context import (
 from serve_nb.data import logcapture
 from serve_nb.data.http.replica_adapter import HTTPAdapter
 from serve_nb.data.objects import Outcome
+from serve_nb.core.log_format import CallOutcome
 from serve_nb.data.replica_observer import RequestObserver, observe_replica, reconfigure_logging
 from serve_nb.data.request import Request, RequestKind, Wire
 from serve_nb.common.messages import InitResult, ReplicaConfig, ReplicaInit, ReplicaMetadata
@@ -323,13 +324,28 @@ class ReplicaCore:
         set_request(request.request_id, request.route)
         kind = request.kind
         if kind is RequestKind.CALL:
-            return self._observer.call(request, self._call(request.method, request.args, request.kwargs))
+            return self._observed_call(request)
         if kind is RequestKind.STREAM:
             return self._observer.stream(request, self._stream(request.method, request.args, request.kwargs))
         assert self._http is not None  # set in initialize(), before the channel accepts anything
         if kind is RequestKind.WEBSOCKET:
             return self._observer.stream(request, self._http.websocket(*request.args))
         return self._observer.stream(request, self._http.handle(*request.args))
+
+    async def _observed_call(self, request: Request) -> Any:
+        """A handle call, timed and recorded (metrics, access line, live figures) in the same coroutine: a
+        wrapping one cost every call a frame."""
+        start = time.perf_counter()
+        try:
+            result = await self._call(request.method, request.args, request.kwargs)
+        except asyncio.CancelledError:
+            self._observer.call_done(request, start, CallOutcome.CANCELLED, None)
+            raise
+        except BaseException as exc:
+            self._observer.call_done(request, start, CallOutcome.ERROR, exc)
+            raise
+        self._observer.call_done(request, start, CallOutcome.OK, None)
+        return result
 
     async def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         fn = self._resolve(method)

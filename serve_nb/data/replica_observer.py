@@ -63,7 +63,11 @@ class RequestObserver:
             error = exc
             raise
         finally:
-            self._done(request, start, error, call_access_message(request.method, outcome, _ms(start)))
+            self.call_done(request, start, outcome, error)
+
+    def call_done(self, request: Request, start: float, outcome: CallOutcome, error: BaseException | None) -> None:
+        """A handle call ended (the replica's own call path reports here, without wrapping a coroutine)."""
+        self._done(request, start, error, None, outcome)
 
     async def stream(self, request: Request, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """A streamed call's items, or an HTTP request's batches of ASGI messages (whose status it reads)."""
@@ -95,15 +99,18 @@ class RequestObserver:
                                               shown, _ms(start))  # type: ignore[arg-type]
                 self._done(request, start, error, message, failed=status is not None and status >= 500)
             else:
-                self._done(request, start, error, call_access_message(request.method, outcome, _ms(start)))
+                self._done(request, start, error, None, outcome)
 
     def user_error(self, request_route: str, exc: BaseException) -> None:
         """The user's code raised under an HTTP request (the adapter answered 500): an error of this replica."""
         self.store.inc((m.REPLICA_ERRORS, (*self._tags, request_route, type(exc).__name__)))
 
-    def _done(self, request: Request, start: float, error: BaseException | None, message: str,
-              failed: bool = False) -> None:
+    def _done(self, request: Request, start: float, error: BaseException | None, message: str | None,
+              outcome: CallOutcome = CallOutcome.OK, failed: bool = False) -> None:
+        """``message`` None: a handle call's, made from ``outcome`` and the latency measured here."""
         latency_ms = (time.perf_counter() - start) * 1000
+        if message is None:
+            message = call_access_message(request.method, outcome, latency_ms)
         keys = self._keys.get(request.route)
         if keys is None:
             tags = (*self._tags, request.route)

@@ -22,6 +22,8 @@ FLUSH_INTERVAL_S = 0.2
 #: Lines kept while the file cannot be written (or between flushes under a flood): the oldest go first.
 MAX_PENDING_LINES = 100_000
 
+#: Lines formatted between two chances for the process's other threads to run.
+CHUNK_LINES = 200
 #: The widget keeps only recent lines: a flush under load hands it no more than this many (the last ones).
 MAX_FED_LINES = 200
 
@@ -91,8 +93,13 @@ class ServeLog:
             if out is None:
                 return
             try:
-                out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
-                                  for created, level, request_id, route, message, attrs in items))
+                for start in range(0, len(items), CHUNK_LINES):
+                    if start:
+                        time.sleep(0)  # let the event loop's thread run between chunks: a busy second's lines
+                        # formatted in one go held the GIL long enough to stall every request in flight
+                    out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
+                                      for created, level, request_id, route, message, attrs
+                                      in items[start : start + CHUNK_LINES]))
                 out.flush()
             except OSError:
                 pass

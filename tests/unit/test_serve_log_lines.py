@@ -137,3 +137,16 @@ def test_additional_log_standard_attrs_join_a_users_line_in_text_and_json(tmp_pa
         else:
             assert " test_additional_log_standard_attrs_join_a_users_line_in_text_and_json " in written
             assert written.endswith(f"-- user.attrs.{encoding}: with attrs")
+
+
+def test_a_flush_writes_every_line_however_many_gathered(tmp_path: Path):
+    path = tmp_path / "proxy.log"
+    log = ServeLog(PROXY, LoggingConfig(), str(path))
+    try:
+        for i in range(450):  # more than one chunk of lines
+            log.access(f"id-{i}", "/", "GET / 200 1.0ms")
+        log.flush()
+    finally:
+        log.close()
+    ids = [line.split(" ")[5] for line in path.read_text().splitlines()]
+    assert ids == [f"id-{i}" for i in range(450)]
