@@ -184,20 +184,19 @@ def model_requested() -> None:
 
 
 def model_loaded(model_id: str, took_ms: float, models_now: int) -> None:
-    buffer = record()
-    if buffer is not None:
-        tags = _replica_tags()
-        buffer.observe(m.MODEL_LOAD_LATENCY, tags, took_ms)
-        buffer.inc(m.MODEL_LOADS, tags)
-        buffer.set(m.MODELS_LOADED, tags, models_now)
-        buffer.set(m.MODEL_REGISTERED, (*tags, model_id), 1.0)
+    _model_event(model_id, took_ms, models_now, loaded=True)
 
 
 def model_unloaded(model_id: str, took_ms: float, models_now: int) -> None:
+    _model_event(model_id, took_ms, models_now, loaded=False)
+
+
+def _model_event(model_id: str, took_ms: float, models_now: int, loaded: bool) -> None:
+    """A model was loaded or unloaded in ``took_ms``; ``models_now`` are held after it."""
     buffer = record()
     if buffer is not None:
         tags = _replica_tags()
-        buffer.observe(m.MODEL_UNLOAD_LATENCY, tags, took_ms)
-        buffer.inc(m.MODEL_UNLOADS, tags)
+        buffer.observe(m.MODEL_LOAD_LATENCY if loaded else m.MODEL_UNLOAD_LATENCY, tags, took_ms)
+        buffer.inc(m.MODEL_LOADS if loaded else m.MODEL_UNLOADS, tags)
         buffer.set(m.MODELS_LOADED, tags, models_now)
-        buffer.set(m.MODEL_REGISTERED, (*tags, model_id), 0.0)
+        buffer.set(m.MODEL_REGISTERED, (*tags, model_id), 1.0 if loaded else 0.0)

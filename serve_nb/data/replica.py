@@ -276,6 +276,10 @@ class ReplicaCore:
         self._http = HTTPAdapter(obj, self._init.is_class, self._invoke, self._init.deployment,
                                  on_user_error=lambda route, exc: self._observer.user_error(route, exc))
 
+    def observe_with(self, observer: RequestObserver) -> None:
+        """Record requests with ``observer``: ``initialize`` makes the replica's; unit tests pass their own."""
+        self._observer = observer
+
     def try_acquire(self) -> bool:
         if self._draining or self._ongoing >= self._max_ongoing:
             return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Callable
 
 from serve_nb.core import metrics as m
 from serve_nb.core.log_format import (
@@ -48,22 +48,6 @@ class RequestObserver:
         metrics.flush()
         if self.log is not None:
             self.log.close()
-
-    async def call(self, request: Request, result: Awaitable[Any]) -> Any:
-        start = time.perf_counter()
-        outcome, error = CallOutcome.ERROR, None
-        try:
-            value = await result
-            outcome = CallOutcome.OK
-            return value
-        except asyncio.CancelledError:
-            outcome = CallOutcome.CANCELLED
-            raise
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self.call_done(request, start, outcome, error)
 
     def call_done(self, request: Request, start: float, outcome: CallOutcome, error: BaseException | None) -> None:
         """A handle call ended (the replica's own call path reports here, without wrapping a coroutine)."""

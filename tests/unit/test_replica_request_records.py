@@ -38,26 +38,37 @@ def observer(tmp_path: Path) -> tuple[RequestObserver, Recorded, ServeLog]:
     return obs, Recorded(obs.store), log
 
 
-def call(method: str = "predict", request_id: str = "req-1", route: str = "/m") -> Request:
-    return Request(RequestKind.CALL, method, (), {}, "", request_id, route)
+def call(method: str = "predict", request_id: str = "req-1", route: str = "/m", args: tuple = ()) -> Request:
+    return Request(RequestKind.CALL, method, args, {}, "", request_id, route)
 
 
-async def value(x: Any) -> Any:
-    return x
+class Model:
+    def predict(self, x: int) -> int:
+        if x < 0:
+            raise KeyError("no such row")
+        return 2 * x
+
+    async def slow(self) -> None:
+        await asyncio.sleep(10)
 
 
-async def failing() -> Any:
-    raise KeyError("no such row")
+def replica_with(obs: RequestObserver) -> Any:
+    from test_replica_request_path import make_core
+
+    core = make_core(Model())
+    core.observe_with(obs)
+    return core
 
 
 def test_handle_calls_are_counted_per_route_and_logged_with_their_outcome(tmp_path: Path):
     obs, buffer, log = observer(tmp_path)
+    core = replica_with(obs)
 
     async def scenario() -> None:
-        assert await obs.call(call(), value(3)) == 3
+        assert await core.handle(call(args=(3,))) == 6
         with pytest.raises(KeyError):
-            await obs.call(call(request_id="req-2"), failing())
-        task = asyncio.ensure_future(obs.call(call(request_id="req-3"), asyncio.sleep(10)))
+            await core.handle(call(request_id="req-2", args=(-1,)))
+        task = asyncio.ensure_future(core.handle(call("slow", request_id="req-3")))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -73,7 +84,7 @@ def test_handle_calls_are_counted_per_route_and_logged_with_their_outcome(tmp_pa
     assert sum(drained.histograms[0][2]) == 3
     lines = (tmp_path / "r.log").read_text().splitlines()
     assert [line.split(" -- ")[1].rsplit(" ", 1)[0] for line in lines] == [
-        "CALL predict OK", "CALL predict ERROR", "CALL predict CANCELLED"]
+        "CALL predict OK", "CALL predict ERROR", "CALL slow CANCELLED"]
     assert [line.split(" ")[5] for line in lines] == ["req-1", "req-2", "req-3"]
     snapshot = obs.tally.drain()
     assert snapshot is not None and (snapshot.count, snapshot.errors) == (3, 1)
@@ -117,6 +128,6 @@ def test_a_call_made_while_handling_a_request_carries_that_requests_id_and_route
 
 def test_a_replica_without_metrics_or_log_still_tallies(tmp_path: Path):
     obs = RequestObserver("app", "Model", "r1", None, None)
-    assert asyncio.run(obs.call(call(), value(1))) == 1
+    assert asyncio.run(replica_with(obs).handle(call(args=(1,)))) == 2
     snapshot = obs.tally.drain()
     assert snapshot is not None and snapshot.count == 1
