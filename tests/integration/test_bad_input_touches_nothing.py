@@ -61,8 +61,18 @@ def test_misspelt_keyword_raises_and_the_running_default_app_is_unchanged(runnin
 def test_unsupported_ray_serve_keyword_raises_and_the_running_default_app_is_unchanged(running_default) -> None:
     before = _snapshot("default", "Original")
 
-    with pytest.raises(UnsupportedOptionError, match="logging_config"):
-        serve.run(Replacement.bind(), logging_config={"log_level": "DEBUG"})
+    with pytest.raises(UnsupportedOptionError, match="external_scaler_enabled"):
+        serve.run(Replacement.bind(), external_scaler_enabled=True)
+
+    assert _snapshot("default", "Original") == before
+    assert running_default.remote().result() == "original"
+
+
+def test_a_bad_logging_config_raises_and_the_running_default_app_is_unchanged(running_default) -> None:
+    before = _snapshot("default", "Original")
+
+    with pytest.raises(ValueError, match="log_level must be one of"):
+        serve.run(Replacement.bind(), logging_config={"log_level": "LOUD"})
 
     assert _snapshot("default", "Original") == before
     assert running_default.remote().result() == "original"

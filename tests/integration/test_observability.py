@@ -26,9 +26,10 @@ def scrape() -> list[tuple[str, dict[str, str], float]]:
 
     samples = []
     for node in ray.nodes():
-        if not node.get("Alive") or not node.get("MetricsExportPort"):
-            continue
-        url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        port = node.get("MetricsExportPort")
+        if not node.get("Alive") or not isinstance(port, int) or port <= 0:
+            continue  # a node with no metrics agent (added by another test's cluster) exports nothing
+        url = f"http://{node['NodeManagerAddress']}:{port}/metrics"
         text = urllib.request.urlopen(url, timeout=10).read().decode()
         for line in text.splitlines():
             found = SAMPLE.match(line)
