@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import URL, wait_until
+from helpers import URL, run_scenario, wait_until
 
 SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -80,51 +80,10 @@ def composed_app(serve):
     return Front.bind(Model.bind())
 
 
-def test_ray_serves_counters_reach_the_metrics_port_with_their_labels(serve_instance):
-    serve = serve_instance
-    serve.run(composed_app(serve), name="obs", route_prefix="/obs")
-    for _ in range(5):
-        assert get("/obs?x=2")[:2] == (200, "4")
-    for _ in range(2):
-        assert get("/obs?x=-1")[0] == 500
-    assert get("/obs-missing")[0] == 404
-
-    expected = [  # (metric, labels, value): each process exports on its own second, so wait for them all
-        ("ray_serve_num_http_requests_total", {"route": "/obs", "method": "GET", "status_code": "200"}, 5),
-        ("ray_serve_num_http_requests_total", {"status_code": "500"}, 2),
-        ("ray_serve_num_http_error_requests_total", {"error_code": "500", "method": "GET", "route": "/obs"}, 2),
-        ("ray_serve_http_request_latency_ms_count", {"route": "/obs"}, 7),
-        ("ray_serve_http_request_latency_ms_bucket", {"le": "+Inf"}, 7),
-        ("ray_serve_deployment_request_counter_total", {"deployment": "Front", "route": "/obs"}, 7),
-        ("ray_serve_deployment_request_counter_total", {"deployment": "Model", "route": "/obs"}, 7),
-        ("ray_serve_deployment_error_counter_total", {"deployment": "Model", "exception_type": "ValueError"}, 2),
-        ("ray_serve_deployment_processing_latency_ms_count", {"deployment": "Model"}, 7),
-        ("ray_serve_num_router_requests_total", {"deployment": "Model", "route": "/obs"}, 7),
-        ("ray_serve_num_router_requests_total", {"deployment": "Front", "route": "/obs"}, 7),
-        ("ray_serve_deployment_replica_starts_total", {"deployment": "Model"}, 1),
-        ("ray_serve_deployment_replica_healthy", {"deployment": "Model"}, 1),
-    ]
-
-    def mismatches() -> list:
-        samples = scrape()
-        return [(name, labels, want, got) for name, labels, want in expected
-                if (got := total(samples, name, application="obs", **labels)) != want]
-
-    last: list = []
-
-    def all_there() -> bool:
-        last[:] = mismatches()
-        return not last
-
-    try:
-        wait_until(all_there, timeout_s=60, interval_s=0.5, what="every expected figure on the metrics port")
-    except AssertionError:
-        raise AssertionError(f"still not as expected (metric, labels, wanted, got): {last}") from None
-    samples = scrape()
-    assert total(samples, "ray_serve_num_http_error_requests_total", error_code="404") >= 1
-    replica_labels = [ls for n, ls, _ in samples if n == "ray_serve_deployment_request_counter_total"
-                      and ls.get("deployment") == "Model"]
-    assert replica_labels and all(ls["replica"] for ls in replica_labels)
+def test_ray_serves_counters_reach_the_metrics_port_with_their_labels():
+    # A Ray of its own: what the session's Ray exports depends on every test before this one (other clusters,
+    # nodes without a metrics agent), and exact counts need a clean slate.
+    run_scenario(Path(__file__).with_name("metrics_scenario.py"), timeout_s=300)
 
 
 def test_a_request_id_is_in_every_line_the_request_causes_across_composed_deployments(serve_instance):
