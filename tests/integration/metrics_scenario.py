@@ -1,5 +1,5 @@
 """A Ray of its own: Ray Serve's counters reach the metrics export port with their labels and exact values.
-Run by test_observability.py in a child process (what the session's Ray exports depends on every test before,
+Run by test_access_logs_and_metrics.py in a child process (what the session's Ray exports depends on every test before,
 and exact counts need a clean slate); prints "metrics scenario passed", or fails saying what differs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import wait_until  # noqa: E402
-from test_observability import composed_app, scrape, total  # noqa: E402
+from test_access_logs_and_metrics import composed_app, scrape, total  # noqa: E402
 
 PORT = 8431
 
