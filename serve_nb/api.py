@@ -85,17 +85,28 @@ def start(
     """Connect to the running serve_nb controller, or start one (and Ray, if needed).
 
     Takes Ray Serve 2.60's keywords. ``proxy_location`` sets where proxies run unless ``http_options`` names a
-    ``location`` (which wins, as in Ray Serve). ``grpc_options``, ``logging_config``, ``tracing_config`` and
-    ``controller_options`` are not supported yet and accepted only as None; any other keyword raises TypeError
-    before anything starts. Returns once the HTTP proxies answer; raises with the reason (e.g. the port is
-    taken) if one cannot.
+    ``location`` (which wins, as in Ray Serve). ``logging_config`` (a dict or LoggingConfig) is the proxies':
+    their access lines (``enable_access_log``), ``encoding``, ``log_level`` and ``logs_dir``; unlike the HTTP
+    options it also applies to a running serve_nb, from each proxy's next line. ``grpc_options``,
+    ``tracing_config`` and ``controller_options`` are not supported yet and accepted only as None; any other
+    keyword raises TypeError before anything starts. Returns once the HTTP proxies answer; raises with the
+    reason (e.g. the port is taken) if one cannot.
     """
     reject_unknown_keywords("serve.start()", unknown, keyword_names(start))
-    unsupported = {"grpc_options": grpc_options, "logging_config": logging_config,
-                   "tracing_config": tracing_config, "controller_options": controller_options}
+    unsupported = {"grpc_options": grpc_options, "tracing_config": tracing_config,
+                   "controller_options": controller_options}
     reject_unsupported_values("serve.start()", unsupported, dict.fromkeys(unsupported))
+    logging_settings = None
+    if logging_config is not None:
+        logging_settings = LoggingConfig.parse(logging_config, "serve.start(logging_config=...)")
     options = _with_proxy_location(HTTPOptions.from_user(http_options), http_options, proxy_location)
-    client = _bootstrap().connect_client(create=True, http_options=options)
+    client = _bootstrap().connect_client(create=True, http_options=options, logging_config=logging_settings)
+    if logging_settings is not None:  # a controller that was already running keeps its own until told
+        applied = _ask_controller(client.controller.set_logging_config.remote(logging_settings),
+                                  "serve.start(logging_config=...)")
+        if not applied:
+            warnings.warn("serve.start(logging_config=...): not every HTTP proxy confirmed the new logging config "
+                          "within 10 s; serve.status() shows which proxies are unhealthy.", stacklevel=2)
     if http_options is not None and client.info.http_options != options:
         warnings.warn(
             f"serve_nb is already running with http_options {client.info.http_options}; the new options are "

@@ -41,6 +41,7 @@ import ray
 from serve_nb import ray_private
 from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 from serve_nb.config import HTTPOptions
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.data import client as data_client
 from serve_nb.data.client import ServeClient
 
@@ -147,7 +148,8 @@ def _head_node_strategy() -> Any:
     return None
 
 
-def get_controller(create: bool, http_options: HTTPOptions | None = None) -> Any | None:
+def get_controller(create: bool, http_options: HTTPOptions | None = None,
+                   logging_config: LoggingConfig | None = None) -> Any | None:
     try:
         return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     except ValueError:
@@ -169,14 +171,16 @@ def get_controller(create: bool, http_options: HTTPOptions | None = None) -> Any
     prestart_worker()  # boots alongside the controller and proxy; the first replica then finds it idle
     from serve_nb.control.controller import ServeController
 
-    return ray.remote(ServeController).options(**options).remote(http_options)
+    return ray.remote(ServeController).options(**options).remote(http_options, logging_config)
 
 
 _lock = threading.Lock()
 
 
-def connect_client(create: bool = False, http_options: HTTPOptions | None = None, timeout_s: float = 60.0) -> ServeClient | None:
-    """This process's client; with ``create`` connects to Ray and starts the controller if needed."""
+def connect_client(create: bool = False, http_options: HTTPOptions | None = None, timeout_s: float = 60.0,
+                   logging_config: LoggingConfig | None = None) -> ServeClient | None:
+    """This process's client; with ``create`` connects to Ray and starts the controller if needed (with
+    ``http_options`` and the proxies' ``logging_config``; a running controller keeps its own)."""
     client = data_client.get_client()
     if client is not None or not create:
         return client
@@ -185,7 +189,7 @@ def connect_client(create: bool = False, http_options: HTTPOptions | None = None
         if client is not None:
             return client
         ensure_ray(os.environ.get("RAY_ADDRESS") or None)
-        controller = get_controller(create=True, http_options=http_options)
+        controller = get_controller(create=True, http_options=http_options, logging_config=logging_config)
         info = ray.get(controller.ready.remote(), timeout=timeout_s)
         return data_client.install_client(controller, info)
 

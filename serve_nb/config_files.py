@@ -72,8 +72,9 @@ def build_apps(config: DeployConfig, source: str, base_dir: Path) -> list[BuiltA
         def check_names(names: Any, app: AppConfig = app) -> None:
             check_deployment_names(app, names, source)
 
+        app_logging = app.logging_config or config.logging_config  # the top-level one, as in Ray Serve
         graph, specs = build_app(target, app.name, options_for, app.runtime_env or None, check_names,
-                                 LoggingConfig.parse(app.logging_config) if app.logging_config else None)
+                                 LoggingConfig.parse(app_logging) if app_logging else None)
         built.append(BuiltApp(app, graph, specs))
     return built
 
@@ -156,7 +157,8 @@ def apply(config: DeployConfig, built: list[BuiltApp], *, wait: bool = True) -> 
     """Deploy applications built from ``config`` and delete the others; a handle per application."""
     from serve_nb import api
 
-    api.start(proxy_location=config.proxy_location, http_options=config.http_options or None)
+    api.start(proxy_location=config.proxy_location, http_options=config.http_options or None,
+              logging_config=config.logging_config)
     handles = {app.config.name: api.deploy_built(app.graph, app.specs, app.config.name, app.config.route_prefix, wait=False)
                for app in built}
     gone = set(api.status().applications) - set(handles)

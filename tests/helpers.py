@@ -1,8 +1,9 @@
 """Test helpers: bounded waiting for a condition (never a bare sleep), source defined as a notebook cell
-would define it, what the public feed says about replicas, scenarios in a child process."""
+would define it, what the public feed says about replicas, the Serve log files, scenarios in a child process."""
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -83,3 +84,11 @@ def run_scenario(script: Path, timeout_s: float = 600.0) -> None:
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout_s, env=env)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
     assert f"{script.stem.replace('_', ' ')} passed" in proc.stdout
+
+
+def serve_logs(pattern: str) -> str:
+    """The text of the Ray session's Serve log files matching ``pattern`` (``proxy_*.log``, ``replica_<app>_*``)."""
+    from serve_nb import ray_private
+
+    found = sorted(glob.glob(os.path.join(ray_private.session_dir(), "logs", "serve", pattern)))
+    return "".join(Path(f).read_text() for f in found)

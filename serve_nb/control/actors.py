@@ -26,6 +26,7 @@ from serve_nb.common.messages import (
 from serve_nb.common.names import NAMESPACE, proxy_actor_name, replica_actor_name
 from serve_nb.config import HTTPOptions, actor_options
 from serve_nb.control.protocols import ActorCallFailed
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.resources import NodeInfo
 from serve_nb.data.http.proxy import ProxyActor
 from serve_nb.data.replica import ReplicaActor
@@ -147,6 +148,12 @@ class RayProxy:
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
         try:
             return (await self._actor.wait_for_route.remote(prefix, app, timeout_s)) is True
+        except Exception:
+            return False
+
+    async def wait_for_logging(self, config: LoggingConfig, timeout_s: float) -> bool:
+        try:
+            return (await self._actor.wait_for_logging.remote(config, timeout_s)) is True
         except Exception:
             return False
 

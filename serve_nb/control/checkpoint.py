@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from serve_nb.common.messages import DeploymentSpec
 from serve_nb.common.serialization import dumps, loads
 from serve_nb.config import HTTPOptions
+from serve_nb.core.log_format import LoggingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class SavedApp:
 class Checkpoint:
     http_options: HTTPOptions
     apps: dict[str, SavedApp]
+    logging_config: LoggingConfig = LoggingConfig()  # the proxies'
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -55,7 +57,8 @@ def encode(checkpoint: Checkpoint) -> bytes:
         }
         for name, app in checkpoint.apps.items()
     }
-    return dumps({"http_options": checkpoint.http_options, "apps": apps})
+    return dumps({"http_options": checkpoint.http_options, "apps": apps,
+                  "logging_config": checkpoint.logging_config.to_dict()})
 
 
 def decode(blob: bytes) -> Checkpoint:
@@ -69,7 +72,7 @@ def decode(blob: bytes) -> Checkpoint:
         )
         for name, app in saved.get("apps", {}).items()
     }
-    return Checkpoint(saved.get("http_options") or HTTPOptions(), apps)
+    return Checkpoint(saved.get("http_options") or HTTPOptions(), apps, LoggingConfig.parse(saved.get("logging_config")))
 
 
 class KeyValueStore(Protocol):

@@ -31,7 +31,8 @@ from serve_nb.control.proxies import ProxyManager
 from serve_nb.core.policy import proxy_nodes, spans_machines
 from serve_nb.core import metrics as m
 from serve_nb.core.request_stats import TallySnapshot
-from serve_nb.core.snapshots import ROUTES_KEY, STATUS_KEY, FeedKeyKind, app_key, parse_key, replicas_key
+from serve_nb.core.log_format import LoggingConfig
+from serve_nb.core.snapshots import LOGGING_KEY, ROUTES_KEY, STATUS_KEY, FeedKeyKind, app_key, parse_key, replicas_key
 from serve_nb.data import metrics
 from serve_nb.types import DeploymentID, ServeStatus
 
@@ -59,7 +60,8 @@ class ControllerCore:
     """The controller's state and logic. Its public coroutines are the remote methods, reached through
     the ServeController actor at the end of this module; everything runs on the actor's one event loop."""
 
-    def __init__(self, cluster: Cluster, http_options: HTTPOptions | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, cluster: Cluster, http_options: HTTPOptions | None = None, clock: Clock | None = None,
+                 logging_config: LoggingConfig | None = None) -> None:
         self._cluster = cluster
         self._clock: Clock = clock or SystemClock()
         self._epoch = uuid.uuid4().hex[:12]
@@ -67,6 +69,7 @@ class ControllerCore:
         self._checkpoints = CheckpointStore(cluster)
         self._apps: dict[str, AppState] = {}
         self._http_options = http_options or HTTPOptions()
+        self._logging_config = logging_config or LoggingConfig()  # the proxies': access lines, encoding, level
         self._wake = asyncio.Event()
         self._apps_gone = asyncio.Event()  # set whenever a reconcile pass leaves no application
         self._shutting_down = False
@@ -88,6 +91,7 @@ class ControllerCore:
         if saved is None:
             return
         self._http_options = saved.http_options
+        self._logging_config = saved.logging_config
         for name, app in saved.apps.items():
             self._apps[name] = AppState.from_saved(name, app, self._ctx)
         await self._adopt_actors()
@@ -128,7 +132,7 @@ class ControllerCore:
 
     def _checkpoint(self) -> None:
         apps = {name: app.saved() for name, app in self._apps.items()}
-        self._checkpoints.save(Checkpoint(self._http_options, apps))
+        self._checkpoints.save(Checkpoint(self._http_options, apps, self._logging_config))
 
     # -- remote API -------------------------------------------------------------------------------
 
@@ -142,6 +146,17 @@ class ControllerCore:
     async def listen_for_change(self, known: dict[str, tuple[str, int] | None]) -> dict[str, Any]:
         await self._ready
         return await self._longpoll.listen(known)
+
+    async def set_logging_config(self, config: LoggingConfig, timeout_s: float = 10.0) -> bool:
+        """The proxies' logging (``serve.start(logging_config=...)``, a config file's top-level one). It reaches
+        them through the long-poll (so a proxy started later has it too); returns True once every healthy
+        proxy writes its lines as ``config`` says."""
+        await self._ready
+        if config != self._logging_config:
+            self._logging_config = config
+            self._checkpoint()
+            self._publish()
+        return await self._proxies.wait_for_logging(config, timeout_s)
 
     async def deploy_app(self, name: str, route_prefix: str | None, ingress: str, specs: list[DeploymentSpec]) -> str | None:
         """Create or update an application in place. On conflict returns the error and changes nothing."""
@@ -352,6 +367,7 @@ class ControllerCore:
             for dname, state in app.deployments.items():
                 self._longpoll.publish(replicas_key(app.name, dname), state.replica_set(app.name, app.deleting))
         self._longpoll.publish(ROUTES_KEY, routes)
+        self._longpoll.publish(LOGGING_KEY, self._logging_config)
         self._longpoll.publish(STATUS_KEY, status)
         options = self._http_options
         address = f"{options.host}:{options.port}" if options.location != ProxyLocation.NoServer else None
@@ -371,8 +387,8 @@ class ServeController:
     tracing and disassembles them all to spot duplicate exports: ~0.1 s of the first deploy for the
     many methods of ControllerCore, a few milliseconds for these."""
 
-    def __init__(self, http_options: HTTPOptions | None = None) -> None:
-        self._core = ControllerCore(RayCluster(), http_options)
+    def __init__(self, http_options: HTTPOptions | None = None, logging_config: LoggingConfig | None = None) -> None:
+        self._core = ControllerCore(RayCluster(), http_options, logging_config=logging_config)
 
     async def ready(self) -> ClusterInfo:
         return await self._core.ready()
@@ -385,6 +401,9 @@ class ServeController:
 
     async def delete_apps(self, names: list[str]) -> None:
         await self._core.delete_apps(names)
+
+    async def set_logging_config(self, config: LoggingConfig, timeout_s: float = 10.0) -> bool:
+        return await self._core.set_logging_config(config, timeout_s)
 
     async def get_status(self) -> ServeStatus:
         return await self._core.get_status()

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaConfig, ReplicaMetadata
 from serve_nb.config import HTTPOptions
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.resources import NodeInfo
 from serve_nb.types import DeploymentID, ReplicaInfo
 
@@ -71,6 +72,9 @@ class ProxyHandle(Protocol):
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
         """True once the proxy routes ``prefix`` to ``app``; False on any failure."""
+
+    async def wait_for_logging(self, config: LoggingConfig, timeout_s: float) -> bool:
+        """True once the proxy writes its lines as ``config`` says; False on any failure."""
 
     async def shutdown(self) -> None:
         """Stop serving (bounded wait); never raises."""

@@ -17,6 +17,7 @@ from serve_nb.common.names import parse_proxy_actor_name
 from serve_nb.config import HTTPOptions
 from serve_nb.control.clock import Clock
 from serve_nb.control.protocols import ActorCallFailed, Cluster, ProxyHandle
+from serve_nb.core.log_format import LoggingConfig
 from serve_nb.types import ProxyStatus, ProxyStatusInfo
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,11 @@ class ProxyManager:
         healthy = [r for r in self._proxies.values() if r.status == ProxyStatus.HEALTHY]
         results = await asyncio.gather(*(r.actor.wait_for_route(prefix, app, timeout_s) for r in healthy))
         return all(results)
+
+    async def wait_for_logging(self, config: LoggingConfig, timeout_s: float) -> bool:
+        """True once every healthy proxy writes its lines as ``config`` says."""
+        healthy = [r for r in self._proxies.values() if r.status == ProxyStatus.HEALTHY]
+        return all(await asyncio.gather(*(r.actor.wait_for_logging(config, timeout_s) for r in healthy)))
 
     async def stop_all(self) -> None:
         """Stop every proxy, gracefully first."""

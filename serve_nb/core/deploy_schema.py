@@ -8,7 +8,7 @@ direction of refusing rather than guessing:
 - an unknown key is an error naming the closest valid one (Ray Serve ignores unknown keys, so a typo such as
   ``num_replica: 4`` silently deploys one replica);
 - a Ray Serve option serve_nb does not implement is accepted only at a value that changes nothing (null, or
-  Ray Serve's default, e.g. the ``grpc_options`` and ``logging_config`` that ``serve build`` writes);
+  Ray Serve's default, e.g. the ``grpc_options`` that ``serve build`` writes);
 - every value goes through the checks ``@serve.deployment`` and ``serve.start`` run (``serve_nb.config``),
   so a file and the code say the same thing about the same mistake.
 
@@ -54,8 +54,6 @@ _RAY_SPELLING: Mapping[ProxyLocation, str] = MappingProxyType({
 })
 
 #: Ray Serve's defaults for options serve_nb accepts only as they are (``serve build`` writes these).
-_LOGGING_DEFAULTS = {"encoding": "TEXT", "log_level": "INFO", "logs_dir": None, "enable_access_log": True,
-                     "additional_log_standard_attrs": []}
 _GRPC_DEFAULTS = {"port": 9000, "grpc_servicer_functions": [], "request_timeout_s": None, "enable_reflection": True}
 _APP_MOVED = "belongs to one application: Ray Serve's single-application format is no longer read. " \
              "Move it into an entry of 'applications:'."
@@ -63,8 +61,8 @@ _HOST_MOVED = "host and port are the same for every application: set them under 
 
 
 _TOP = Section(
-    "top-level settings", ("proxy_location", "http_options", "applications"),
-    {"logging_config": _LOGGING_DEFAULTS, "grpc_options": _GRPC_DEFAULTS, "tracing_config": {"enabled": False},
+    "top-level settings", ("proxy_location", "http_options", "logging_config", "applications"),
+    {"grpc_options": _GRPC_DEFAULTS, "tracing_config": {"enabled": False},
      "controller_options": None, "target_capacity": None},
     {**dict.fromkeys(("import_path", "runtime_env", "args", "deployments", "route_prefix", "name"), _APP_MOVED),
      "host": _HOST_MOVED, "port": _HOST_MOVED},
@@ -142,7 +140,8 @@ class AppConfig:
 class DeployConfig:
     """A whole config file. ``proxy_location`` None and an empty ``http_options`` mean "not given": the
     caller keeps serve_nb's defaults (``http_options`` holds only the keys the file sets, each checked as
-    ``HTTPOptions`` checks it). ``logging_config`` is accepted only at Ray Serve's defaults, so far."""
+    ``HTTPOptions`` checks it). ``logging_config`` (checked as ``LoggingConfig`` checks it; None when not
+    given) is the proxies', and each application's that sets none, as in Ray Serve."""
 
     proxy_location: ProxyLocation | None
     http_options: dict[str, Any]
@@ -166,7 +165,7 @@ def load_config(text: str, source: str) -> DeployConfig:
     known = read_section(top, _TOP, problems)
     location = _proxy_location(known["proxy_location"], problems) if "proxy_location" in known else None
     http = _checked_http_options(known["http_options"], problems) if "http_options" in known else {}
-    logging = value(top["logging_config"], problems) if "logging_config" in top else None
+    logging = _logging_config(known.get("logging_config"), problems)
     apps = _applications(known.get("applications"), root, problems)
     problems.raise_if_any()
     return DeployConfig(location, http, logging, apps)
@@ -298,7 +297,7 @@ def _import_path_problem(got: Any) -> str | None:
 
 
 def _logging_config(entry: Entry | None, problems: Problems) -> dict[str, Any] | None:
-    """An application's ``logging_config``, checked as ``LoggingConfig`` checks it; None when not given."""
+    """A ``logging_config`` (top-level or an application's), checked as ``LoggingConfig`` checks it; None when not given."""
     got = value(entry, problems) if entry is not None else None
     if got is None or got is INVALID:
         return None

@@ -66,6 +66,7 @@ class FeedKeyKind(Enum):
     STATUS = "status"  # ServeStatus
     REPLICAS = "replicas"  # ReplicaSet of one deployment
     APP = "app"  # AppDetail of one application
+    LOGGING = "logging"  # the proxies' LoggingConfig (serve.start's, or a config file's top-level one)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class FeedKey:
 
 ROUTES_KEY = "routes"
 STATUS_KEY = "status"
+LOGGING_KEY = "logging"
 _REPLICAS_PREFIX = "replicas:"
 _APP_PREFIX = "app:"
 
@@ -97,6 +99,8 @@ def parse_key(key: str) -> FeedKey | None:
         return FeedKey(FeedKeyKind.ROUTES)
     if key == STATUS_KEY:
         return FeedKey(FeedKeyKind.STATUS)
+    if key == LOGGING_KEY:
+        return FeedKey(FeedKeyKind.LOGGING)
     if key.startswith(_APP_PREFIX):
         return FeedKey(FeedKeyKind.APP, key[len(_APP_PREFIX):])
     if key.startswith(_REPLICAS_PREFIX):

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, TextIO
 
-from serve_nb.core.log_format import LineFields, LoggingConfig, line
+from serve_nb.core.log_format import LEVELS, LineFields, LoggingConfig, line
 from serve_nb.data.context import current_request
 
 #: How often gathered lines are written.
@@ -28,6 +28,17 @@ CHUNK_LINES = 200
 MAX_FED_LINES = 200
 
 _Pending = tuple[float, str, str, str, str, "dict[str, Any] | None"]  # created, level, id, route, message, attrs
+#: Levels an access line can have, each with the lowest ``log_level`` that still lets it through.
+_ACCESS_LEVELS = ("INFO", "ERROR")
+
+
+def _access_levels(config: LoggingConfig) -> frozenset[str]:
+    """The access-line levels ``config`` writes: none with ``enable_access_log`` off, and none below its
+    ``log_level`` (access lines are INFO, ERROR for a failed request, as in Ray Serve)."""
+    if not config.enable_access_log:
+        return frozenset()
+    lowest = LEVELS.index(config.log_level)
+    return frozenset(level for level in _ACCESS_LEVELS if LEVELS.index(level) >= lowest)
 
 
 class ServeLog:
@@ -39,6 +50,7 @@ class ServeLog:
         self.config = config
         self._path = path
         self._feed = feed
+        self._access = _access_levels(config)
         self._file: TextIO | None = None
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()  # guards the pending lines and the config
@@ -49,19 +61,25 @@ class ServeLog:
 
     @property
     def access_enabled(self) -> bool:
-        return self.config.enable_access_log
+        return bool(self._access)
 
     def configure(self, config: LoggingConfig, path: str | None) -> None:
-        """A new logging_config (a reconfigure): applies from the next line."""
-        with self._write_lock, self._lock:
+        """A new logging_config (a reconfigure): applies from the next line; the lines gathered before it are
+        written as the old one said, where it said."""
+        with self._write_lock:
+            with self._lock:
+                items, self._pending = self._pending, []
+                old, self.config = self.config, config
+                self._access = _access_levels(config)
+            self._write(items, old)
             if path != self._path and self._file is not None:
                 self._file.close()
                 self._file = None
-            self.config, self._path = config, path
+            self._path = path
 
     def access(self, request_id: str, route: str, message: str, level: str = "INFO") -> None:
-        """One access line; dropped when ``enable_access_log`` is off."""
-        if self.config.enable_access_log:
+        """One access line; dropped when ``enable_access_log`` is off or ``level`` is below ``log_level``."""
+        if level in self._access:
             self._add((time.time(), level, request_id, route, message, None))
 
     def record(self, level: str, message: str, attrs: dict[str, Any] | None = None) -> None:
@@ -79,30 +97,35 @@ class ServeLog:
 
     def flush(self) -> None:
         """Write what gathered now."""
-        with self._lock:
-            items, self._pending = self._pending, []
-            config, who = self.config, self.who
+        with self._write_lock:
+            with self._lock:
+                items, self._pending = self._pending, []
+                config = self.config
+            self._write(items, config)
+
+    def _write(self, items: list[_Pending], config: LoggingConfig) -> None:
+        """Format and write ``items`` as ``config`` says; the caller holds the write lock."""
         if not items:
             return
-        with self._write_lock:
-            if self._feed is not None:
-                text = LoggingConfig()  # the widget always shows text
-                for created, level, request_id, route, message, attrs in items[-MAX_FED_LINES:]:
-                    self._feed(line(text, level, created, who, request_id, route, message, attrs))
-            out = self._open()
-            if out is None:
-                return
-            try:
-                for start in range(0, len(items), CHUNK_LINES):
-                    if start:
-                        time.sleep(0)  # let the event loop's thread run between chunks: a busy second's lines
-                        # formatted in one go held the GIL long enough to stall every request in flight
-                    out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
-                                      for created, level, request_id, route, message, attrs
-                                      in items[start : start + CHUNK_LINES]))
-                out.flush()
-            except OSError:
-                pass
+        who = self.who
+        if self._feed is not None:
+            text = LoggingConfig()  # the widget always shows text
+            for created, level, request_id, route, message, attrs in items[-MAX_FED_LINES:]:
+                self._feed(line(text, level, created, who, request_id, route, message, attrs))
+        out = self._open()
+        if out is None:
+            return
+        try:
+            for start in range(0, len(items), CHUNK_LINES):
+                if start:
+                    time.sleep(0)  # let the event loop's thread run between chunks: a busy second's lines
+                    # formatted in one go held the GIL long enough to stall every request in flight
+                out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
+                                  for created, level, request_id, route, message, attrs
+                                  in items[start : start + CHUNK_LINES]))
+            out.flush()
+        except OSError:
+            pass
 
     def _open(self) -> TextIO | None:
         if self._file is None and self._path is not None:

@@ -3,7 +3,6 @@ in the Serve log files, and logging_config applied to a running replica."""
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import URL, run_scenario, wait_until
+from helpers import URL, run_scenario, serve_logs, wait_until
 
 SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -50,13 +49,6 @@ def get(path: str, request_id: str | None = None) -> tuple[int, str, str]:
             return r.status, r.read().decode(), r.headers["x-request-id"]
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), exc.headers["x-request-id"]
-
-
-def serve_logs(pattern: str) -> str:
-    from serve_nb import ray_private
-
-    found = sorted(glob.glob(os.path.join(ray_private.session_dir(), "logs", "serve", pattern)))
-    return "".join(Path(f).read_text() for f in found)
 
 
 def composed_app(serve):
@@ -146,3 +138,66 @@ def test_a_bad_logging_config_is_refused_before_anything_deploys(serve_instance)
         def nope(request):
             return "x"
     assert "nope" not in serve.status().applications
+
+
+def _proxy_json_lines() -> list[dict]:
+    return [json.loads(line) for line in serve_logs("proxy_*.log").splitlines() if line.startswith("{")]
+
+
+GREETER_MODULE = """
+import serve_nb as serve
+
+
+@serve.deployment
+class Greeter:
+    def __call__(self, request) -> str:
+        return "hello"
+
+
+app = Greeter.bind()
+"""
+
+
+def test_the_proxies_logging_config_applies_to_running_proxies_from_serve_start_and_a_config_file(
+        serve_instance, tmp_path, monkeypatch):
+    serve = serve_instance
+    (tmp_path / "plog_greeter.py").write_text(GREETER_MODULE)
+    monkeypatch.chdir(tmp_path)  # a config dict's import paths resolve from the working directory
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    @serve.deployment
+    def hello(request):
+        return "hi"
+
+    serve.run(hello.bind(), name="plog", route_prefix="/plog")
+    try:
+        # serve.start returns once every proxy writes as told: no waiting needed before the requests.
+        serve.start(logging_config={"encoding": "JSON"})
+        assert get("/plog", request_id="plog-json")[0] == 200
+        serve.start(logging_config={"enable_access_log": False})
+        assert get("/plog", request_id="plog-off")[0] == 200
+        serve.start(logging_config={})  # Ray Serve's defaults again: text lines
+        assert get("/plog", request_id="plog-text")[0] == 200
+        wait_until(lambda: " plog-text -- GET /plog 200 " in serve_logs("proxy_*.log"), timeout_s=20,
+                   interval_s=0.1, what="the text access line once the defaults are back")
+        [json_line] = [r for r in _proxy_json_lines() if r.get("request_id") == "plog-json"]
+        assert json_line["component_name"] == "proxy" and json_line["message"].startswith("GET /plog 200 ")
+        assert "plog-off" not in serve_logs("proxy_*.log"), "no access line while the access log is off"
+
+        # A config file's top-level logging_config: the proxies', and that of each app that sets none.
+        serve.deploy_config({
+            "logging_config": {"encoding": "JSON"},
+            "applications": [{"name": "plog", "route_prefix": "/plog",
+                              "import_path": "plog_greeter:app"}],
+        })
+        assert get("/plog", request_id="plog-file")[0] == 200
+        found = wait_until(lambda: [r for r in _proxy_json_lines() if r.get("request_id") == "plog-file"] or None,
+                           timeout_s=20, interval_s=0.1, what="the proxy's JSON line for the config file's request")
+        assert found[0]["message"].startswith("GET /plog 200 ")
+        replica_lines = wait_until(
+            lambda: [r for r in (json.loads(line) for line in serve_logs("replica_plog_Greeter_*.log").splitlines()
+                                 if line.startswith("{")) if r.get("request_id") == "plog-file"] or None,
+            timeout_s=20, interval_s=0.1, what="the replica's JSON access line")
+        assert replica_lines[0]["message"].startswith("GET /plog 200 ")
+    finally:
+        serve.start(logging_config={})  # the shared Serve's proxies back to the defaults for the tests after

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 import serve_nb as serve
-from helpers import HTTP_PORT, URL, deployment_detail, make_signal, ongoing_requests, wait_until
+from helpers import HTTP_PORT, URL, deployment_detail, make_signal, ongoing_requests, serve_logs, wait_until
 
 
 def test_seed_most_basic_ingress(serve_instance):
@@ -570,7 +570,8 @@ def test_a_fastapi_websocket_echoes_frames_and_passes_close_codes_both_ways(serv
     from websockets.sync.client import connect
 
     serve.run(_websocket_app().bind(), name="sockets", route_prefix="/sockets")
-    with connect(f"{WS_URL}/sockets/echo", open_timeout=30) as ws:
+    with connect(f"{WS_URL}/sockets/echo", open_timeout=30, additional_headers={"X-Request-ID": "ws-app-closes"}) as ws:
+        assert ws.response.headers["x-request-id"] == "ws-app-closes"
         for i in range(20):
             ws.send(f"text {i}")
             assert ws.recv(timeout=30) == f"text {i}"
@@ -581,7 +582,7 @@ def test_a_fastapi_websocket_echoes_frames_and_passes_close_codes_both_ways(serv
             ws.recv(timeout=30)
     assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (4000, "server says bye")
 
-    with connect(f"{WS_URL}/sockets/echo", open_timeout=30) as ws:
+    with connect(f"{WS_URL}/sockets/echo", open_timeout=30, additional_headers={"X-Request-ID": "ws-client-closes"}) as ws:
         ws.close(4321, "client says bye")
 
     def last_close() -> list | None:
@@ -591,6 +592,10 @@ def test_a_fastapi_websocket_echoes_frames_and_passes_close_codes_both_ways(serv
 
     assert wait_until(lambda: last_close() == [4321, "client says bye"], what="the client's close code at the app")
     wait_until(lambda: ongoing_requests("sockets", "Sockets") == [0], what="every socket's slot freed")
+    # The proxy's access line for each socket: method WS and the close code of whoever closed first.
+    wait_until(lambda: " ws-app-closes -- WS /sockets 4000 " in serve_logs("proxy_*.log")
+               and " ws-client-closes -- WS /sockets 4321 " in serve_logs("proxy_*.log"),
+               what="the proxy's access lines of both sockets")
 
 
 def test_open_sockets_count_against_max_ongoing_requests_and_a_third_waits_for_a_free_slot(serve_instance):

@@ -160,6 +160,7 @@ class FakeProxy:
         self.serving = False
         self.stopped = False
         self.killed = False
+        self.logging_configs: list[Any] = []  # what the controller waited for this proxy to apply
         self._dead = asyncio.Event()
 
     def die(self) -> None:
@@ -173,6 +174,10 @@ class FakeProxy:
         return self.serving and not self.killed
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
+        return True
+
+    async def wait_for_logging(self, config: Any, timeout_s: float) -> bool:
+        self.logging_configs.append(config)
         return True
 
     async def shutdown(self) -> None:

@@ -10,7 +10,8 @@ from fake_cluster import FakeCluster, Harness, quiesce, run, spec
 from serve_nb.common.messages import DeploymentSpec
 from serve_nb.config import HTTPOptions
 from serve_nb.control import checkpoint
-from serve_nb.core.snapshots import STATUS_KEY, app_key
+from serve_nb.core.log_format import LoggingConfig
+from serve_nb.core.snapshots import LOGGING_KEY, STATUS_KEY, app_key
 from serve_nb.types import DeploymentID
 
 
@@ -123,3 +124,20 @@ def test_a_checkpoint_with_keys_this_version_does_not_know_or_lacks_still_loads(
     with_token = checkpoint.decode(pickle.dumps({**blob, "token": b"0123456789abcdef"}))
     assert with_token == saved, "the cluster token earlier versions saved is ignored"
     assert checkpoint.decode(pickle.dumps({})) == checkpoint.Checkpoint(HTTPOptions(), {})
+
+
+def test_the_proxies_logging_config_is_published_and_survives_a_controller_restart():
+    async def scenario():
+        cluster = FakeCluster()
+        first = Harness(cluster)
+        core = await first.start()
+        assert first.published(LOGGING_KEY) == LoggingConfig(), "the defaults until told otherwise"
+        quiet = LoggingConfig.parse({"encoding": "JSON", "enable_access_log": False})
+        await core.set_logging_config(quiet)
+        assert first.published(LOGGING_KEY) == quiet
+        await first.crash()
+        second = Harness(cluster, first.clock)
+        await second.start()
+        assert second.published(LOGGING_KEY) == quiet, "kept in the checkpoint"
+
+    run(scenario())

@@ -550,8 +550,6 @@ def test_a_ray_serve_option_serve_nb_lacks_is_accepted_where_it_changes_nothing(
      "default {port: 9000, grpc_servicer_functions: [], request_timeout_s: null, enable_reflection: true}."),
     ("target_capacity: 50\napplications: [{import_path: m:a}]", "serve_config.yaml:1: target_capacity: serve_nb does "
      "not support target_capacity yet (got 50). Remove it (or set it to null)."),
-    ("logging_config: {encoding: JSON}\napplications: [{import_path: m:a}]", "serve_config.yaml:1: logging_config: "
-     "serve_nb does not support logging_config yet (got {encoding: JSON})."),
     ("applications:\n- import_path: m:a\n  external_scaler_enabled: true\n", "serve_config.yaml:3: "
      "applications[0].external_scaler_enabled: serve_nb does not support external_scaler_enabled yet (got true)."),
     (with_deployment("placement_group_bundles: [{CPU: 1}]"), "serve_config.yaml:5: "
@@ -565,10 +563,15 @@ def test_a_ray_serve_option_serve_nb_lacks_is_refused_at_any_other_value(text, e
     assert problem(text).startswith(expected)
 
 
-def test_the_logging_config_of_the_multi_app_guide_is_refused_for_its_json_encoding():
-    text = "logging_config:\n  encoding: JSON\n  log_level: INFO\n  logs_dir: null\n  enable_access_log: true\n" \
+def test_the_top_level_logging_config_of_the_multi_app_guide_is_read_and_checked():
+    text = "logging_config:\n  encoding: JSON\n  log_level: INFO\n  logs_dir: null\n  enable_access_log: false\n" \
            "applications: [{import_path: m:a}]"
-    assert "serve_nb does not support logging_config yet" in problem(text)
+    assert load(text).logging_config == {"encoding": "JSON", "log_level": "INFO", "logs_dir": None,
+                                         "enable_access_log": False, "additional_log_standard_attrs": []}
+    assert problem("logging_config: {log_level: LOUD}\napplications: [{import_path: m:a}]").startswith(
+        "serve_config.yaml:1: logging_config: logging_config: log_level must be one of DEBUG, INFO")
+    assert problem("logging_config: {colour: red}\napplications: [{import_path: m:a}]").startswith(
+        "serve_config.yaml:1: logging_config: logging_config has unknown keys ['colour']")
 
 
 # --------------------------------------------------------------------------- names known only from the code

@@ -248,7 +248,7 @@ def test_client_disconnect_cancels_the_replicas_work_and_sends_nothing():
     assert cancelled and sent == []
 
 
-def _websocket(app: ProxyApp, scope: dict, incoming: list[dict]) -> list[dict]:
+def run_websocket(app: ProxyApp, scope: dict, incoming: list[dict]) -> list[dict]:
     """Run one WebSocket scope through the proxy's app: ``incoming`` is what uvicorn's receive gives (then
     nothing more); returns what the app sent uvicorn."""
     sent: list[dict] = []
@@ -273,7 +273,7 @@ def _websocket(app: ProxyApp, scope: dict, incoming: list[dict]) -> list[dict]:
 def test_a_websocket_to_no_route_or_a_builtin_path_is_closed_before_accept(path):
     app, client = make_app()
     client.longpoll.callbacks[ROUTES_KEY]({"/a": ("a", "A")})
-    (message,) = _websocket(app, {"type": "websocket", "path": path}, [{"type": "websocket.connect"}])
+    (message,) = run_websocket(app, {"type": "websocket", "path": path}, [{"type": "websocket.connect"}])
     # uvicorn answers a close before accept with HTTP 403.
     assert message["type"] == "websocket.close"
     assert router_of(client).requests == []
@@ -291,10 +291,12 @@ def test_a_websocket_is_forwarded_as_one_websocket_request_and_the_apps_messages
     router.stream = lambda request, body=None, **policy: (router.requests.append(request), reply(request))[1]
     scope = {"type": "websocket", "path": "/a/ws", "subprotocols": ["chat"], "state": {"uvicorn": "private"},
              "extensions": {"websocket.http.response": {}}, "headers": [(b"serve_multiplexed_model_id", b"m1")]}
-    sent = _websocket(app, scope, [{"type": "websocket.connect"}])
-    assert sent == [{"type": "websocket.accept", "subprotocol": "chat"}, {"type": "websocket.send", "text": "hi"},
-                    {"type": "websocket.close", "code": 4000, "reason": "done"}]
+    sent = run_websocket(app, scope, [{"type": "websocket.connect"}])
     (request,) = router.requests
+    # The accept carries the request id, as every HTTP answer does.
+    assert sent == [{"type": "websocket.accept", "subprotocol": "chat",
+                     "headers": [(b"x-request-id", request.request_id.encode())]},
+                    {"type": "websocket.send", "text": "hi"}, {"type": "websocket.close", "code": 4000, "reason": "done"}]
     forwarded, debug_errors, rest = request.args
     assert request.kind is RequestKind.WEBSOCKET and request.body_follows and rest is True and debug_errors
     assert request.model_id == "m1"
@@ -315,7 +317,7 @@ def test_a_websocket_whose_request_fails_before_the_handshake_gets_the_http_stat
 
     router.stream = lambda request, body=None, **policy: fail(request)
     scope = {"type": "websocket", "path": "/a", "extensions": {"websocket.http.response": {}}}
-    start, body = _websocket(app, scope, [{"type": "websocket.connect"}])
+    start, body = run_websocket(app, scope, [{"type": "websocket.connect"}])
     assert (start["type"], start["status"]) == ("websocket.http.response.start", status)
     assert body["type"] == "websocket.http.response.body" and not body.get("more_body")
 
@@ -334,7 +336,7 @@ def test_a_websocket_not_answered_within_the_request_timeout_gets_408():
 
     router.stream = lambda request, body=None, **policy: never(request)
     scope = {"type": "websocket", "path": "/a", "extensions": {"websocket.http.response": {}}}
-    start, _ = _websocket(app, scope, [{"type": "websocket.connect"}])
+    start, _ = run_websocket(app, scope, [{"type": "websocket.connect"}])
     assert start["status"] == 408 and cancelled == [True]
 
 

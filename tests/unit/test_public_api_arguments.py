@@ -126,13 +126,23 @@ def test_start_with_an_unknown_keyword_raises_before_starting_anything(tripwire:
     assert tripwire.calls == []
 
 
-@pytest.mark.parametrize("keyword", ["grpc_options", "logging_config", "tracing_config", "controller_options"])
+@pytest.mark.parametrize("keyword", ["grpc_options", "tracing_config", "controller_options"])
 def test_start_refuses_ray_serve_options_serve_nb_does_not_support_yet(tripwire: Tripwire, keyword: str) -> None:
     with pytest.raises(UnsupportedOptionError, match=keyword):
         serve.start(**{keyword: {"x": 1}})
     assert tripwire.calls == []
     with pytest.raises(Touched):
         serve.start(**{keyword: None})
+
+
+def test_start_refuses_a_bad_logging_config_before_starting_anything(tripwire: Tripwire) -> None:
+    with pytest.raises(ValueError, match=r"serve.start\(logging_config=...\) has unknown keys \['x'\]"):
+        serve.start(logging_config={"x": 1})
+    with pytest.raises(TypeError, match="enable_access_log must be True or False"):
+        serve.start(logging_config={"enable_access_log": "no"})
+    assert tripwire.calls == []
+    with pytest.raises(Touched):  # a good one goes on to the cluster
+        serve.start(logging_config={"enable_access_log": False, "encoding": "JSON"})
 
 
 @pytest.mark.parametrize(

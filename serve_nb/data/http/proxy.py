@@ -15,16 +15,18 @@ import errno
 import json
 import logging
 import socket
-from typing import Any
+from typing import Any, Coroutine
 
 from serve_nb.config import HTTPOptions
 from serve_nb.http_options import SAFE_METHODS
 from serve_nb.core.routing import RouteTable, root_path_for
-from serve_nb.core.snapshots import ROUTES_KEY
+from serve_nb.core.snapshots import LOGGING_KEY, ROUTES_KEY
 from serve_nb.data.http import websocket
 from serve_nb.data.http.asgi import RESPONSE_BODY, RESPONSE_START, Headers, Receive, Scope, Send
 from serve_nb.data.http.body import BodyTooLarge, ClientBody, declared_length, read_head, watch_client
-from serve_nb.data.http.proxy_observer import Exchange, ProxyObserver, proxy_log_file, request_id_from
+from serve_nb.core.log_format import LoggingConfig
+from serve_nb.data.http.proxy_observer import (WEBSOCKET_METHOD, Exchange, ProxyObserver, SocketExchange, proxy_log_file,
+                                               request_id_from)
 from serve_nb.data.request import Request
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
 from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -113,7 +115,28 @@ class ProxyApp:
         self.routes_known = asyncio.Event()
         self._route_waiters: list[asyncio.Future[None]] = []
         self._had_routes = False
+        self._logging_changed = asyncio.Event()  # replaced by a fresh one at each change
         client.longpoll.subscribe(ROUTES_KEY, self._on_routes)
+        client.longpoll.subscribe(LOGGING_KEY, self._on_logging)
+
+    def _on_logging(self, config: LoggingConfig | None) -> None:
+        self._observer.configure_logging(config or LoggingConfig())
+        self._logging_changed.set()
+        self._logging_changed = asyncio.Event()
+
+    async def wait_for_logging(self, config: LoggingConfig, timeout_s: float) -> bool:
+        """True once the access lines are written as ``config`` says (it comes through the long-poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._observer.logging_config != config:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._logging_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     def _on_routes(self, routes: dict[str, tuple[str, str]] | None) -> None:
         self._routes = RouteTable(routes or {})
@@ -223,14 +246,25 @@ class ProxyApp:
             watch.cancel()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One WebSocket, recorded as a request (method ``WS``) from handshake to close."""
+        exchange = SocketExchange(send, receive, request_id_from(scope["headers"]))
+        start = self._observer.started()
+        try:
+            await self._route_websocket(scope, exchange)
+        finally:
+            self._observer.finished(exchange, WEBSOCKET_METHOD, scope["path"], start)
+
+    async def _route_websocket(self, scope: Scope, exchange: SocketExchange) -> None:
         """A WebSocket goes to its route's ingress as one long request (``websocket``); one with no route,
         or a built-in path, is refused before the handshake (uvicorn answers 403)."""
+        receive, send = exchange.receive, exchange.send
         path = scope["path"]
         match = None if path.startswith("/-/") else self._routes.match(path)
         if match is None:
             await websocket.refuse(send)
             return
         prefix, (app, ingress) = match
+        exchange.route, exchange.app = prefix, app
         try:
             model_id = model_id_from(scope["headers"])
         except ValueError:
@@ -239,7 +273,7 @@ class ProxyApp:
         inner = websocket.ingress_scope(scope, root_path_for(prefix, self._options.root_path))
         router = self._client.router(DeploymentID(app, ingress))
         await websocket.forward_websocket(router, inner, receive, send, self._options, model_id,
-                                          request_id_from(scope["headers"]), prefix)
+                                          exchange.request_id, prefix)
 
     async def _forward(
         self, router: Any, request: Request, rest: ClientBody | None, send: Send, started: list[bool], retries: int
@@ -328,6 +362,15 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     return sock
 
 
+async def _on_app_loop(work: Coroutine[Any, Any, bool]) -> bool:
+    """Run ``work`` on the loop the proxy app serves from (the process client's background loop)."""
+    from serve_nb.data.client import current_client
+
+    client = current_client()
+    assert client is not None
+    return await asyncio.wrap_future(client.bg.submit(work))
+
+
 class ProxyActor:
     """The Ray actor: starts uvicorn on the process's background loop and reports readiness."""
 
@@ -370,24 +413,29 @@ class ProxyActor:
         import ray
 
         from serve_nb import ray_private
-        from serve_nb.core.log_format import Component, LineFields, LoggingConfig
+        from serve_nb.core.log_format import Component, LineFields
         from serve_nb.data import metrics
         from serve_nb.data.serve_log import ServeLog, log_path
 
         node_ip = ray.util.get_node_ip_address()
-        config = LoggingConfig()
-        path = log_path(config.logs_dir, ray_private.session_dir(), proxy_log_file(node_ip))
-        log = ServeLog(LineFields(Component.PROXY, node_ip), config, path)
-        return ProxyObserver(self._node_id, node_ip, metrics.store(), log)
+        session_dir = ray_private.session_dir()
+
+        def path_for(config: LoggingConfig) -> str | None:
+            return log_path(config.logs_dir, session_dir, proxy_log_file(node_ip))
+
+        config = LoggingConfig()  # until the controller's arrives, with the routes (before any request)
+        log = ServeLog(LineFields(Component.PROXY, node_ip), config, path_for(config))
+        return ProxyObserver(self._node_id, node_ip, metrics.store(), log, path_for)
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         if self._app is None:
             return False
-        from serve_nb.data.client import current_client
+        return await _on_app_loop(self._app.wait_for_route(prefix, app, timeout_s))
 
-        client = current_client()
-        assert client is not None
-        return await asyncio.wrap_future(client.bg.submit(self._app.wait_for_route(prefix, app, timeout_s)))
+    async def wait_for_logging(self, config: LoggingConfig, timeout_s: float = 10.0) -> bool:
+        if self._app is None:
+            return False
+        return await _on_app_loop(self._app.wait_for_logging(config, timeout_s))
 
     async def is_serving(self) -> bool:
         return self._server is not None and bool(self._server.started) and not self._server.should_exit
