@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -121,11 +121,28 @@ class LineFields:
 def text_line(level: str, created: float, who: LineFields, request_id: str, message: str,
               attrs: Mapping[str, Any] | None = None) -> str:
     """``attrs`` (a record's ``additional_log_standard_attrs``) go before the ``--``, in order, as Ray Serve puts them."""
-    head = f"{level} {asctime(created)} {who.component.value if who.component is Component.PROXY else who.deployment}"
-    head += f" {who.component_id}" + (f" {request_id}" if request_id else "")
-    if attrs:
-        head += "".join(f" {value}" for value in attrs.values())
-    return f"{head} -- {message}"
+    return text_lines([(created, level, request_id, "", message, attrs)], who)[:-1]
+
+
+def text_lines(items: "Iterable[tuple[float, str, str, str, str, Mapping[str, Any] | None]]", who: LineFields) -> str:
+    """``text_line`` for many lines at once, each ended by a newline: what a log writer does with a busy
+    second's access lines, so it formats the fixed parts once (a call per line was most of the cost).
+    ``items``: (created, level, request id, route, message, attrs)."""
+    name = who.component.value if who.component is Component.PROXY else who.deployment
+    plain_head = f" {name} {who.component_id}"
+    out = []
+    second, stamp = -1, ""
+    for created, level, request_id, _route, message, attrs in items:
+        whole = int(created)
+        if whole != second:
+            second, stamp = whole, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(whole))
+        head = f"{level} {stamp},{int(created * 1000) % 1000:03d}{plain_head}"
+        if request_id:
+            head = f"{head} {request_id}"
+        if attrs:
+            head += "".join(f" {value}" for value in attrs.values())
+        out.append(f"{head} -- {message}\n")
+    return "".join(out)
 
 
 def json_line(level: str, created: float, who: LineFields, request_id: str, route: str, message: str,

@@ -334,7 +334,8 @@ class ReplicaCore:
         assert self._http is not None  # set in initialize(), before the channel accepts anything
         if kind is RequestKind.WEBSOCKET:
             return self._observer.stream(request, self._http.websocket(*request.args))
-        return self._observer.stream(request, self._http.handle(*request.args))
+        observer = self._observer
+        return self._http.handle(*request.args, done=functools.partial(observer.http_done, request, time.perf_counter()))
 
     async def _observed_call(self, request: Request) -> Any:
         """A handle call, timed and recorded (metrics, access line, live figures) in the same coroutine: a

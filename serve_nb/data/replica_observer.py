@@ -76,14 +76,19 @@ class RequestObserver:
             if close is not None:
                 await close()  # the user's cleanup runs now, when a request is cancelled
             if http:
-                scope = request.args[0]
-                shown = status if status is not None else ("499" if outcome is CallOutcome.CANCELLED else 500)
-                verb = scope.get("method") or ("WEBSOCKET" if scope.get("type") == "websocket" else "?")
-                message = http_access_message(verb, request.route or scope.get("path", ""),
-                                              shown, _ms(start))  # type: ignore[arg-type]
-                self._done(request, start, error, message, failed=status is not None and status >= 500)
+                self.http_done(request, start, status, outcome, error)
             else:
                 self._done(request, start, error, None, outcome)
+
+    def http_done(self, request: Request, start: float, status: int | None, outcome: CallOutcome,
+                  error: BaseException | None) -> None:
+        """An HTTP request or WebSocket ended, having answered ``status`` (None: nothing). The HTTP adapter
+        reports here itself (``ReplicaCore.handle``): a wrapping generator cost every request a layer."""
+        scope = request.args[0]
+        shown = status if status is not None else (499 if outcome is CallOutcome.CANCELLED else 500)
+        verb = scope.get("method") or ("WEBSOCKET" if scope.get("type") == "websocket" else "?")
+        message = http_access_message(verb, request.route or scope.get("path", ""), shown, _ms(start))
+        self._done(request, start, error, message, failed=status is not None and status >= 500)
 
     def user_error(self, request_route: str, exc: BaseException) -> None:
         """The user's code raised under an HTTP request (the adapter answered 500): an error of this replica."""

@@ -2,19 +2,20 @@
 
 Lines go to ``<logs_dir>/<component file>.log`` (Ray's session ``logs/serve`` unless ``logging_config``
 says otherwise) and, in replicas, to the widget's log feed too. An access line costs the request path
-one list append: a daemon thread formats and writes what gathered every ``FLUSH_INTERVAL_S``, so a
-busy proxy does not pay for ``logging``'s records, locks and a write per request.
+one append to a deque (no lock): a daemon thread formats and writes what gathered every
+``FLUSH_INTERVAL_S``, so a busy proxy does not pay for ``logging``'s records, locks and a write per request.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
 import time
 from typing import Any, Callable, TextIO
 
-from serve_nb.core.log_format import LEVELS, LineFields, LoggingConfig, line
+from serve_nb.core.log_format import LEVELS, LineFields, LogEncoding, LoggingConfig, line, text_lines
 from serve_nb.data.context import current_request
 
 #: How often gathered lines are written.
@@ -52,9 +53,9 @@ class ServeLog:
         self._feed = feed
         self._access = _access_levels(config)
         self._file: TextIO | None = None
-        self._pending: list[_Pending] = []
-        self._lock = threading.Lock()  # guards the pending lines and the config
-        self._write_lock = threading.Lock()  # one writer at a time (the thread, flush(), close())
+        # Appended to from any thread, taken from by the writer only; full, it drops the oldest lines.
+        self._pending: collections.deque[_Pending] = collections.deque(maxlen=MAX_PENDING_LINES)
+        self._write_lock = threading.Lock()  # one writer at a time (the thread, flush(), configure(), close())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serve_nb-log", daemon=True)
         self._thread.start()
@@ -67,10 +68,9 @@ class ServeLog:
         """A new logging_config (a reconfigure): applies from the next line; the lines gathered before it are
         written as the old one said, where it said."""
         with self._write_lock:
-            with self._lock:
-                items, self._pending = self._pending, []
-                old, self.config = self.config, config
-                self._access = _access_levels(config)
+            items = self._take()
+            old, self.config = self.config, config
+            self._access = _access_levels(config)
             self._write(items, old)
             if path != self._path and self._file is not None:
                 self._file.close()
@@ -89,19 +89,17 @@ class ServeLog:
         self._add((time.time(), level, request_id, route, message, attrs))
 
     def _add(self, item: _Pending) -> None:
-        with self._lock:  # uncontended but for the flush every FLUSH_INTERVAL_S
-            pending = self._pending
-            pending.append(item)
-            if len(pending) > MAX_PENDING_LINES:
-                del pending[: len(pending) - MAX_PENDING_LINES]
+        self._pending.append(item)  # atomic: the writer takes from the other end
+
+    def _take(self) -> list[_Pending]:
+        """The lines gathered so far, oldest first; the caller holds the write lock."""
+        pending = self._pending
+        return [pending.popleft() for _ in range(len(pending))]
 
     def flush(self) -> None:
         """Write what gathered now."""
         with self._write_lock:
-            with self._lock:
-                items, self._pending = self._pending, []
-                config = self.config
-            self._write(items, config)
+            self._write(self._take(), self.config)
 
     def _write(self, items: list[_Pending], config: LoggingConfig) -> None:
         """Format and write ``items`` as ``config`` says; the caller holds the write lock."""
@@ -120,9 +118,12 @@ class ServeLog:
                 if start:
                     time.sleep(0)  # let the event loop's thread run between chunks: a busy second's lines
                     # formatted in one go held the GIL long enough to stall every request in flight
-                out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
-                                  for created, level, request_id, route, message, attrs
-                                  in items[start : start + CHUNK_LINES]))
+                chunk = items[start : start + CHUNK_LINES]
+                if config.encoding is LogEncoding.TEXT:
+                    out.write(text_lines(chunk, who))
+                else:
+                    out.write("".join(line(config, level, created, who, request_id, route, message, attrs) + "\n"
+                                      for created, level, request_id, route, message, attrs in chunk))
             out.flush()
         except OSError:
             pass

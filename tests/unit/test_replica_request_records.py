@@ -90,28 +90,61 @@ def test_handle_calls_are_counted_per_route_and_logged_with_their_outcome(tmp_pa
     assert snapshot is not None and (snapshot.count, snapshot.errors) == (3, 1)
 
 
-def test_an_http_requests_line_has_the_status_the_app_answered(tmp_path: Path):
+class Pages:
+    """An HTTP deployment: ``/busy`` answers 503, ``/boom`` raises, ``/slow`` never answers."""
+
+    def __init__(self) -> None:
+        self.slow_started = asyncio.Event()
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import PlainTextResponse
+
+        if request.url.path.endswith("/boom"):
+            raise RuntimeError("broken page")
+        if request.url.path.endswith("/slow"):
+            self.slow_started.set()
+            await asyncio.sleep(10)
+        return PlainTextResponse("busy", status_code=503)
+
+
+def http_request(path: str, request_id: str) -> Request:
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "query_string": b"", "headers": []}
+    return Request(RequestKind.HTTP, "", (scope, b"", False, False), {}, "", request_id, "/m")
+
+
+def test_an_http_requests_line_has_the_status_the_app_answered_or_499_when_cancelled(tmp_path: Path):
     obs, buffer, log = observer(tmp_path)
-    scope = {"type": "http", "method": "POST", "path": "/m/score"}
-    request = Request(RequestKind.HTTP, "", (scope, b"", False, False), {}, "", "req-h", "/m")
+    from test_replica_request_path import make_core
 
-    async def batches() -> AsyncIterator[list[dict]]:
-        yield [{"type": "http.response.start", "status": 503, "headers": []},
-               {"type": "http.response.body", "body": b"busy", "more_body": True}]
-        yield [{"type": "http.response.body", "body": b""}]
+    pages = Pages()
+    core = make_core(pages)
+    core.observe_with(obs)
 
-    async def scenario() -> list[Any]:
-        return [batch async for batch in obs.stream(request, batches())]
+    async def scenario() -> list[int]:
+        pages.slow_started = asyncio.Event()  # on this loop
+        statuses = []
+        for path, request_id in (("/m/busy", "req-busy"), ("/m/boom", "req-boom")):
+            batches = [batch async for batch in core.handle(http_request(path, request_id))]
+            statuses.append(batches[0][0]["status"])
+        slow = asyncio.ensure_future(anext(core.handle(http_request("/m/slow", "req-slow"))))
+        await pages.slow_started.wait()
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
+        return statuses
 
     try:
-        assert len(asyncio.run(scenario())) == 2
+        assert asyncio.run(scenario()) == [503, 500]
     finally:
         log.close()
-    line = (tmp_path / "r.log").read_text().strip()
-    assert line.startswith("ERROR ") and " req-h -- POST /m 503 " in line
+    lines = (tmp_path / "r.log").read_text().splitlines()
+    access = [line for line in lines if " -- POST " in line]
+    assert len(access) == 3
+    assert access[0].startswith("ERROR ") and " req-busy -- POST /m 503 " in access[0]
+    assert access[1].startswith("ERROR ") and " req-boom -- POST /m 500 " in access[1]
+    assert access[2].startswith("INFO ") and " req-slow -- POST /m 499 " in access[2], "cancelled: the client left"
     snapshot = obs.tally.drain()
-    assert snapshot is not None and snapshot.errors == 1, "a 5xx answer is an error of this deployment"
-    assert (m.REPLICA_REQUESTS, (*TAGS, "/m"), 1.0) in buffer.drain().counters
+    assert snapshot is not None and snapshot.errors == 2, "a 5xx answer is an error of this deployment"
+    assert (m.REPLICA_REQUESTS, (*TAGS, "/m"), 3.0) in buffer.drain().counters
 
 
 def test_a_call_made_while_handling_a_request_carries_that_requests_id_and_route():

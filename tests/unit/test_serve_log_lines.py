@@ -12,6 +12,7 @@ import pytest
 
 from serve_nb.core.log_format import (
     CallOutcome, Component, LineFields, LogEncoding, LoggingConfig, call_access_message, http_access_message, line,
+    text_lines,
 )
 from serve_nb.data.context import set_request
 from serve_nb.data.serve_log import ServeLog, ServeLogHandler, log_path
@@ -150,3 +151,23 @@ def test_a_flush_writes_every_line_however_many_gathered(tmp_path: Path):
         log.close()
     ids = [line.split(" ")[5] for line in path.read_text().splitlines()]
     assert ids == [f"id-{i}" for i in range(450)]
+
+
+def test_many_text_lines_at_once_each_have_their_own_time_id_and_attrs():
+    created = 1_790_000_000.25
+    items = [(created + i * 0.4, level, rid, "/r", message, attrs) for i, (level, rid, message, attrs) in enumerate([
+        ("INFO", "id-1", "GET /r 200 1.0ms", None),
+        ("ERROR", "", "no request id here", None),
+        ("WARNING", "id-3", "with attrs", {"filename": "model.py", "lineno": 12}),
+    ])]
+
+    def stamp(at: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(at))) + f",{int(at * 1000) % 1000:03d}"
+
+    replica = LineFields(Component.REPLICA, "ab12", "app", "Model", "ab12")
+    assert text_lines(items, replica).splitlines() == [
+        f"INFO {stamp(created)} Model ab12 id-1 -- GET /r 200 1.0ms",
+        f"ERROR {stamp(created + 0.4)} Model ab12 -- no request id here",  # the next second: its own time
+        f"WARNING {stamp(created + 0.8)} Model ab12 id-3 model.py 12 -- with attrs",
+    ]
+    assert text_lines(items[:1], PROXY) == f"INFO {stamp(created)} proxy 10.0.0.1 id-1 -- GET /r 200 1.0ms\n"

@@ -10,7 +10,8 @@ import pickle
 import numpy as np
 import pytest
 
-from serve_nb.data.channel import shm
+from serve_nb.data.channel import buffers, shm
+from serve_nb.data.channel.buffers import Pieces
 
 pytestmark = pytest.mark.skipif(not shm.available(), reason="no /dev/shm on this machine")
 
@@ -99,3 +100,21 @@ def test_segments_left_by_a_dead_process_are_removed():
         f.write(b"x")
     shm.remove_orphans()
     assert not os.path.exists(path)
+
+
+def test_a_body_read_whole_arrives_as_the_one_bytes_it_was_and_frees_its_segment_at_once(arena):
+    chunks = [bytes([i]) * (300 * 1024) for i in range(4)]  # as uvicorn hands a body over: several pieces
+    pickled, views = buffers.dump(Pieces(chunks, sum(map(len, chunks))))
+    call = arena.place(pickled, views, read_whole=True)
+    released: list[str] = []
+    body = shm.decode(pickle.loads(pickle.dumps(call)), released.append)
+    assert released == [call.segment], "read in one go: nothing maps the segment any more"
+    assert isinstance(body, Pieces) and len(body.pieces) == 1 and type(body.pieces[0]) is bytes
+    assert body.pieces[0] == b"".join(chunks)
+
+
+def test_a_read_whole_call_whose_buffers_are_not_end_to_end_is_refused(arena):
+    call = arena.place(b"", [memoryview(b"x" * 200_000)], read_whole=True)
+    overlapping = shm.ShmCall(call.inband, call.segment, ((0, 100_000), (0, 100_000)), read_whole=True)
+    with pytest.raises(shm.BadShmCall, match="end to end"):
+        shm.decode(overlapping, lambda _: None)

@@ -94,11 +94,15 @@ class Assembly:
 
 def unpickled_pieces(*chunks: bytes | bytearray | memoryview) -> "Pieces":
     """What ``Pieces`` unpickles to. Chunks that arrived as ``bytes`` (read from a socket) stay apart; views
-    (of shared memory) become one ``bytes``, in one copy, which an application reading the whole body
-    takes as it is (``replica_adapter`` hands it to starlette's ``Request`` without another join)."""
+    become one ``bytes``, which an application reading the whole body takes as it is (``replica_adapter``
+    hands it to starlette's ``Request`` without another join): the ``bytes`` they view when they cover it
+    end to end (shared memory read whole), else a join (one copy)."""
     size = sum(len(c) for c in chunks)
     if all(type(c) is bytes for c in chunks):
         return Pieces(list(chunks), size)
+    whole = chunks[0].obj if isinstance(chunks[0], memoryview) else None
+    if type(whole) is bytes and len(whole) == size and all(type(c) is memoryview and c.obj is whole for c in chunks):
+        return Pieces([whole], size)  # views of one bytes, end to end (a read-whole shared-memory call): no copy
     return Pieces([b"".join(chunks)], size)
 
 

@@ -326,7 +326,8 @@ class ChannelClient:
         else:
             pickled, out_of_band = buffers.dump(request.to_wire())
             if self._arena is not None and sum(v.nbytes for v in out_of_band) >= SHARED_MEMORY_BYTES:
-                shared = self._arena.place(pickled, out_of_band)  # a large HTTP body: one copy, no socket
+                # A large HTTP body: one copy, no socket; the replica joins it anyway, so it reads it whole.
+                shared = self._arena.place(pickled, out_of_band, read_whole=True)
                 if shared is not None:
                     self._shm_out.add(shared.segment)
                     pickled, out_of_band = dumps(shared), []

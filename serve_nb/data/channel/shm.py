@@ -48,11 +48,14 @@ def available() -> bool:
 @dataclass(frozen=True)
 class ShmCall:
     """What travels on the channel for a call whose buffers are in shared memory: the pickle without them,
-    the segment's name, and each buffer's (offset, length) in it."""
+    the segment's name, and each buffer's (offset, length) in it. ``read_whole``: the buffers lie end to end
+    from offset 0 and the replica wants them as one ``bytes`` anyway (an HTTP body it hands over joined), so
+    it reads them in one ``pread`` and releases the segment at once: no mapping to fault in and tear down."""
 
     inband: bytes
     segment: str
     spans: tuple[tuple[int, int], ...]
+    read_whole: bool = False
 
 
 class _Segment:
@@ -92,9 +95,9 @@ class ShmArena:
         inband = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         return self.place(inband, [b.raw() for b in buffers])  # flat bytes of each buffer, C- or Fortran-ordered
 
-    def place(self, inband: bytes, views: list[memoryview]) -> ShmCall | None:
-        """A pickle whose out-of-band buffers are ``views``, with those copied into a segment; None if there
-        are none or the arena is full."""
+    def place(self, inband: bytes, views: list[memoryview], read_whole: bool = False) -> ShmCall | None:
+        """A pickle whose out-of-band buffers are ``views``, with those copied into a segment end to end; None
+        if there are none or the arena is full. ``read_whole``: see ``ShmCall``."""
         total = sum(v.nbytes for v in views)
         if not views:
             return None
@@ -106,7 +109,7 @@ class ShmArena:
             segment.map[offset : offset + view.nbytes] = view
             spans.append((offset, view.nbytes))
             offset += view.nbytes
-        return ShmCall(inband, segment.name, tuple(spans))
+        return ShmCall(inband, segment.name, tuple(spans), read_whole)
 
     def _take(self, nbytes: int) -> _Segment | None:
         size = max(MIN_SEGMENT_BYTES, 1 << max(0, nbytes - 1).bit_length())
@@ -190,6 +193,22 @@ def process_arena() -> ShmArena | None:
         return _arena
 
 
+def _read_whole(fd: int, call: ShmCall, end: int, on_release: Callable[[str], None]) -> Any:
+    """``decode`` for a ``read_whole`` call: its buffers, end to end from 0, read into one ``bytes`` (views of
+    it go to the unpickler, so a reader wanting them joined takes that ``bytes`` as it is); released at once."""
+    expected = 0
+    for offset, length in call.spans:
+        if offset != expected:
+            raise BadShmCall(f"a read-whole call's buffers must lie end to end in {call.segment!r}")
+        expected += length
+    data = os.pread(fd, end, 0)
+    if len(data) != end:
+        raise BadShmCall(f"shared memory {call.segment!r} ended before the call's buffers")
+    on_release(call.segment)
+    view = memoryview(data)
+    return pickle.loads(call.inband, buffers=[view[offset : offset + length] for offset, length in call.spans])
+
+
 class BadShmCall(ValueError):
     """A call named a segment the replica will not map (wrong name, gone, or spans outside it)."""
 
@@ -209,6 +228,8 @@ def decode(call: ShmCall, on_release: Callable[[str], None]) -> Any:
         end = max((offset + length for offset, length in call.spans), default=0)
         if any(offset < 0 or length < 0 for offset, length in call.spans) or end > size:
             raise BadShmCall(f"the call's buffers lie outside shared memory {call.segment!r}")
+        if call.read_whole:
+            return _read_whole(fd, call, end, on_release)
         # Mapped lazily: code that reads part of an array touches only those pages (the kernel maps its
         # neighbours with each fault), and mapping costs the same for 1 MB and 1 GB.
         mapped = mmap.mmap(fd, end or 1, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)

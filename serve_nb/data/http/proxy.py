@@ -223,7 +223,7 @@ class ProxyApp:
                                exchange.request_id, prefix)
         rest = ClientBody(receive, len(head.data), limit) if head.more else None
         retries = MAX_IDEMPOTENT_RETRIES if self._options.retry_safe_methods and scope["method"] in SAFE_METHODS else 0
-        forward = asyncio.ensure_future(self._forward(router, request, rest, send, started, retries))
+        forward = asyncio.ensure_future(self._forward(router, request, rest, exchange, started, retries))
         watch = asyncio.ensure_future(watch_client(receive, rest))  # the client left, or its body failed
         try:
             done, _ = await asyncio.wait(
@@ -276,11 +276,13 @@ class ProxyApp:
                                           exchange.request_id, prefix)
 
     async def _forward(
-        self, router: Any, request: Request, rest: ClientBody | None, send: Send, started: list[bool], retries: int
+        self, router: Any, request: Request, rest: ClientBody | None, exchange: Exchange, started: list[bool],
+        retries: int,
     ) -> None:
         """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began.
         ``rest``: the body still to stream, if large. ``retries``: how often to send the request again if its
         replica dies before the response starts (and before a streamed body started to flow)."""
+        send, raw_send = exchange.send, exchange.raw_send  # raw: straight to uvicorn, no coroutine between
         try:
             # aclosing: when the client leaves (this task is cancelled) the router's slot is freed and the
             # replica told to stop at once; an abandoned generator would do both only when collected.
@@ -290,7 +292,8 @@ class ProxyApp:
                     for message in messages:
                         if message["type"] == RESPONSE_START:
                             started[0] = True
-                        await send(message)
+                            message = exchange.start(message)
+                        await raw_send(message)
         except asyncio.CancelledError:
             raise
         except (DeploymentUnavailableError, BackPressureError) as exc:

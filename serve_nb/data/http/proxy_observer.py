@@ -66,10 +66,19 @@ class Exchange:
         """Logged at ERROR: the server's fault, not the client's."""
         return self.status >= 500
 
+    @property
+    def raw_send(self) -> Send:
+        """uvicorn's own ``send``: for messages already passed through ``start`` (or that start nothing)."""
+        return self._send
+
+    def start(self, message: Message) -> Message:
+        """A response start as it goes out: its status noted, the request id added."""
+        self.status = message["status"]
+        return {**message, "headers": [*message.get("headers", ()), self._id_header]}
+
     async def send(self, message: Message) -> None:
         if message["type"] == RESPONSE_START:
-            self.status = message["status"]
-            message = {**message, "headers": [*message.get("headers", ()), self._id_header]}
+            message = self.start(message)
         await self._send(message)
 
 

@@ -15,6 +15,7 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from serve_nb.common.serialization import user_traceback
+from serve_nb.core.log_format import CallOutcome
 from serve_nb.data.channel.buffers import Pieces
 from serve_nb.data.channel.duplex import ReceivedItems
 from serve_nb.data.context import current_request
@@ -81,6 +82,9 @@ def _log_late_error(task: "asyncio.Task[None]") -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("handler raised after responding:\n%s", user_traceback(task.exception()))
 
+#: How an HTTP request ended, for the replica's records: (status answered or None, outcome, error raised here).
+HttpDone = Callable[[int | None, CallOutcome, BaseException | None], None]
+
 
 class HTTPAdapter:
     """Per-replica HTTP entry point."""
@@ -113,9 +117,10 @@ class HTTPAdapter:
 
     async def handle(
         self, scope: Scope, body: bytes | Pieces, debug_errors: bool = False,
-        rest: AsyncIterator[bytes] | bool = False,
+        rest: AsyncIterator[bytes] | bool = False, done: HttpDone | None = None,
     ) -> AsyncIterator[list[Message]]:
-        """Run the app on one request; yield its response messages as the app sent them.
+        """Run the app on one request; yield its response messages as the app sent them. ``done`` hears how
+        it ended: the status answered (None if none), and whether it finished, was cancelled or failed here.
 
         ``body`` is the request body, or its first part when ``rest`` (the chunks still arriving on
         the channel) follows; the app reads them as ASGI ``http.request`` messages, as they come, and
@@ -154,6 +159,8 @@ class HTTPAdapter:
         task.add_done_callback(_log_late_error)
         started = False
         finished = False
+        status: int | None = None
+        outcome, failure = CallOutcome.ERROR, None
         try:
             pending_start: Message | None = None
             while True:
@@ -161,7 +168,9 @@ class HTTPAdapter:
                 if message is _DONE:
                     exc = task.exception() if not task.cancelled() else None
                     if not started:
-                        yield self._error_response(exc, scope, debug_errors)
+                        answer = self._error_response(exc, scope, debug_errors)
+                        status = answer[0]["status"]
+                        yield answer
                     elif exc is not None:
                         logger.error("Error after the response started:\n%s", user_traceback(exc))
                     finished = True
@@ -174,7 +183,7 @@ class HTTPAdapter:
                     if type(chunk) is not bytes:  # a bytearray or memoryview: bytes pickle, views do not
                         message = {**message, "body": bytes(chunk)}
                     if pending_start is not None:
-                        started = True
+                        started, status = True, pending_start["status"]
                         yield [pending_start, message]
                         pending_start = None
                     else:
@@ -182,10 +191,18 @@ class HTTPAdapter:
                     if not message.get("more_body", False):
                         finished = True  # background tasks (starlette BackgroundTask) may still run
                         return
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = CallOutcome.CANCELLED
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             if not finished and not task.done():
                 disconnected.set()
                 task.cancel()
+            if done is not None:
+                done(status, CallOutcome.OK if finished else outcome, failure)
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, whole_body: bytes | None = None) -> None:
         if self._asgi is not None:
