@@ -169,6 +169,7 @@ class ReplicaDetail:
     ongoing: int
     version: str
     models: tuple[str, ...] = ()  # multiplexed models it holds or is loading
+    node_ip: str = ""  # the address its node is reached at ("" until the replica reports it)
 
 
 @dataclass(frozen=True)

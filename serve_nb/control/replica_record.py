@@ -113,4 +113,4 @@ class ReplicaRecord:
     def detail(self) -> ReplicaDetail:
         info = self.info
         return ReplicaDetail(self.replica_id, str(self.state), info.node_id if info else "", info.pid if info else 0,
-                             self.started_at, self.ongoing, self.version, self.models)
+                             self.started_at, self.ongoing, self.version, self.models, info.host if info else "")

@@ -8,13 +8,17 @@ widget ever parses text back. Pure: no Ray, no ipywidgets, so it is unit-tested 
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import shlex
+import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 from serve_nb.core.request_stats import REQUEST_WINDOW_S
-from serve_nb.types import AppDetail, ApplicationStatus, ApplicationStatusInfo, DeploymentDetail, RequestSummary
+from serve_nb.types import (AppDetail, ApplicationStatus, ApplicationStatusInfo, DeploymentDetail, ReplicaDetail,
+                            RequestSummary)
 
 BADGE_COLORS = {
     "RUNNING": "#1a7f37",
@@ -34,6 +38,11 @@ UNKNOWN_COLOR = "#6e7781"
 FAILED_STATUSES = frozenset({ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY})
 #: Pseudo-status of a widget whose application was deleted (the controller has no such state).
 DELETED = "DELETED"
+#: The statuses in which nothing is left to scale, delete or send requests to.
+GONE_STATUSES = frozenset({DELETED, "DELETING"})
+#: How the autoscaling panel reads for an app none of whose deployments autoscale.
+NO_AUTOSCALING = "No deployment of this app autoscales."
+DAY_S = 86400.0
 NODE_ID_CHARS = 8  # enough to tell nodes apart in a table
 LOG_LINES = 60  # replica output lines kept in the log pane
 RECENT_EVENTS = 5  # scaling events listed per deployment
@@ -75,7 +84,7 @@ class ReplicaRow:
     node: str
     pid: str
     ongoing: int
-    uptime: str
+    uptime: str  # "since HH:MM:SS": a start time cannot go stale between updates, a duration would
     models: str = ""  # the multiplexed models it holds or is loading
 
 
@@ -101,11 +110,33 @@ class AppView:
     chart_svg: str
     logs: str
     log_lines: tuple[str, ...] = ()  # every replica line the controller keeps, for ``log_text``'s filter
+    ingress: str = ""  # the ingress deployment: what the scale buttons act on when there are several
+    history: tuple[tuple[float, int, float], ...] = ()  # the chart's points, kept so a deleted app's chart stays
+    deleted_at: float | None = None  # when the widget learnt the app was deleted (None: it exists)
 
     @property
     def failure(self) -> str:
         """The message to show as an error under the header, or "" when the app is not failing."""
         return self.message if self.status in FAILED_STATUSES else ""
+
+    @property
+    def controls_enabled(self) -> bool:
+        """Whether scale, delete and send can act: not on an app that is gone or going."""
+        return self.status not in GONE_STATUSES
+
+    @property
+    def scale_options(self) -> tuple[str, ...]:
+        """The deployments the +/- buttons may resize: the fixed-size ones (the autoscaler owns the others)."""
+        return tuple(d.name for d in self.deployments if not d.autoscaling) if self.controls_enabled else ()
+
+    def scale_choice(self, current: str | None = None) -> str | None:
+        """The deployment the +/- buttons act on: the user's ``current`` pick while it can still be scaled, else
+        the ingress when it can, else the first that can; None when none can (the buttons are then disabled)."""
+        options = self.scale_options
+        for name in (current, self.ingress):
+            if name in options:
+                return name
+        return options[0] if options else None
 
 
 class DashboardRow(NamedTuple):
@@ -134,6 +165,11 @@ def format_uptime(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
+def clock(t: float, now: float) -> str:
+    """A wall-clock time as the user's own clock reads it (with the date once it is a day old)."""
+    return time.strftime("%H:%M:%S" if now - t < DAY_S else "%b %d %H:%M:%S", time.localtime(t))
+
+
 def endpoint_url(detail: AppDetail) -> str | None:
     if detail.route_prefix is None or detail.http_address is None:
         return None
@@ -141,8 +177,12 @@ def endpoint_url(detail: AppDetail) -> str | None:
 
 
 def request_url(endpoint: str, path: str = "") -> str:
-    """The endpoint plus the request panel's sub-path (with or without its leading slash)."""
+    """The endpoint plus the request panel's sub-path (with or without its leading slash); a bare query
+    string or fragment attaches to the endpoint itself, with no slash before it (except the root path's own)."""
     path = path.strip()
+    if path.startswith(("?", "#")):
+        base = endpoint.rstrip("/")
+        return base + ("" if urllib.parse.urlsplit(base).path else "/") + path
     return endpoint.rstrip("/") + ("/" + path.lstrip("/") if path else "")
 
 
@@ -215,22 +255,59 @@ def deployment_row(dep: DeploymentDetail) -> DeploymentRow:
                          batch_summary(dep.batch_sizes), request_summary(dep.requests))
 
 
+def deleted_view(last: AppView | None, name: str, at: float, what: str = "deleted") -> AppView:
+    """What the widget shows once its app is gone (``what``: "deleted", or "shut down" with all of Serve).
+
+    It says so and when, offers no endpoint, and keeps what is still worth reading: the chart (its last
+    value dropping to 0 at ``at``), the autoscaling panel (the decisions made while the app lived) and the
+    replicas' log lines. Deployments and replicas are gone, so their tables are empty.
+    """
+    history = last.history + ((at, 0, 0.0),) if last is not None and last.history else ()
+    return AppView(
+        last.name if last is not None else name, DELETED, badge_color(DELETED),
+        f"The application was {what} at {clock(at, at)}.", None, None, (), (),
+        last.autoscaling if last is not None else (), chart_svg(history, at),
+        last.logs if last is not None else "", last.log_lines if last is not None else (),
+        last.ingress if last is not None else "", history, at,
+    )
+
+
+def autoscaling_note(view: AppView) -> str:
+    """The line under the autoscaling panel's title: why it is empty, or that it is frozen at deletion."""
+    if view.deleted_at is not None:
+        return "As it was when the application was deleted." if view.autoscaling else ""
+    return "" if view.autoscaling else NO_AUTOSCALING
+
+
+def node_cell(replica: ReplicaDetail) -> str:
+    """Where a replica runs: its node's IP when known (what a person can look up), else a short node id.
+
+    A loopback address says only "this machine" (replicas listen there while every node is on one host), which
+    cannot tell several local nodes apart: the short id does."""
+    try:
+        if replica.node_ip and not ipaddress.ip_address(replica.node_ip).is_loopback:
+            return replica.node_ip
+    except ValueError:  # a host name: show it as it is
+        return replica.node_ip
+    return replica.node_id[:NODE_ID_CHARS]
+
+
 def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
-    """Build what the application widget shows; ``None`` (deleted) gives a DELETED view."""
+    """Build what the application widget shows; ``None`` (deleted) gives a DELETED view (``deleted_view``
+    keeps the previous view's chart and panels; this has none to keep)."""
     if detail is None:
-        return AppView(name, DELETED, badge_color(DELETED), "The application was deleted.", None, None,
-                       (), (), (), chart_svg([], now), "")
+        return deleted_view(None, name, now)
     url = endpoint_url(detail)
     replicas = tuple(
-        ReplicaRow(d.name, r.replica_id, r.state, r.node_id[:NODE_ID_CHARS], str(r.pid or ""), r.ongoing,
-                   format_uptime(now - r.started_at), models_cell(r.models))
+        ReplicaRow(d.name, r.replica_id, r.state, node_cell(r), str(r.pid or ""), r.ongoing,
+                   f"since {clock(r.started_at, now)}", models_cell(r.models))
         for d in detail.deployments
         for r in d.replicas
     )
     autoscaling = tuple(
         AutoscalingView(
             d.name, _autoscaling_settings(d.autoscaling), d.last_decision or "no decision yet",
-            tuple(f"{format_uptime(now - e.time)} ago: {e.from_replicas} → {e.to_replicas} ({e.reason})"
+            tuple(f"{clock(e.time, now)}: {e.from_replicas} → {e.to_replicas} ({e.reason})"
                   for e in reversed(d.events[-RECENT_EVENTS:])),
         )
         for d in detail.deployments
@@ -240,6 +317,7 @@ def app_view(detail: AppDetail | None, now: float, name: str = "") -> AppView:
         detail.name, detail.status, badge_color(detail.status), detail.message, url,
         curl_line(url) if url else None, tuple(deployment_row(d) for d in detail.deployments), replicas,
         autoscaling, chart_svg(detail.history, now), "\n".join(detail.logs[-LOG_LINES:]), tuple(detail.logs),
+        detail.ingress, tuple(detail.history),
     )
 
 

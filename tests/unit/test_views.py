@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -44,6 +45,16 @@ from serve_nb.types import (
 SVG = "{http://www.w3.org/2000/svg}"
 GREEN, AMBER, BLUE, RED, GREY = "#1a7f37", "#9a6700", "#0969da", "#cf222e", "#6e7781"
 REPLICA_STROKE, ONGOING_STROKE = "#0969da", "#fb8500"
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Wall-clock times read in UTC, so a test's expected "HH:MM:SS" does not depend on the machine's zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def replica(rid="r1", *, state="RUNNING", node="abcdef0123456789", pid=4242, started_at=1000.0, ongoing=0):
@@ -143,6 +154,9 @@ def test_endpoint_url_none_without_proxy_address():
         ("http://h:8000", "/a", "http://h:8000/a"),  # root prefix: no double slash
         ("http://h:8000/shop/", "a", "http://h:8000/shop/a"),
         ("http://h:8000/shop", "   ", "http://h:8000/shop"),  # blank path: the endpoint itself
+        ("http://h:8000/shop", "?q=1", "http://h:8000/shop?q=1"),  # a bare query: no slash before it
+        ("http://h:8000/shop", "#top", "http://h:8000/shop#top"),
+        ("http://h:8000", "?q=1", "http://h:8000/?q=1"),  # the root path keeps its one slash
     ],
 )
 def test_request_url_joins_the_panels_path_to_the_endpoint(endpoint, path, url):
@@ -247,7 +261,7 @@ def test_app_view_name_argument_is_ignored_when_detail_present():
     assert app_view(app(name="real"), 0.0, "other").name == "real"
 
 
-def test_app_view_replica_rows_across_deployments():
+def test_app_view_replica_rows_across_deployments(utc):
     detail = app(deployments=(
         DeploymentDetail("Ingress", "HEALTHY", "", 1, 1, replicas=(replica("i1", started_at=1000.0, ongoing=2),)),
         DeploymentDetail("Model", "UPDATING", "", 2, 1, replicas=(
@@ -263,9 +277,9 @@ def test_app_view_replica_rows_across_deployments():
     assert i1.pid == "4242"
     assert m2.pid == ""  # no pid yet
     assert i1.ongoing == 2
-    assert i1.uptime == "16m 40s"
-    assert m1.uptime == "1m 40s"
-    assert m2.uptime == "5s"
+    assert i1.uptime == "since 00:16:40"  # a start time (UTC here), which stays true between updates
+    assert m1.uptime == "since 00:31:40"
+    assert m2.uptime == "since 00:33:15"
     assert m2.state == "STARTING"
     assert [(d.name, d.replicas, d.color) for d in view.deployments] == [("Ingress", "1 / 1", GREEN),
                                                                           ("Model", "1 / 2", AMBER)]
@@ -292,17 +306,17 @@ def test_app_view_autoscaling_no_decision_yet():
     assert app_view(detail, 0.0).autoscaling[0].last_decision == "no decision yet"
 
 
-def test_app_view_autoscaling_events_newest_first_last_five():
+def test_app_view_autoscaling_events_newest_first_last_five(utc):
     events = tuple(ScalingEvent(time=100.0 * i, from_replicas=i, to_replicas=i + 1, reason=f"r{i}") for i in range(1, 8))
     detail = app(deployments=(DeploymentDetail("Auto", "UPSCALING", "", 8, 7, autoscaling=autoscaling_dict(),
                                                events=events),))
     shown = app_view(detail, 800.0).autoscaling[0].events
     assert shown == (
-        "1m 40s ago: 7 → 8 (r7)",
-        "3m 20s ago: 6 → 7 (r6)",
-        "5m 00s ago: 5 → 6 (r5)",
-        "6m 40s ago: 4 → 5 (r4)",
-        "8m 20s ago: 3 → 4 (r3)",
+        "00:11:40: 7 → 8 (r7)",
+        "00:10:00: 6 → 7 (r6)",
+        "00:08:20: 5 → 6 (r5)",
+        "00:06:40: 4 → 5 (r4)",
+        "00:05:00: 3 → 4 (r3)",
     )
 
 
