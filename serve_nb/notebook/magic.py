@@ -205,10 +205,9 @@ class ServeMagics(Magics):
         """%serve_shutdown: delete every application and stop serve_nb's controller."""
         import serve_nb as serve
 
-        for widget in self._widgets.values():
-            widget.close()
-        self._widgets.clear()
         serve.shutdown()
+        for widget in self._widgets.values():  # kept on show (chart, logs) until their cells run again
+            widget.show_gone("shut down")
         print("serve_nb shut down.")
 
 

@@ -27,6 +27,41 @@ from serve_nb.notebook import views
 _CSS = "font-family: var(--jp-code-font-family, monospace); font-size: 12px;"
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
 REQUEST_TIMEOUT_S = 60.0  # the request panel gives up after this long
+#: CSS classes a browser test (or a user's stylesheet) finds the widgets' parts by; keep these names stable.
+APP_CLASS, STATUS_CLASS, NOTICE_CLASS = "serve-nb-app", "serve-nb-status", "serve-nb-notice"
+SCALE_UP_CLASS, SCALE_DOWN_CLASS = "serve-nb-scale-up", "serve-nb-scale-down"
+DEPLOYMENTS_CLASS, DASHBOARD_CLASS = "serve-nb-deployments", "serve-nb-dashboard"
+
+
+def _full_width(**kwargs: Any) -> widgets.Layout:
+    """A layout as wide as its box and no wider: ipywidgets adds a 2px side margin to each widget, so a plain
+    ``width: 100%`` sticks out by 4px and puts a horizontal scrollbar under the whole output."""
+    return widgets.Layout(width="100%", margin="2px 0px", **kwargs)
+
+
+def _root_layout() -> widgets.Layout:
+    """The outer box: the output's width, clipping rather than scrolling what a table makes too wide."""
+    return widgets.Layout(width="100%", overflow="hidden")
+
+
+def close_tree(root: widgets.Widget) -> None:
+    """Close every widget model ``root`` holds (children, layouts, styles, at any depth), then ``root``'s own
+    subtree. ``Widget.close`` closes one model only: closing a box alone leaves its whole tree live, in the
+    kernel and in the front end, and each re-run of a cell would leak it again. Closing twice is harmless."""
+    seen: set[int] = {id(root)}
+    stack: list[widgets.Widget] = [root]
+    found: list[widgets.Widget] = []
+    while stack:
+        widget = stack.pop()
+        for name in widget.keys:
+            value = getattr(widget, name, None)
+            for item in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(item, widgets.Widget) and id(item) not in seen:
+                    seen.add(id(item))
+                    found.append(item)
+                    stack.append(item)
+    for widget in found:
+        widget.close()
 
 
 def _badge(text: str, color: str) -> str:
@@ -91,41 +126,52 @@ class AppWidget(widgets.VBox):
         self._view: views.AppView | None = None
         self._lock = threading.Lock()
         self._header = widgets.HTML()
-        self._curl = widgets.Text(description="curl", layout=widgets.Layout(width="100%"))
+        self._header.add_class(STATUS_CLASS)
+        self._curl = widgets.Text(description="curl", layout=_full_width())
         self._deployments = widgets.HTML()
+        self._deployments.add_class(DEPLOYMENTS_CLASS)
         self._replicas = widgets.HTML()
         self._autoscaling = widgets.HTML()
         self._chart = widgets.HTML()
-        self._logs = widgets.Textarea(layout=widgets.Layout(width="100%", height="180px"), disabled=True)
+        self._logs = widgets.Textarea(layout=_full_width(height="180px"), disabled=True)
         self._log_filter = widgets.Text(description="request id", placeholder="show only this request's lines",
                                         layout=widgets.Layout(width="420px"))
         self._log_filter.observe(lambda _: self._show_logs(), names="value")
-        self._scale_target = widgets.Dropdown(description="scale", layout=widgets.Layout(width="220px"))
-        minus = widgets.Button(description="−", layout=widgets.Layout(width="36px"), tooltip="one replica fewer")
-        plus = widgets.Button(description="+", layout=widgets.Layout(width="36px"), tooltip="one replica more")
-        minus.on_click(lambda _: self._scale(-1))
-        plus.on_click(lambda _: self._scale(+1))
-        self._delete = widgets.Button(description="Delete app", button_style="danger", icon="trash")
+        # Filled from the first detail (``_show_controls``); until then there is nothing to act on.
+        self._scale_target = widgets.Dropdown(description="scale", layout=widgets.Layout(width="220px"),
+                                              disabled=True)
+        self._minus = widgets.Button(description="−", layout=widgets.Layout(width="36px"),
+                                     tooltip="one replica fewer", disabled=True)
+        self._plus = widgets.Button(description="+", layout=widgets.Layout(width="36px"),
+                                    tooltip="one replica more", disabled=True)
+        self._minus.add_class(SCALE_DOWN_CLASS)
+        self._plus.add_class(SCALE_UP_CLASS)
+        self._minus.on_click(lambda _: self._scale(-1))
+        self._plus.on_click(lambda _: self._scale(+1))
+        self._delete = widgets.Button(description="Delete app", button_style="danger", icon="trash", disabled=True)
         self._confirm = widgets.HBox([], layout=widgets.Layout(display="none"))
         self._delete.on_click(lambda _: self._ask_delete())
         self._notice = widgets.HTML()
+        self._notice.add_class(NOTICE_CLASS)
         self._method = widgets.Dropdown(options=list(HTTP_METHODS), value=HTTP_METHODS[0],
                                         layout=widgets.Layout(width="90px"))
         self._path = widgets.Text(placeholder="/sub/path?x=1", layout=widgets.Layout(width="260px"))
-        self._body = widgets.Textarea(placeholder='JSON body, e.g. {"text": "hello"}', layout=widgets.Layout(width="100%", height="60px"))
-        send = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
-        send.on_click(lambda _: self._send())
-        self._answer = widgets.Textarea(layout=widgets.Layout(width="100%", height="120px"), disabled=True)
+        self._body = widgets.Textarea(placeholder='JSON body, e.g. {"text": "hello"}', layout=_full_width(height="60px"))
+        self._send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane", disabled=True)
+        self._send_button.on_click(lambda _: self._send_request())
+        self._answer = widgets.Textarea(layout=_full_width(height="120px"), disabled=True)
         tabs = widgets.Tab(children=[
             widgets.VBox([self._deployments, self._replicas]),
             widgets.VBox([self._autoscaling, self._chart]),
-            widgets.VBox([widgets.HBox([self._method, self._path, send]), self._body, self._answer]),
+            widgets.VBox([widgets.HBox([self._method, self._path, self._send_button]), self._body, self._answer]),
             widgets.VBox([self._log_filter, self._logs]),
         ])
         for i, title in enumerate(["Replicas", "Autoscaling", "Request", "Logs"]):
             tabs.set_title(i, title)
-        controls = widgets.HBox([self._scale_target, minus, plus, self._delete, self._confirm])
+        controls = widgets.HBox([self._scale_target, self._minus, self._plus, self._delete, self._confirm])
+        kwargs.setdefault("layout", _root_layout())
         super().__init__([self._header, self._curl, tabs, controls, self._notice], **kwargs)
+        self.add_class(APP_CLASS)
         self._feed = _Feed(feed.app(app_name), self._on_detail)
         if not self._feed.active:
             self._header.value = f"<b>{views.escape(app_name)}</b> — serve_nb is not running."
@@ -138,11 +184,21 @@ class AppWidget(widgets.VBox):
         return self._feed.active
 
     def _on_detail(self, detail: Any) -> None:
+        if detail is None:  # deleted: nothing more will come
+            self.show_gone("deleted")
+            return
         view = views.app_view(detail, time.time(), self.app_name)
         with self._lock:
             self._render(view)
-        if detail is None:  # deleted: nothing more will come
-            self._feed.cancel()
+
+    def show_gone(self, what: str = "deleted") -> None:
+        """The app is gone (``what``: "deleted", or "shut down" with the rest of Serve): say so and when, disable
+        its controls, keep its chart, autoscaling panel and logs for reading, and stop following the feed."""
+        self._feed.cancel()
+        with self._lock:
+            if self._view is not None and self._view.deleted_at is not None:
+                return  # already shown as gone: keep the first time it was
+            self._render(views.deleted_view(self._view, self.app_name, time.time(), what))
 
     def _render(self, view: views.AppView) -> None:
         old = self._view
@@ -152,11 +208,7 @@ class AppWidget(widgets.VBox):
             return old is None or getattr(old, attr) != getattr(view, attr)
 
         if any(changed(a) for a in ("name", "status", "color", "url", "message")):
-            link = f' · <a href="{views.escape(view.url)}" target="_blank">{views.escape(view.url)}</a>' if view.url else ""
-            failure = view.failure
-            msg = (f'<pre style="white-space:pre-wrap;color:{views.badge_color(view.status)};{_CSS}">'
-                   f'{views.escape(failure)}</pre>' if failure else "")
-            self._header.value = f"<b>{views.escape(view.name)}</b> {_badge(view.status, view.color)}{link}{msg}"
+            self._header.value = _header_html(view)
         if changed("curl"):
             self._curl.value = view.curl or "(no HTTP route: call it through the handle)"
         if changed("deployments"):
@@ -167,28 +219,41 @@ class AppWidget(widgets.VBox):
                 [[views.escape(d.name), _badge(d.status, d.color), d.replicas, views.escape(d.requests),
                   *([views.escape(d.batches)] if batching else []), views.escape(d.message)] for d in view.deployments],
             )
-            options = [d.name for d in view.deployments if not d.autoscaling]
-            if list(self._scale_target.options) != options:
-                self._scale_target.options = options
         if changed("replicas"):
             models = any(r.models for r in view.replicas)
             self._replicas.value = _table(
-                ["deployment", "replica", "state", "node", "pid", "ongoing", "uptime", *(["models"] if models else [])],
+                ["deployment", "replica", "state", "node", "pid", "ongoing", "up", *(["models"] if models else [])],
                 [[views.escape(r.deployment), r.replica_id, r.state, r.node, r.pid, str(r.ongoing), r.uptime,
                   *([views.escape(r.models)] if models else [])]
                  for r in view.replicas],
             )
-        if changed("autoscaling"):
-            parts = []
+        if changed("autoscaling") or changed("deleted_at"):
+            note = views.autoscaling_note(view)
+            parts = [f"<i>{views.escape(note)}</i><br>"] if note else []
             for a in view.autoscaling:
                 events = "".join(f"<li>{views.escape(e)}</li>" for e in a.events)
                 parts.append(f"<b>{views.escape(a.deployment)}</b>: {views.escape(a.settings)}<br>"
                              f"latest decision: <i>{views.escape(a.last_decision)}</i><ul>{events}</ul>")
-            self._autoscaling.value = "".join(parts) or "<i>No deployment of this app autoscales.</i>"
+            self._autoscaling.value = "".join(parts)
         if changed("chart_svg"):
             self._chart.value = view.chart_svg
         if changed("log_lines"):
             self._logs.value = views.log_text(view.log_lines, self._log_filter.value)
+        self._show_controls(view)
+
+    def _show_controls(self, view: views.AppView) -> None:
+        """Point the scale dropdown at a deployment (the user's pick while it still can be scaled, else the
+        ingress, else the first), and enable only what can act: nothing once the app is gone or going."""
+        options = view.scale_options
+        if tuple(self._scale_target.options) != options:
+            self._scale_target.options = options
+        choice = view.scale_choice(self._scale_target.value)
+        if self._scale_target.value != choice:
+            self._scale_target.value = choice
+        self._scale_target.disabled = self._minus.disabled = self._plus.disabled = choice is None
+        self._delete.disabled = self._send_button.disabled = not view.controls_enabled
+        if not view.controls_enabled:
+            self._hide_confirm()
 
     def _show_logs(self) -> None:
         """The filter changed (on the kernel's thread): show the kept lines again through it."""
@@ -203,9 +268,11 @@ class AppWidget(widgets.VBox):
     # -- buttons (run on the kernel's main thread when idle; never wait for the cluster there) --
 
     def _scale(self, step: int) -> None:
-        name = self._scale_target.value
-        row = next((d for d in (self._view.deployments if self._view else ()) if d.name == name), None)
-        if row is None:
+        view = self._view
+        name = view.scale_choice(self._scale_target.value) if view is not None else None
+        row = next((d for d in view.deployments if d.name == name), None) if view is not None else None
+        if row is None:  # the buttons are disabled then; a click that raced a deletion lands here
+            self._notice.value = "<i>Nothing to scale: the app is gone or every deployment autoscales.</i>"
             return
         target = row.target + step
         if target < 1:
@@ -231,14 +298,18 @@ class AppWidget(widgets.VBox):
         self._confirm.layout.display = "flex"
 
     def _hide_confirm(self) -> None:
+        old = self._confirm.children
         self._confirm.layout.display = "none"
         self._confirm.children = []
+        for widget in old:  # made anew each time the dialog opens: close them, or they stay live
+            close_tree(widget)
+            widget.close()
 
     def _do_delete(self) -> None:
         self._hide_confirm()
         threading.Thread(target=lambda: serve.delete(self.app_name, _blocking=False), daemon=True).start()
 
-    def _send(self) -> None:
+    def _send_request(self) -> None:
         view = self._view
         if view is None or view.url is None:
             self._answer.value = "This application has no HTTP route; call it with widget.handle.remote(...)."
@@ -267,8 +338,20 @@ class AppWidget(widgets.VBox):
         threading.Thread(target=run, daemon=True).start()
 
     def close(self) -> None:
+        """Stop following the feed and close the whole widget tree (see ``close_tree``)."""
         self._feed.cancel()
+        self._hide_confirm()
+        close_tree(self)
         super().close()
+
+
+def _header_html(view: views.AppView) -> str:
+    """Name, status badge and endpoint link; then the error of a failing app, or when the app went away."""
+    link = f' · <a href="{views.escape(view.url)}" target="_blank">{views.escape(view.url)}</a>' if view.url else ""
+    shown = view.failure or (view.message if view.deleted_at is not None else "")
+    msg = (f'<pre style="white-space:pre-wrap;color:{views.badge_color(view.status)};{_CSS}">'
+           f'{views.escape(shown)}</pre>' if shown else "")
+    return f"<b>{views.escape(view.name)}</b> {_badge(view.status, view.color)}{link}{msg}"
 
 
 class Dashboard(widgets.VBox):
@@ -279,7 +362,10 @@ class Dashboard(widgets.VBox):
         self._details: dict[str, AppWidget] = {}
         self._title = widgets.HTML("<b>serve_nb applications</b>")
         self._list = widgets.VBox()
+        self._empty = widgets.HTML("<i>No applications.</i>")
+        kwargs.setdefault("layout", _root_layout())
         super().__init__([self._title, self._list], **kwargs)
+        self.add_class(DASHBOARD_CLASS)
         self._lock = threading.Lock()
         self._last: list[views.DashboardRow] | None = None
         self._feed = _Feed(feed.STATUS, self._on_status)
@@ -299,10 +385,12 @@ class Dashboard(widgets.VBox):
             names = [r.name for r in rows]
             for name in list(self._rows):
                 if name not in names:
-                    self._rows.pop(name)
+                    row = self._rows.pop(name)
                     detail = self._details.pop(name, None)
                     if detail is not None:
                         detail.close()
+                    close_tree(row)
+                    row.close()
             for data in rows:
                 row = self._rows.get(data.name)
                 if row is None:
@@ -315,7 +403,7 @@ class Dashboard(widgets.VBox):
                 )
             self._list.children = [self._rows[n] for n in names]
             if not names:
-                self._list.children = [widgets.HTML("<i>No applications.</i>")]
+                self._list.children = [self._empty]
 
     def _make_row(self, name: str) -> widgets.VBox:
         toggle = widgets.ToggleButton(value=False, icon="chevron-right", layout=widgets.Layout(width="36px"),
@@ -342,7 +430,11 @@ class Dashboard(widgets.VBox):
         return self._details[name]
 
     def close(self) -> None:
+        """Stop following the feed and close every row and application widget, shown or not."""
         self._feed.cancel()
         for detail in self._details.values():
             detail.close()
+        close_tree(self._empty)  # shown only while there are no apps: maybe not in the tree now
+        self._empty.close()
+        close_tree(self)
         super().close()

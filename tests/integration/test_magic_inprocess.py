@@ -87,11 +87,11 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
     wait_until(lambda: widget.view is not None and widget.view.url is not None, what="first view")
     widget._method.value = "POST"
     widget._body.value = '{"x": 42}'
-    widget._send()
+    widget._send_request()
     wait_until(lambda: "200 in" in widget._answer.value, what="the request panel's answer")
     assert '"got": 42' in widget._answer.value
     widget._body.value = "{not json"
-    widget._send()
+    widget._send_request()
     assert "not valid JSON" in widget._answer.value
 
     def replica_states() -> dict[str, int]:
