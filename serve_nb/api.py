@@ -23,7 +23,7 @@ from serve_nb.core.graph import AppGraph
 from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.core.status import format_duration, init_report_due
 from serve_nb.deployment import Application
-from serve_nb.exceptions import DeployConflictError, DeployError, RayServeException
+from serve_nb.exceptions import DeployConflictError, DeployError, PortInUseError, RayServeException, port_in_use_message
 from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
 #: ``serve.run`` keywords of Ray Serve 2.60 that serve_nb does not implement, with the default it accepts.
@@ -143,6 +143,8 @@ def _wait_for_proxies(options: HTTPOptions) -> None:
     )
     bad = [p for p in status.proxy_details.values() if p.status != ProxyStatus.HEALTHY]
     if bad:
+        if port_in_use_message(options.host, options.port) in bad[0].message:
+            raise PortInUseError(options.host, options.port)
         raise RayServeException(f"The HTTP proxy could not start: {bad[0].message}")
 
 

@@ -52,6 +52,28 @@ class DeployConflictError(ServeException, ValueError):
     or Serve is shutting down. A RayServeException, as in Ray Serve, and a ValueError, as before."""
 
 
+class PortInUseError(ServeException):
+    """The HTTP proxy cannot listen on its port because another program holds it.
+
+    Its own type (with ``host`` and ``port``) so a caller can name the port and suggest another, as the
+    ``%serve_connect`` magic does in one line, instead of showing a traceback."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(port_in_use_message(host, port))
+
+    def __reduce__(self):  # keep the structured fields across processes
+        return (type(self), (self.host, self.port))
+
+
+def port_in_use_message(host: str, port: int) -> str:
+    """What a proxy reports when ``host:port`` is taken; one wording, so ``serve.start`` can recognise it."""
+    return (f"Port {port} on {host} is already in use, so the serve_nb HTTP proxy cannot listen there. "
+            f"Stop the program using it, or start Serve on another port: "
+            f"serve.start(http_options={{'port': {port + 1}}}).")
+
+
 class RemoteTraceback(Exception):
     """Carries the replica-side traceback text as the ``__cause__`` of a re-raised user error."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,9 @@ class ServeMagics(Magics):
         # and only recent IPython versions record which inputs raised.
         self._ran: list[tuple[int, RanInput]] = []
         self._deploy_went_on = False  # set by the running %%serve cell when interrupted while waiting
+        # The proxies' host/port %serve_connect asked for; kept after a failed start so a later %%serve asks for
+        # them again (and says why it cannot) instead of quietly starting Serve on the default port.
+        self._http_options: dict[str, Any] = {}
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
@@ -75,6 +79,8 @@ class ServeMagics(Magics):
                               lambda v: inspect.isclass(v) or inspect.isfunction(v))
         if target is None:
             raise UsageError("%%serve: the cell defines no class, function or @serve.deployment to deploy.")
+        if self._http_options:
+            self._start_http("%%serve")
         try:
             deployment = target if isinstance(target, Deployment) else serve.deployment(target)
             deployment = deployment.options(**spec.deployment_options())
@@ -142,16 +148,54 @@ class ServeMagics(Magics):
 
     # -- line magics -------------------------------------------------------------------------
 
+    @magic_arguments()
+    @argument("address", nargs="?", help="host:port or ray://host:port of a Ray cluster (default: a local Ray)")
+    @argument("--port", type=int, help="the HTTP proxies' port (default 8000)")
+    @argument("--host", help="the address the HTTP proxies listen on (default 127.0.0.1)")
     @line_magic("serve_connect")
     def serve_connect(self, line: str) -> None:
-        """%serve_connect [ADDRESS]: a local Ray (default), or host:port / ray://host:port."""
+        """%serve_connect [ADDRESS] [--port N] [--host H]: a local Ray (default), or host:port / ray://host:port;
+        with --port or --host, Serve starts there with its HTTP proxies on that address."""
         import serve_nb as serve
 
-        address = line.strip() or None
+        args = parse_argstring(self.serve_connect, line)
+        if args.port is not None and not 0 < args.port < 65536:
+            raise UsageError(f"%serve_connect: --port must be between 1 and 65535, got {args.port}.")
+        if args.host is not None and not args.host.strip():
+            raise UsageError("%serve_connect: --host must not be empty.")
         try:
-            print(serve.connect(address))
+            print(serve.connect(args.address))
         except Exception as exc:
-            raise UsageError(f"%serve_connect: could not connect to {address or 'a local Ray'}: {exc}") from None
+            raise UsageError(f"%serve_connect: could not connect to {args.address or 'a local Ray'}: {exc}") from None
+        requested = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+        if requested:
+            self._http_options = requested
+            self._start_http("%serve_connect")
+            host, port = requested.get("host", "127.0.0.1"), requested.get("port", 8000)
+            print(f"Serve's HTTP proxies listen on {host}:{port}.")
+
+    def _start_http(self, magic: str) -> None:
+        """Start Serve with the HTTP address %serve_connect asked for. A taken port is one line naming it and the
+        flag to use; Serve, if this start left it with nothing deployed, is stopped so that flag can take effect
+        (a running Serve keeps its address: serve.start ignores another one)."""
+        import serve_nb as serve
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                serve.start(http_options=dict(self._http_options))
+            except serve.exceptions.PortInUseError as exc:
+                if not serve.status().applications:
+                    serve.shutdown()
+                raise UsageError(f"Port {exc.port} is taken; use %serve_connect --port {exc.port + 1}") from None
+            except (serve.exceptions.RayServeException, ValueError, TypeError) as exc:
+                raise UsageError(f"{magic}: Serve could not start its HTTP proxies: {exc}") from None
+        ignored = [w for w in caught if "already running with http_options" in str(w.message)]
+        if ignored:
+            raise UsageError(f"{magic}: serve_nb already runs with other HTTP options; run %serve_shutdown first "
+                             f"to move its proxies to {self._http_options}.")
+        for warning in caught:  # anything else start() warned about still reaches the user
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
     @line_magic("serve_status")
     def serve_status(self, line: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from ipywidgets.widgets import widget as ipywidget_module  # noqa: E402
+from IPython import get_ipython  # noqa: E402
 from IPython.testing.globalipapp import start_ipython  # noqa: E402
 
 from serve_nb.notebook.widgets import AppWidget, Dashboard  # noqa: E402
@@ -100,7 +101,7 @@ def test_a_rows_removal_closes_the_row_while_the_dashboard_stays():
 
 @pytest.fixture(scope="module")
 def magics():
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # one test shell per process: a second start returns None
     shell.run_line_magic("load_ext", "serve_nb")
     return shell.magics_manager.registry["ServeMagics"]
 

@@ -29,7 +29,8 @@ from serve_nb.data.http.proxy_observer import (WEBSOCKET_METHOD, Exchange, Proxy
                                                request_id_from)
 from serve_nb.data.request import Request
 from serve_nb.data.router import MAX_IDEMPOTENT_RETRIES
-from serve_nb.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from serve_nb.exceptions import (BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError,
+                                 port_in_use_message)
 from serve_nb.types import DeploymentID
 
 logger = logging.getLogger(__name__)
@@ -353,12 +354,7 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise OSError(
-                exc.errno,
-                f"Port {port} on {host} is already in use, so the serve_nb HTTP proxy cannot listen there. "
-                f"Stop the program using it, or start Serve on another port: "
-                f"serve.start(http_options={{'port': {port + 1}}}).",
-            ) from None
+            raise OSError(exc.errno, port_in_use_message(host, port)) from None
         raise
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
