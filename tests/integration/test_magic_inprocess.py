@@ -4,6 +4,7 @@ driven in-process (IPython shell)."""
 from __future__ import annotations
 
 import importlib
+import socket
 import sys
 
 import pytest
@@ -97,8 +98,8 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
     def replica_states() -> dict[str, int]:
         return serve.status().applications["buttons"].deployments["Buttons"].replica_states
 
-    widget._scale_target.value = "Buttons"
-    widget._scale(+1)
+    assert widget._scale_target.value == "Buttons"  # the only deployment: no need to pick it
+    widget._plus.click()
     wait_until(lambda: replica_states() == {"RUNNING": 2}, what="scaled to 2")
     wait_until(lambda: widget.view.deployments[0].target == 2, what="the widget's row follows")
     assert widget.view.deployments[0].replicas == "2 / 2"
@@ -122,6 +123,29 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
     widget._confirm.children[1].click()  # Delete
     wait_until(lambda: "buttons" not in serve.status().applications, what="deleted")
     wait_until(lambda: widget.view.status == "DELETED", what="deleted badge")
+    assert "The application was deleted at " in widget._header.value and not widget.listening
+    assert all(w.disabled for w in (widget._plus, widget._minus, widget._delete, widget._send_button))
+    assert "<polyline" in widget._chart.value  # the replicas it ran are still drawn
+
+
+def test_serve_connect_with_a_taken_port_says_so_in_one_line_and_a_later_cell_does_not_fall_back(ip, ray_session):
+    magics = ip.magics_manager.registry["ServeMagics"]
+    serve.shutdown()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        with pytest.raises(UsageError) as info:
+            ip.run_line_magic("serve_connect", f"--port {port}")
+        assert str(info.value) == f"Port {port} is taken; use %serve_connect --port {port + 1}"
+        with pytest.raises(UsageError) as info:  # not quietly deployed on 8000 instead
+            ip.run_cell_magic("serve", "--name elsewhere", "def elsewhere(request):\n    return 'x'\n")
+        assert str(info.value) == f"Port {port} is taken; use %serve_connect --port {port + 1}"
+    finally:
+        blocker.close()
+        magics._http_options = {}
+        serve.shutdown()  # the next test's serve_instance starts Serve on the default port again
 
 
 def test_line_magics_delete_and_usage_errors(ip, serve_instance):
