@@ -76,7 +76,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     body = "".join(
         "<tr>" + "".join(f'<td style="padding:1px 10px 1px 0">{c}</td>' for c in row) + "</tr>" for row in rows
     )
-    return f'<table style="border-collapse:collapse;{_CSS}"><tr>{head}</tr>{body}</table>'
+    # A table wider than the output scrolls on its own, rather than the whole widget under it.
+    return (f'<div style="overflow-x:auto"><table style="border-collapse:collapse;{_CSS}"><tr>{head}</tr>{body}'
+            f'</table></div>')
 
 
 def _http_request(method: str, url: str, body: str) -> tuple[int, bytes, str]:
@@ -245,9 +247,9 @@ class AppWidget(widgets.VBox):
         """Point the scale dropdown at a deployment (the user's pick while it still can be scaled, else the
         ingress, else the first), and enable only what can act: nothing once the app is gone or going."""
         options = view.scale_options
+        choice = view.scale_choice(self._scale_target.value)  # before new options can reset the user's pick
         if tuple(self._scale_target.options) != options:
             self._scale_target.options = options
-        choice = view.scale_choice(self._scale_target.value)
         if self._scale_target.value != choice:
             self._scale_target.value = choice
         self._scale_target.disabled = self._minus.disabled = self._plus.disabled = choice is None

@@ -104,17 +104,21 @@ def test_plus_and_minus_act_on_the_only_deployment_without_picking_it(scaled):
 
 
 def test_with_several_deployments_plus_acts_on_the_ingress_until_another_is_picked(scaled):
+    def deployments(*names: str) -> AppDetail:
+        return app_of(*(DeploymentDetail(n, "HEALTHY", "", 1, 1) for n in names))
+
     widget = AppWidget("shop")
     try:
-        widget._on_detail(app_of(DeploymentDetail("Model", "HEALTHY", "", 1, 1),
-                                 DeploymentDetail("Ingress", "HEALTHY", "", 1, 1)))
+        widget._on_detail(deployments("Model", "Ingress", "Tokenizer"))
         assert widget._scale_target.value == "Ingress"
         widget._plus.click()
         wait_until(lambda: scaled == [("shop", "Ingress", 2)], what="+ to scale the ingress")
-        widget._scale_target.value = "Model"
-        widget._on_detail(app_of(DeploymentDetail("Model", "HEALTHY", "", 1, 1),
-                                 DeploymentDetail("Ingress", "HEALTHY", "", 2, 2)))
-        assert widget._scale_target.value == "Model"  # an update keeps the user's pick
+        widget._scale_target.value = "Tokenizer"
+        widget._on_detail(deployments("Model", "Ingress", "Tokenizer", "Cache"))
+        assert widget._scale_target.options == ("Model", "Ingress", "Tokenizer", "Cache")
+        assert widget._scale_target.value == "Tokenizer"  # an update, even one adding a deployment, keeps the pick
+        widget._on_detail(deployments("Model", "Ingress"))
+        assert widget._scale_target.value == "Ingress"  # the pick was removed: back to the ingress
     finally:
         widget.close()
 
