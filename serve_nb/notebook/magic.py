@@ -171,8 +171,8 @@ class ServeMagics(Magics):
         if requested:
             self._http_options = requested
             self._start_http("%serve_connect")
-            host, port = requested.get("host", "127.0.0.1"), requested.get("port", 8000)
-            print(f"Serve's HTTP proxies listen on {host}:{port}.")
+            defaults = serve.HTTPOptions()
+            print(f"Serve's HTTP proxies listen on {args.host or defaults.host}:{args.port or defaults.port}.")
 
     def _start_http(self, magic: str) -> None:
         """Start Serve with the HTTP address %serve_connect asked for. A taken port is one line naming it and the
