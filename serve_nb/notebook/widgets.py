@@ -45,9 +45,10 @@ def _root_layout() -> widgets.Layout:
 
 
 def close_tree(root: widgets.Widget) -> None:
-    """Close every widget model ``root`` holds (children, layouts, styles, at any depth), then ``root``'s own
-    subtree. ``Widget.close`` closes one model only: closing a box alone leaves its whole tree live, in the
-    kernel and in the front end, and each re-run of a cell would leak it again. Closing twice is harmless."""
+    """Close every widget model ``root`` holds (children, layouts, styles, at any depth), but not ``root`` itself:
+    its own ``close`` calls this first. ``Widget.close`` closes one model only: closing a box alone leaves its
+    whole tree live, in the kernel and in the front end, and each re-run of a cell would leak it again. Closing
+    twice is harmless."""
     seen: set[int] = {id(root)}
     stack: list[widgets.Widget] = [root]
     found: list[widgets.Widget] = []
