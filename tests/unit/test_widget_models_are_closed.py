@@ -1,5 +1,6 @@
 """Closing or replacing a widget closes every widget model it made: re-running a ``%%serve`` cell, or showing
-``%serve_status`` again, twenty times leaves no more live models than once (no Ray: the feeds are inactive)."""
+``%serve_status`` again, twenty times leaves no more live models than once; ``%serve_shutdown`` leaves the cells'
+widgets on show, saying so (no Ray: the feeds are inactive, Serve is faked where called)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,24 @@ def test_rerunning_a_serve_cell_closes_the_widget_it_replaces(magics, capsys):
         magics._widgets.clear()
         magics._cell_id = None
     capsys.readouterr()
+
+
+def test_serve_shutdown_leaves_the_cells_widgets_on_show_saying_serve_was_shut_down(magics, monkeypatch, capsys):
+    import serve_nb
+
+    monkeypatch.setattr(serve_nb, "shutdown", lambda: None)
+    magics._cell_id = "cell-2"
+    try:
+        magics._show("shop", None)
+        widget = magics.widget_for("shop")
+        widget._on_detail(detail())
+        magics.shell.run_line_magic("serve_shutdown", "")
+        assert widget.comm is not None  # still shown, for its chart and logs
+        assert "The application was shut down at " in widget._header.value
+        assert widget._plus.disabled and widget._delete.disabled and widget._send_button.disabled
+        assert capsys.readouterr().out.endswith("serve_nb shut down.\n")
+    finally:
+        for shown in magics._widgets.values():
+            shown.close()
+        magics._widgets.clear()
+        magics._cell_id = None
