@@ -30,7 +30,7 @@ import ast
 import keyword
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from serve_nb.core.cellcode import (BUILTINS, Cell, ExportError, Program, ServeCell, Stmt, read_cells,
                                     read_statement)
@@ -68,11 +68,13 @@ class _Needs:
 
 
 def export_notebook(cells: Sequence[Cell], module_name: str, only_app: str | None = None, *,
-                    notebook: str = "a notebook") -> Export:
+                    notebook: str = "a notebook", http_options: Mapping[str, Any] | None = None) -> Export:
     """Export the ``%%serve`` apps of ``cells`` (in execution order) as module ``module_name`` and its config.
 
     ``only_app``: export that app alone. ``notebook``: how the module's header names its source (a path, or
-    "the kernel's input history"). Raises ExportError, one line naming the cell, when it cannot."""
+    "the kernel's input history"). ``http_options``: the host/port the notebook's Serve listened on
+    (``%serve_connect --port``), so the exported server answers at the URLs the notebook used; default
+    127.0.0.1:8000. Raises ExportError, one line naming the cell, when it cannot."""
     if not all(part.isidentifier() and not keyword.iskeyword(part) for part in module_name.split(".")):
         raise ExportError(f"Module name {module_name!r} cannot be imported: use letters, digits and '_', not "
                           "starting with a digit (e.g. 'nb_06_models').")
@@ -86,7 +88,7 @@ def export_notebook(cells: Sequence[Cell], module_name: str, only_app: str | Non
     variables = _variables(apps, taken | {_WRAPPER})
     return Export(
         module_source=_module_source(program, apps, kept, variables, notebook),
-        config=_config(apps, module_name, variables, program.pip),
+        config=_config(apps, module_name, variables, program.pip, http_options or {}),
         apps=tuple(app.name for app in apps),
         pip=program.pip,
     )
@@ -266,7 +268,8 @@ def _check_compiles(chunk: str, label: str) -> None:
                           "the export keeps of it): move that part into a function.") from None
 
 
-def _config(apps: Sequence[_App], module_name: str, variables: dict[str, str], pip: tuple[str, ...]) -> dict[str, Any]:
+def _config(apps: Sequence[_App], module_name: str, variables: dict[str, str], pip: tuple[str, ...],
+            http_options: Mapping[str, Any]) -> dict[str, Any]:
     """Ray Serve's config layout; each app's ingress gets a ``deployments`` entry holding its %%serve flags."""
     applications: list[dict[str, Any]] = []
     for app in apps:
@@ -280,5 +283,5 @@ def _config(apps: Sequence[_App], module_name: str, variables: dict[str, str], p
             entry["runtime_env"] = {"pip": list(pip)}
         entry["deployments"] = [{"name": app.serve.deployment, **app.serve.spec.deployment_options()}]
         applications.append(entry)
-    return {"proxy_location": "EveryNode", "http_options": {"host": "127.0.0.1", "port": 8000},
+    return {"proxy_location": "EveryNode", "http_options": {"host": "127.0.0.1", "port": 8000, **http_options},
             "applications": applications}

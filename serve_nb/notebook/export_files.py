@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from serve_nb.core.export import Cell, export_notebook
 
@@ -77,12 +77,12 @@ def _cell(source: str, label: str) -> Cell | None:
 
 
 def write_export(cells: Sequence[Cell], module: str, out_dir: Path, only_app: str | None = None, *,
-                 notebook: str = "a notebook") -> list[Path]:
+                 notebook: str = "a notebook", http_options: Mapping[str, Any] | None = None) -> list[Path]:
     """Export ``cells`` as ``module``; returns the written module and config paths. ``notebook``: how the
-    module's header names where the cells come from."""
+    module's header names where the cells come from; ``http_options``: the host/port for the config."""
     import yaml
 
-    result = export_notebook(cells, module, only_app, notebook=notebook)
+    result = export_notebook(cells, module, only_app, notebook=notebook, http_options=http_options)
     out_dir.mkdir(parents=True, exist_ok=True)
     module_path, config_path = out_dir / f"{module}.py", out_dir / CONFIG_NAME
     module_path.write_text(result.module_source)

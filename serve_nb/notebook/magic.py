@@ -239,7 +239,7 @@ class ServeMagics(Magics):
         cells = cells_of_kernel(history.input_hist_raw, failed, ran)
         try:
             module, config = write_export(cells, module_name_for(notebook or "notebook"), Path(args.output), args.app,
-                                          notebook=source)
+                                          notebook=source, http_options=self._http_options)
         except (ExportError, OSError) as exc:
             raise UsageError(f"%serve_export: {exc}") from None
         print(f"Wrote {module} and {config}.\nRun it with: serve_nb run {config}")

@@ -71,6 +71,14 @@ def test_write_export_writes_the_module_and_config_and_names_the_notebook(tmp_pa
     assert app["import_path"] == "nb_07_demo:app_greet" and app["route_prefix"] == "/greet"
 
 
+def test_the_exported_config_listens_where_the_notebooks_serve_did(tmp_path: Path):
+    cells = [Cell("GREETING = 'hi'", "In [1]"), Cell(SERVE_CELL, "In [2]")]
+    _, config = write_export(cells, "nb", tmp_path / "moved", http_options={"port": 8123})
+    assert yaml.safe_load(config.read_text())["http_options"] == {"host": "127.0.0.1", "port": 8123}
+    _, config = write_export(cells, "nb", tmp_path / "default")
+    assert yaml.safe_load(config.read_text())["http_options"] == {"host": "127.0.0.1", "port": 8000}
+
+
 def test_write_export_writes_nothing_when_the_export_fails(tmp_path: Path):
     with pytest.raises(ExportError, match="In \\[1\\].*'GREETING'"):
         write_export([Cell(SERVE_CELL, "In [1]")], "nb", tmp_path / "out")
