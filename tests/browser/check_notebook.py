@@ -1,0 +1,49 @@
+"""The notebook the browser tests drive: set-up, one ``%%serve`` cell, requests from a later cell, shutdown.
+
+Written with nbformat into the test's temporary JupyterLab root. Its last cell stops serve_nb and Ray, as
+every notebook of this repository ends, so the kernel's Ray is gone before the kernel is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+NOTEBOOK = "serve_nb_browser_check.ipynb"
+APP = "greeter"
+DEPLOYMENT = "Greeter"
+REQUESTS_SENT = 30
+SETUP_CELL, SERVE_CELL, REQUESTS_CELL, SHUTDOWN_CELL = range(4)
+
+
+def notebook_cells(http_port: int) -> list[str]:
+    """The notebook the tests drive: set-up, the ``%%serve`` cell, requests from a later cell, shutdown."""
+    return [
+        "%load_ext serve_nb\n"
+        "import ray\n"
+        "import serve_nb as serve\n\n"
+        "# A fresh Ray of this kernel's own (never one found on the machine), room for a few one-CPU replicas,\n"
+        "# and HTTP on a free port, so nothing else running here matters.\n"
+        "ray.init(address='local', num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level='ERROR')\n"
+        f"serve.start(http_options={{'host': '127.0.0.1', 'port': {http_port}}})\n"
+        "print('serve_nb started')",
+        f"%%serve --name {APP} --num-replicas 1\n"
+        f"class {DEPLOYMENT}:\n"
+        "    async def __call__(self, request):\n"
+        "        return 'hello from the browser test'",
+        "import urllib.request\n\n"
+        f"answers = {{urllib.request.urlopen('http://127.0.0.1:{http_port}/{APP}', timeout=30).read().decode()\n"
+        f"           for _ in range({REQUESTS_SENT})}}\n"
+        f"print('sent {REQUESTS_SENT} requests, answers:', sorted(answers))",
+        "serve.shutdown()\n"
+        "ray.shutdown()\n"
+        "print('ray stopped')",
+    ]
+
+
+def write_notebook(path: Path, http_port: int) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in notebook_cells(http_port)]
+    nbformat.write(nb, path)
