@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit integration notebooks bench clean
+.PHONY: demo test unit integration browser notebooks bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,19 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.runtime
 	env -u RAY_ADDRESS $(BIN)/python scripts/demo.py
 
-# Notebooks run in their own pytest process, after the tests' Ray has stopped: each starts its own.
+# The browser tests and the notebooks run in pytest processes of their own, after the tests' session Ray has
+# stopped: each starts its own Ray (in a JupyterLab kernel, or nbval's). The browser tests skip, saying why,
+# where no Chromium is installed (.ci/run installs Debian's).
 test: $(VENV)/.dev
-	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests --ignore=tests/browser $(PYTEST_ARGS)
+	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/browser -rs $(PYTEST_ARGS)
 	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --nbval-lax notebooks $(PYTEST_ARGS)
+
+# JupyterLab in headless Chromium: the %%serve widget renders, scales with +, shows live request figures.
+# Screenshots: BROWSER_SCREENSHOTS=DIR (default: pytest's temporary dir).
+browser: $(VENV)/.dev
+	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/browser -rs \
+		$(if $(BROWSER_SCREENSHOTS),--browser-screenshots "$(BROWSER_SCREENSHOTS)") $(PYTEST_ARGS)
 
 notebooks: $(VENV)/.dev
 	env -u RAY_ADDRESS PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --nbval-lax notebooks $(PYTEST_ARGS)
