@@ -4,8 +4,8 @@ These are checked in the page's DOM (headless Chromium), not in the kernel: the 
 widget's traits are right, only a browser proves JupyterLab renders them as a widget (the widget manager is
 installed and matches ipywidgets) and that a click travels back to the kernel and its effect comes back.
 
-The tests share one deployed app (see conftest) and run in the order written: the dropdown check must see the
-widget before the scale test picks a deployment in it; the others read the counts they start from off the page.
+The tests share one deployed app (see conftest); each reads the state it starts from off the page, so they do not
+depend on running in the order written.
 """
 
 from __future__ import annotations
@@ -62,13 +62,10 @@ def test_serve_cell_output_is_a_rendered_widget_showing_the_app_and_its_status(a
     save_screenshot(app.page, app.screenshots, "page_after_serve_cell")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serve_nb bug, found by this test: AppWidget creates its scale Dropdown without options and sets them later "
-    "from the feed; ipywidgets 8 then leaves index/value None, so the page shows an empty dropdown and + and - "
-    "do nothing until the user picks a deployment. Remove this marker once the widget selects one."))
 def test_scale_dropdown_shows_the_apps_deployment_selected_so_plus_acts_at_once(app: DeployedApp) -> None:
-    """A person sees one deployment and clicks +: nothing may be left to choose first. (The kernel-side tests
-    set the dropdown's value themselves, so only the page shows it empty.)"""
+    """A person sees one deployment and clicks +: nothing may be left to choose first. (ipywidgets 8 leaves a
+    Dropdown whose options are set after creation with no selection; the page showed it empty, and + did nothing,
+    before the widget chose the deployment itself.)"""
     from playwright.sync_api import expect
 
     widget = app_widget(cell(app.page, SERVE_CELL))
@@ -85,9 +82,7 @@ def test_plus_button_adds_a_replica_and_the_page_shows_the_new_count(app: Deploy
     settled = wait_for_deployment_cell(app.page, widget, DEPLOYMENT, "running", r"^(\d+) / \1$", WIDGET_TIMEOUT_MS)
     replicas = int(settled.split(" / ")[0])
 
-    # Choose the deployment in the "scale" dropdown, as a person must while it shows none (see the test above).
-    scale_target_select(widget).select_option(DEPLOYMENT, timeout=WIDGET_TIMEOUT_MS)
-    scale_up_button(widget).click()
+    scale_up_button(widget).click()  # no deployment picked first: the app has only one
 
     wanted = f"{replicas + 1} / {replicas + 1}"
     shown = wait_for_deployment_cell(app.page, widget, DEPLOYMENT, "running", f"^{wanted}$", SCALE_TIMEOUT_MS)
