@@ -22,7 +22,9 @@ from serve_nb.exceptions import DeployError, RayServeException, ReplicaUnavailab
 from helpers import URL, make_signal, ongoing_requests, wait_until
 
 #: Small, so a test waits a second rather than the default 30 s for its 503.
-NO_REPLICA_TIMEOUT_S = 1.0
+#: Short, so a request with no replica is refused quickly; long enough for a killed replica's replacement to start
+#: on a loaded 2-core machine (a retried GET waits for it this long: 1 s was not always enough under CI's load).
+NO_REPLICA_TIMEOUT_S = 4.0
 
 
 @pytest.fixture(scope="module")
