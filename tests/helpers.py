@@ -3,13 +3,15 @@ would define it, what the public feed says about replicas, the Serve log files, 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -92,3 +94,12 @@ def serve_logs(pattern: str) -> str:
 
     found = sorted(glob.glob(os.path.join(ray_private.session_dir(), "logs", "serve", pattern)))
     return "".join(Path(f).read_text() for f in found)
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A local port another program is listening on, for as long as the block runs."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        yield blocker.getsockname()[1]

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 import serve_nb as serve
-from helpers import HTTP_PORT, URL, deployment_detail, make_signal, ongoing_requests, serve_logs, wait_until
+from helpers import HTTP_PORT, URL, deployment_detail, make_signal, ongoing_requests, serve_logs, taken_port, wait_until
 
 
 def test_seed_most_basic_ingress(serve_instance):
@@ -648,13 +648,9 @@ def test_custom_http_options_timeout_debug_and_port_taken(ray_session):
     finally:
         serve.shutdown()
 
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen(1)
-    port = blocker.getsockname()[1]
     try:
-        with pytest.raises(serve.exceptions.RayServeException, match=f"Port {port} .* already in use"):
-            serve.start(http_options={"port": port, "start_timeout_s": 20})
+        with taken_port() as port:
+            with pytest.raises(serve.exceptions.RayServeException, match=f"Port {port} .* already in use"):
+                serve.start(http_options={"port": port, "start_timeout_s": 20})
     finally:
-        blocker.close()
         serve.shutdown()

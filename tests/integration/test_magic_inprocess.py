@@ -4,7 +4,6 @@ driven in-process (IPython shell)."""
 from __future__ import annotations
 
 import importlib
-import socket
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 import serve_nb as serve
-from helpers import make_signal, wait_until
+from helpers import make_signal, taken_port, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -131,19 +130,15 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
 def test_serve_connect_with_a_taken_port_says_so_in_one_line_and_a_later_cell_does_not_fall_back(ip, ray_session):
     magics = ip.magics_manager.registry["ServeMagics"]
     serve.shutdown()
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen(1)
-    port = blocker.getsockname()[1]
     try:
-        with pytest.raises(UsageError) as info:
-            ip.run_line_magic("serve_connect", f"--port {port}")
-        assert str(info.value) == f"Port {port} is taken; use %serve_connect --port {port + 1}"
-        with pytest.raises(UsageError) as info:  # not quietly deployed on 8000 instead
-            ip.run_cell_magic("serve", "--name elsewhere", "def elsewhere(request):\n    return 'x'\n")
-        assert str(info.value) == f"Port {port} is taken; use %serve_connect --port {port + 1}"
+        with taken_port() as port:
+            with pytest.raises(UsageError) as info:
+                ip.run_line_magic("serve_connect", f"--port {port}")
+            assert str(info.value) == f"Port {port} is taken; use %serve_connect --port {port + 1}"
+            with pytest.raises(UsageError) as info:  # not quietly deployed on 8000 instead
+                ip.run_cell_magic("serve", "--name elsewhere", "def elsewhere(request):\n    return 'x'\n")
+            assert str(info.value) == f"Port {port} is taken; use %serve_connect --port {port + 1}"
     finally:
-        blocker.close()
         magics._http_options = {}
         serve.shutdown()  # the next test's serve_instance starts Serve on the default port again
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -15,15 +14,6 @@ from serve_nb.types import AppDetail, DeploymentDetail, ReplicaDetail, ScalingEv
 
 SVG = "{http://www.w3.org/2000/svg}"
 AUTO = dataclasses.asdict(AutoscalingConfig(min_replicas=1, max_replicas=4))
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def detail(*deployments: DeploymentDetail, ingress: str = "Ingress", status: str = "RUNNING",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -45,16 +44,6 @@ from serve_nb.types import (
 SVG = "{http://www.w3.org/2000/svg}"
 GREEN, AMBER, BLUE, RED, GREY = "#1a7f37", "#9a6700", "#0969da", "#cf222e", "#6e7781"
 REPLICA_STROKE, ONGOING_STROKE = "#0969da", "#fb8500"
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    """Wall-clock times read in UTC, so a test's expected "HH:MM:SS" does not depend on the machine's zone."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def replica(rid="r1", *, state="RUNNING", node="abcdef0123456789", pid=4242, started_at=1000.0, ongoing=0):

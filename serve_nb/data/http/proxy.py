@@ -219,12 +219,11 @@ class ProxyApp:
         inner["root_path"] = root_path_for(prefix, self._options.root_path)
         inner["headers"] = list(scope["headers"])
         router = self._client.router(DeploymentID(app, ingress))
-        started = [False]
         request = Request.http(inner, head.data, self._options.debug_errors, head.more, model_id,
                                exchange.request_id, prefix)
         rest = ClientBody(receive, len(head.data), limit) if head.more else None
         retries = MAX_IDEMPOTENT_RETRIES if self._options.retry_safe_methods and scope["method"] in SAFE_METHODS else 0
-        forward = asyncio.ensure_future(self._forward(router, request, rest, exchange, started, retries))
+        forward = asyncio.ensure_future(self._forward(router, request, rest, exchange, retries))
         watch = asyncio.ensure_future(watch_client(receive, rest))  # the client left, or its body failed
         try:
             done, _ = await asyncio.wait(
@@ -237,7 +236,7 @@ class ProxyApp:
             # replica, which cancels the user's work.
             forward.cancel()
             await asyncio.gather(forward, return_exceptions=True)
-            if started[0]:
+            if exchange.responded:
                 return
             if not done:
                 await _plain(send, 408, f"Request timed out after {self._options.request_timeout_s}s.")
@@ -277,10 +276,9 @@ class ProxyApp:
                                           exchange.request_id, prefix)
 
     async def _forward(
-        self, router: Any, request: Request, rest: ClientBody | None, exchange: Exchange, started: list[bool],
-        retries: int,
+        self, router: Any, request: Request, rest: ClientBody | None, exchange: Exchange, retries: int,
     ) -> None:
-        """Send the replica's ASGI messages on as they are; ``started[0]`` tells whether a response began.
+        """Send the replica's ASGI messages on as they are (``exchange.responded`` once a response began).
         ``rest``: the body still to stream, if large. ``retries``: how often to send the request again if its
         replica dies before the response starts (and before a streamed body started to flow)."""
         send, raw_send = exchange.send, exchange.raw_send  # raw: straight to uvicorn, no coroutine between
@@ -292,21 +290,20 @@ class ProxyApp:
                 async for messages in replies:
                     for message in messages:
                         if message["type"] == RESPONSE_START:
-                            started[0] = True
                             message = exchange.start(message)
                         await raw_send(message)
         except asyncio.CancelledError:
             raise
         except (DeploymentUnavailableError, BackPressureError) as exc:
-            if not started[0]:
+            if not exchange.responded:
                 await _plain(send, 503, f"Service Unavailable: {exc}")
         except ReplicaUnavailableError as exc:
             # Ray Serve answers a replica that died under a request with a plain 500; the reason goes in a header.
-            if not started[0]:
+            if not exchange.responded:
                 await _plain(send, 500, "Internal Server Error", _error_header(f"replica unavailable: {exc}"))
         except Exception as exc:  # noqa: BLE001
             logger.exception("serve_nb proxy: request to %s failed", request.args[0].get("path"))
-            if not started[0]:
+            if not exchange.responded:
                 await _plain(send, 500, "Internal Server Error", _error_header(f"{type(exc).__name__} in the proxy"))
 
     async def _builtin(self, path: str, send: Send) -> None:

@@ -57,6 +57,11 @@ class Exchange:
         self.app = ""
 
     @property
+    def responded(self) -> bool:
+        """Whether a response (or a WebSocket's answer) has begun: nothing else may be sent in its place."""
+        return self.status != 0
+
+    @property
     def failed(self) -> bool:
         """Counted in ``serve_num_http_error_requests``: an error status, or no answer at all."""
         return self.status >= 400 or self.status == 0
