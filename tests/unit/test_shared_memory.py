@@ -108,7 +108,7 @@ def test_a_body_read_whole_arrives_as_the_one_bytes_it_was_and_frees_its_segment
     call = arena.place(pickled, views, read_whole=True)
     released: list[str] = []
     body = shm.decode(pickle.loads(pickle.dumps(call)), released.append)
-    assert released == [call.segment], "read in one go: nothing maps the segment any more"
+    assert released == [call.segment], "copied out at once: the caller may reuse the segment"
     assert isinstance(body, Pieces) and len(body.pieces) == 1 and type(body.pieces[0]) is bytes
     assert body.pieces[0] == b"".join(chunks)
 
@@ -118,3 +118,60 @@ def test_a_read_whole_call_whose_buffers_are_not_end_to_end_is_refused(arena):
     overlapping = shm.ShmCall(call.inband, call.segment, ((0, 100_000), (0, 100_000)), read_whole=True)
     with pytest.raises(shm.BadShmCall, match="end to end"):
         shm.decode(overlapping, lambda _: None)
+
+
+def _body_call(arena, body: bytes):
+    pickled, views = buffers.dump(Pieces([body], len(body)))
+    return arena.place(pickled, views, read_whole=True)
+
+
+def _read_body(call) -> bytes:
+    released: list[str] = []
+    got = shm.decode(pickle.loads(pickle.dumps(call)), released.append)
+    assert released == [call.segment]
+    return got.pieces[0]
+
+
+def test_a_reused_segment_carries_each_new_body_not_the_one_read_before(arena):
+    first = _body_call(arena, b"a" * 300_000)
+    assert _read_body(first) == b"a" * 300_000
+    arena.release(first.segment)
+    second = _body_call(arena, b"b" * 250_000)
+    assert second.segment == first.segment  # pooled: the replica's kept mapping is read again
+    assert _read_body(second) == b"b" * 250_000
+
+
+def test_a_segment_name_that_now_names_another_file_is_read_from_that_file(arena):
+    call = _body_call(arena, b"a" * 300_000)
+    assert _read_body(call) == b"a" * 300_000
+    path = os.path.join(shm.SHM_DIR, call.segment)
+    os.unlink(path)  # the caller went and another file took the name: the old mapping must not be used
+    with open(path, "wb") as f:
+        f.write(b"z" * 300_000)
+    try:
+        assert _read_body(call) == b"z" * 300_000
+    finally:
+        os.unlink(path)
+
+
+def test_a_read_whole_call_naming_a_symlink_is_refused(tmp_path):
+    target = tmp_path / "secret"
+    target.write_bytes(b"s" * 200_000)
+    name = f"serve_nb-{os.getuid()}-{os.getpid()}-999999"
+    link = os.path.join(shm.SHM_DIR, name)
+    os.symlink(target, link)
+    try:
+        call = shm.ShmCall(b"", name, ((0, 200_000),), read_whole=True)
+        with pytest.raises(shm.BadShmCall, match="cannot be opened"):
+            shm.decode(call, lambda _: None)
+    finally:
+        os.unlink(link)
+
+
+def test_kept_read_mappings_stay_within_their_byte_bound(tmp_path):
+    maps = shm._ReadMaps(max_bytes=3 * 100_000)
+    for i in range(5):
+        path = tmp_path / f"seg{i}"
+        path.write_bytes(bytes([i]) * 100_000)
+        assert maps.mapping(f"seg{i}", str(path), 100_000)[:3] == bytes([i]) * 3
+    assert maps._bytes <= 3 * 100_000 and list(maps._maps) == ["seg2", "seg3", "seg4"]  # the oldest dropped

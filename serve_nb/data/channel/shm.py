@@ -21,6 +21,7 @@ import pickle
 import re
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,6 +37,8 @@ SHARED_MEMORY_BYTES = 128 * 1024
 _NAME = re.compile(r"serve_nb-(\d+)-(\d+)-(\d+)\Z")
 #: Segments are at least this large (rounded up to a power of two), so sizes repeat and segments get reused.
 MIN_SEGMENT_BYTES = 4 * 1024 * 1024
+#: Read-only mappings a replica keeps of the segments its callers reuse (``_ReadMaps``).
+MAX_READ_MAP_BYTES = 256 * 1024 * 1024
 #: Shared memory one caller process keeps, in use and pooled together; past it, calls use Ray's object store.
 MAX_ARENA_BYTES = int(os.environ.get("SERVE_NB_SHM_MAX_BYTES", "") or 2 * 1024**3)
 
@@ -193,17 +196,81 @@ def process_arena() -> ShmArena | None:
         return _arena
 
 
-def _read_whole(fd: int, call: ShmCall, end: int, on_release: Callable[[str], None]) -> Any:
-    """``decode`` for a ``read_whole`` call: its buffers, end to end from 0, read into one ``bytes`` (views of
+class _ReadMaps:
+    """The replica's read-only mappings of the segments that carried read-whole calls, kept between calls.
+
+    A caller reuses its pooled segments, so the same few come back call after call. Copying a body out of a
+    mapping that is already in place is one ``memcpy``; a ``pread`` from tmpfs walks the file page by page
+    in the kernel, and a fresh mapping faults every page in. A mapping is reused only while the name still
+    names the same file (device, inode and size), and the oldest are dropped past ``max_bytes``, so a
+    segment its caller unlinked does not stay pinned in memory for long."""
+
+    def __init__(self, max_bytes: int = MAX_READ_MAP_BYTES) -> None:
+        self._max_bytes = max_bytes
+        self._maps: OrderedDict[str, tuple[tuple[int, int, int], mmap.mmap]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # channel connections decode on their own threads
+
+    def mapping(self, name: str, path: str, end: int) -> mmap.mmap:
+        """A read-only mapping of the file at ``path`` (segment ``name``), at least ``end`` bytes long."""
+        try:
+            stat = os.stat(path, follow_symlinks=False)
+        except OSError as exc:
+            raise BadShmCall(f"shared memory {name!r} cannot be opened: {exc.strerror}") from None
+        identity = (stat.st_dev, stat.st_ino, stat.st_size)
+        with self._lock:
+            cached = self._maps.get(name)
+            if cached is not None and cached[0] == identity:
+                self._maps.move_to_end(name)
+                mapped = cached[1]
+                if end > len(mapped):
+                    raise BadShmCall(f"the call's buffers lie outside shared memory {name!r}")
+                return mapped
+        mapped = _map_read_only(name, path, end)
+        with self._lock:
+            old = self._maps.pop(name, None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            self._maps[name] = (identity, mapped)
+            self._bytes += len(mapped)
+            while self._bytes > self._max_bytes and len(self._maps) > 1:
+                _, (_, dropped) = self._maps.popitem(last=False)
+                self._bytes -= len(dropped)  # closed when the last reader's copy is done (mmap refcounts)
+        return mapped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+            self._bytes = 0
+
+
+def _map_read_only(name: str, path: str, end: int) -> mmap.mmap:
+    """The whole file at ``path``, mapped read-only, after checking it holds ``end`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise BadShmCall(f"shared memory {name!r} cannot be opened: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if end > size:
+            raise BadShmCall(f"the call's buffers lie outside shared memory {name!r}")
+        return mmap.mmap(fd, size or 1, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+_read_maps = _ReadMaps()
+
+
+def _read_whole(call: ShmCall, path: str, on_release: Callable[[str], None]) -> Any:
+    """``decode`` for a ``read_whole`` call: its buffers, end to end from 0, copied into one ``bytes`` (views of
     it go to the unpickler, so a reader wanting them joined takes that ``bytes`` as it is); released at once."""
     expected = 0
     for offset, length in call.spans:
-        if offset != expected:
+        if offset < 0 or length < 0 or offset != expected:
             raise BadShmCall(f"a read-whole call's buffers must lie end to end in {call.segment!r}")
         expected += length
-    data = os.pread(fd, end, 0)
-    if len(data) != end:
-        raise BadShmCall(f"shared memory {call.segment!r} ended before the call's buffers")
+    data = _read_maps.mapping(call.segment, path, expected)[:expected]
     on_release(call.segment)
     view = memoryview(data)
     return pickle.loads(call.inband, buffers=[view[offset : offset + length] for offset, length in call.spans])
@@ -219,8 +286,11 @@ def decode(call: ShmCall, on_release: Callable[[str], None]) -> Any:
     found = _NAME.match(call.segment)
     if found is None or int(found.group(1)) != os.getuid():
         raise BadShmCall(f"refusing to map shared memory named {call.segment!r}")
+    path = os.path.join(SHM_DIR, call.segment)
+    if call.read_whole:
+        return _read_whole(call, path, on_release)
     try:
-        fd = os.open(os.path.join(SHM_DIR, call.segment), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         raise BadShmCall(f"shared memory {call.segment!r} cannot be opened: {exc.strerror}") from None
     try:
@@ -228,8 +298,6 @@ def decode(call: ShmCall, on_release: Callable[[str], None]) -> Any:
         end = max((offset + length for offset, length in call.spans), default=0)
         if any(offset < 0 or length < 0 for offset, length in call.spans) or end > size:
             raise BadShmCall(f"the call's buffers lie outside shared memory {call.segment!r}")
-        if call.read_whole:
-            return _read_whole(fd, call, end, on_release)
         # Mapped lazily: code that reads part of an array touches only those pages (the kernel maps its
         # neighbours with each fault), and mapping costs the same for 1 MB and 1 GB.
         mapped = mmap.mmap(fd, end or 1, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
