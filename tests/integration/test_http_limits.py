@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 import requests
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 import serve_nb as serve
 from helpers import wait_until
@@ -39,6 +40,35 @@ class Counter:
 
     def count(self) -> int:
         return self.calls
+
+
+CHUNK = 64 * 1024
+#: Where the endless stream stops by itself, so that a proxy that does not hold it back fails the test
+#: instead of filling the machine's memory.
+STREAM_CAP = 256 << 20
+
+
+@serve.deployment
+class Endless:
+    """Streams 64 KB chunks until the client leaves (or ``STREAM_CAP``), counting what it produced."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.finished = False
+
+    async def __call__(self, request: Request) -> StreamingResponse:
+        async def chunks():
+            try:
+                while self.produced < STREAM_CAP:
+                    self.produced += CHUNK
+                    yield b"x" * CHUNK
+            finally:
+                self.finished = True
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    def state(self) -> tuple[int, bool]:
+        return self.produced, self.finished
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +168,25 @@ def test_unknown_path_404_stays_short_whatever_the_path(counter):
     r = requests.get(f"{URL}{long_path}", timeout=SOCKET_TIMEOUT_S)
     assert r.status_code == 404
     assert len(r.content) < 200 and "z" * 101 not in r.text and "/-/routes" in r.text
+
+
+def test_a_client_that_does_not_read_a_streamed_response_holds_the_replica_back(counter):
+    endless = serve.run(Endless.bind(), name="endless", route_prefix="/endless")
+    with socket.create_connection(("127.0.0.1", PORT), timeout=SOCKET_TIMEOUT_S) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /endless HTTP/1.1\r\nhost: x\r\n\r\n")  # and never reads the answer
+        last: list[int] = []
+
+        def stopped_growing() -> bool:
+            produced = endless.state.remote().result()[0]
+            last.append(produced)
+            return len(last) >= 5 and produced > 0 and len(set(last[-5:])) == 1
+
+        wait_until(stopped_growing, timeout_s=30, interval_s=0.2, what="the stream to stop growing")
+        # Socket buffers both ways, uvicorn's write buffer and one channel window: a few MB, not the cap.
+        assert last[-1] < 32 << 20, f"{last[-1] >> 20} MB produced for a client that read nothing"
+    wait_until(lambda: endless.state.remote().result()[1], what="the stream to end when the client left")
+    serve.delete("endless")
 
 
 def test_the_proxy_still_serves_after_the_hostile_clients(counter):

@@ -255,10 +255,11 @@ class ChannelClient:
         rid = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pending = self._pending[rid] = _Pending(None, queue)
+        # The replica sends a window of the reply ahead, no more: credit goes back as the consumer takes it.
+        pending.grants = Grants(functools.partial(conn.send, Kind.CREDIT, rid))
+        pending.sizes = collections.deque()
         if request.duplex:
-            pending.window = Window()
-            pending.grants = Grants(functools.partial(conn.send, Kind.CREDIT, rid))
-            pending.sizes = collections.deque()
+            pending.window = Window()  # and the caller's own items, the other way
         self._send_call(conn, rid, pickled, out_of_band)
         finished = False
         pump: asyncio.Task[None] | None = None

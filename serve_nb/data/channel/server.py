@@ -26,7 +26,7 @@ from serve_nb.common.serialization import dumps, dumps_unless_large, loads, pack
 from serve_nb.data.channel import auth, shm, sockdir
 from serve_nb.data.channel.shm import ShmCall
 from serve_nb.data.channel.body import ReceivedBody
-from serve_nb.data.channel.duplex import ReceivedItems
+from serve_nb.data.channel.duplex import ReceivedItems, Window
 from serve_nb.data.channel.buffers import Assembly
 from serve_nb.data.channel.frames import MAX_FRAME_BYTES, Address, FrameProtocol, Kind, too_large
 from serve_nb.data.request import Request, StashedResult
@@ -100,6 +100,7 @@ class _ServerConnection(FrameProtocol):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._bodies: dict[int, ReceivedBody] = {}  # requests whose body is still arriving
         self._links: dict[int, ReceivedItems] = {}  # duplex requests (WebSockets) still running
+        self._windows: dict[int, Window] = {}  # streamed replies still running: what the caller has not taken
         self._assemblies: dict[int, tuple[Assembly, asyncio.Future[Assembly]]] = {}  # buffers still arriving
         self.goodbye_sent = False
         self._loop = asyncio.get_running_loop()  # RELEASE frames are sent from other threads through it
@@ -170,9 +171,9 @@ class _ServerConnection(FrameProtocol):
             if link is not None and not link.feed(payload):  # else not a duplex request, or it has ended
                 self._cancel(rid)  # the caller sent past its window: ending the request bounds what is held
         elif kind == Kind.CREDIT:
-            link = self._links.get(rid)
-            if link is not None:
-                link.outbound.credit(payload)
+            window = self._windows.get(rid)
+            if window is not None:  # else not streaming, or it has ended
+                window.credit(payload)
         elif kind == Kind.BODY_END:
             body = self._bodies.pop(rid, None)
             if body is not None:
@@ -241,27 +242,31 @@ class _ServerConnection(FrameProtocol):
             if type(wire) is ShmCall:  # large arguments, in the caller's shared memory: read them in place
                 wire = shm.decode(wire, self._release_soon)
             request = Request.from_wire(wire)
-            window = None
+            window: Window | None = None
             if request.body_follows:
                 rest: ReceivedBody | ReceivedItems
                 if request.duplex:
                     rest = self._links[rid] = ReceivedItems(functools.partial(self.send, Kind.CREDIT, rid))
-                    window = rest.outbound
+                    window = self._windows[rid] = rest.outbound
                 else:
                     rest = self._bodies[rid] = ReceivedBody()
                 self.send(Kind.ACCEPT, rid)  # admitted: the caller sends the body (or its messages) now
                 request = request.with_rest(rest)
             if request.streams:
+                # Every streamed reply has a window, so a caller that stops taking (an HTTP client that does
+                # not read its response) holds the producer to one window instead of queueing without bound.
+                plain = window is not None  # a duplex request's items are plain values: pickle
+                if window is None:
+                    window = self._windows[rid] = Window()
                 # aclosing: a cancelled stream runs the producer's cleanup now, not whenever it is collected.
                 async with contextlib.aclosing(handler.handle(request)) as items:  # type: ignore[type-var]
                     async for item in items:
-                        if window is None:
-                            self.send(Kind.CHUNK, rid, self._checked(dumps(item), "streamed item"))
-                        else:  # a duplex request's items wait for room in its window (plain values: pickle)
+                        if not window.has_room:
                             await window.room()
-                            payload = self._checked(pickle.dumps(item, protocol=5), "streamed item")
-                            window.spend(len(payload))
-                            self.send(Kind.CHUNK, rid, payload)
+                        payload = self._checked(pickle.dumps(item, protocol=5) if plain else dumps(item),
+                                                "streamed item")
+                        window.spend(len(payload))
+                        self.send(Kind.CHUNK, rid, payload)
                         await self.drain()
                 self.send(Kind.END, rid)
             else:
@@ -322,6 +327,9 @@ class _ServerConnection(FrameProtocol):
         link = self._links.pop(rid, None)
         if link is not None:
             link.close()
+        window = self._windows.pop(rid, None)
+        if window is not None:
+            window.close()
         self._assemblies.pop(rid, None)
         self._server.handler.release()
         self._server._on_request_done()

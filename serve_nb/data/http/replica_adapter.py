@@ -26,6 +26,10 @@ from serve_nb.ingress import ASGI_ATTR, is_builder
 logger = logging.getLogger("serve_nb.replica")
 
 _DONE = object()
+#: Response messages an app may send ahead of the channel taking them. Past it the app's ``send`` waits, as
+#: it would under uvicorn's flow control, so a client that does not read holds the app back instead of a
+#: queue growing in the replica without bound.
+SEND_AHEAD = 8
 
 Invoke = Callable[[Callable[..., Any], tuple, dict], Awaitable[Any]]
 
@@ -149,8 +153,14 @@ class HTTPAdapter:
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
+        room = asyncio.Event()  # set while the app may send more: it is held to SEND_AHEAD unsent messages
+        room.set()
+
         async def send(message: Message) -> None:
             queue.put_nowait(message)
+            if queue.qsize() >= SEND_AHEAD:  # its reply is not being taken (a client that does not read)
+                room.clear()
+                await room.wait()
 
         # A body that is here whole, in one piece, is handed to a plain ``__call__``'s Request as already read.
         whole = head[0] if len(head) == 1 and chunks is None else None
@@ -165,6 +175,8 @@ class HTTPAdapter:
             pending_start: Message | None = None
             while True:
                 message = await queue.get()
+                if not room.is_set() and queue.qsize() < SEND_AHEAD:
+                    room.set()
                 if message is _DONE:
                     exc = task.exception() if not task.cancelled() else None
                     if not started:
