@@ -73,7 +73,8 @@ class ProxyRecord:
         self.status, self.message, self.unresponsive = ProxyStatus.HEALTHY, "", False
 
     def retry_due(self, now: float) -> bool:
-        return self.status == ProxyStatus.UNHEALTHY and now >= self.retry_at
+        """A failed start is retried; a serving proxy that stopped answering is not (its node may thaw)."""
+        return self.status == ProxyStatus.UNHEALTHY and not self.unresponsive and now >= self.retry_at
 
     def end_tasks(self) -> None:
         """Cancel its watchers (not the one calling, which is ending anyway)."""

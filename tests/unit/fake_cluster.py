@@ -81,6 +81,7 @@ class FakeReplica:
         if not cluster.hold_starts:
             self.started.set()
         self.healthy = True
+        self.frozen = False  # its node is frozen: health checks time out
         self.drains = True  # prepare_for_shutdown returns (False: it hangs, as a stuck replica would)
         self.initialized = False
         self.user_config: Any = None
@@ -117,6 +118,8 @@ class FakeReplica:
         return InitResult(ok=True, info=self.info, methods=("__call__",))
 
     async def check_health(self, timeout_s: float) -> None:
+        if self.frozen:
+            raise ActorCallFailed("GetTimeoutError: timed out", "timed out")
         if not self.alive:
             raise ActorCallFailed("ActorDiedError: the actor died")
         if not self.healthy:
