@@ -75,7 +75,8 @@ class ControllerCore:
         self._wake = asyncio.Event()
         self._apps_gone = asyncio.Event()  # set whenever a reconcile pass leaves no application
         self._shutting_down = False
-        self._proxies = ProxyManager(cluster, self._clock, self._wake.set, cluster.nodes_changed)
+        self._proxies = ProxyManager(cluster, self._clock, self._wake.set, cluster.nodes_changed,
+                                     self._check_replicas_on)
         self._ctx = DeploymentContext(self._clock, self._launch_replica, self._wake.set, self._publish,
                                       self._cluster.alive_nodes, replica_health_gauge(), cluster.nodes_changed)
         self._ready = asyncio.get_event_loop().create_task(self._start())
@@ -315,6 +316,13 @@ class ControllerCore:
         if node_id is None:
             node_id = self._away_from_unresponsive(dep, spec)
         return self._cluster.start_replica(dep, replica_id, spec, self._cluster_info(), node_id)
+
+    def _check_replicas_on(self, node_id: str) -> None:
+        """A node's proxy stopped answering (the node is frozen or cut off): check its replicas now, with the
+        short bound of a router's "unreachable" report, rather than wait for their own (slower) checks."""
+        for app in self._apps.values():
+            for state in app.deployments.values():
+                state.check_node(node_id)
 
     def _unresponsive_nodes(self) -> set[str]:
         """Nodes whose proxy or replicas stopped answering health checks (frozen, or cut off)."""

@@ -24,15 +24,8 @@ from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
 from serve_nb.core.policy import LoadWindow, is_loopback, redeploy_target
 from serve_nb.core.request_stats import RequestWindow, TallySnapshot
-from serve_nb.core.resources import (
-    NodeInfo,
-    StartingReplica,
-    fits,
-    no_room_message,
-    node_with_room,
-    pending_resources_message,
-    resource_request,
-)
+from serve_nb.core.resources import (NodeInfo, StartingReplica, fits, no_room_message, node_with_room,
+                                     pending_resources_message, resource_request)
 from serve_nb.core.status import DeploymentFacts, Scaling, format_duration, slow_init_message, slow_initializers
 from serve_nb.types import (
     DeploymentID,
@@ -208,14 +201,13 @@ class DeploymentState:
         return pending_resources_message(self.spec.config.ray_actor_options, nodes(), starting, self._ctx.clock.time())
 
     def _recovered(self) -> bool:
-        """A failure is over once every replica passes its checks and lost ones are all replaced: until then
-        the status says it is replacing them (not "updating", which is a new version rolling out)."""
-        running = sum(1 for r in self.replicas.values()
-                      if r.state == ReplicaState.RUNNING and r.version == self.spec.version)
-        return all(r.health_failures == 0 for r in self.replicas.values()) and running >= self.goal().target
+        """A failure is over once every replica passes its checks and lost ones are all replaced (until then
+        the status says it is replacing them; "updating" is a new version rolling out)."""
+        current = [r for r in self.replicas.values()
+                   if r.state == ReplicaState.RUNNING and r.version == self.spec.version]
+        return all(r.health_failures == 0 for r in self.replicas.values()) and len(current) >= self.goal().target
 
-    def unresponsive_nodes(self) -> set[str]:
-        """Nodes of replicas whose last health check got no answer in time."""
+    def unresponsive_nodes(self) -> set[str]:  # nodes of replicas whose last check got no answer in time
         return {r.node_id for r in self.replicas.values() if r.unanswered and r.node_id}
 
     def replicas_per_node(self) -> collections.Counter[str]:
@@ -278,6 +270,11 @@ class DeploymentState:
             await record.actor.check_health(UNREACHABLE_CHECK_TIMEOUT_S)
         except ActorCallFailed as exc:
             self.fail(record, f"replica {replica_id} is unreachable: {exc.brief}")
+
+    def check_node(self, node_id: str) -> None:
+        """Its node does not answer: check each serving replica there at once (``check_reachable``)."""
+        for record in [r for r in self.replicas.values() if r.serving and r.node_id == node_id]:
+            self._spawn(record, self.check_reachable(record.replica_id))
 
     def fail(self, record: ReplicaRecord, why: str) -> None:
         """Drop a broken replica at once; the next reconcile starts a replacement."""

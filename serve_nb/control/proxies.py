@@ -91,11 +91,13 @@ class ProxyManager:
     """Every proxy of the cluster, by node id."""
 
     def __init__(self, cluster: Cluster, clock: Clock, wake: Callable[[], None],
-                 node_lost: Callable[[], None] = lambda: None) -> None:
+                 node_lost: Callable[[], None] = lambda: None,
+                 node_unresponsive: Callable[[str], None] = lambda node_id: None) -> None:
         self._cluster = cluster
         self._clock = clock
         self._wake = wake
         self._node_lost = node_lost  # a proxy died: its node may have gone (refresh the node list)
+        self._node_unresponsive = node_unresponsive  # a proxy stopped answering: check that node's replicas now
         self._proxies: dict[str, ProxyRecord] = {}
         self._options = HTTPOptions()
         self._nodes: list[NodeInfo] = []
@@ -224,6 +226,7 @@ class ProxyManager:
                     logger.warning("serve_nb: the HTTP proxy on node %s is not answering (%s)", record.node_id, exc.cause)
                     record.on_health_failed(f"Not answering health checks ({exc.cause}): its node may be frozen or "
                                             "cut off; new replicas are kept off it until it answers again.")
+                    self._node_unresponsive(record.node_id)
                     self._wake()
                 continue
             if not serving:  # it answers but its server stopped: start a new one

@@ -142,3 +142,23 @@ def test_a_proxy_death_makes_the_controller_read_the_node_list_afresh():
         await until(lambda: h.cluster.node_refreshes == before + 1, "a fresh node list")
 
     run(scenario())
+
+
+def test_replicas_on_a_node_whose_proxy_stops_answering_are_checked_at_once_and_replaced_elsewhere():
+    async def scenario():
+        h = Harness(FakeCluster(nodes=[HEAD_AT, WORKER_AT]))
+        core = await h.start(HTTPOptions())
+        await until(lambda: _statuses(h) == {"head": "HEALTHY", "worker": "HEALTHY"}, "both proxies to serve")
+        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=1, health_check_period_s=600.0)])
+        await h.wait_status("RUNNING")
+        [stuck] = h.cluster.live()
+        assert stuck.info.node_id == "head"
+        await quiesce()
+        stuck.frozen = True
+        next(p for p in h.cluster.proxies if p.node_id == "head").frozen = True
+        await h.tick(PROXY_HEALTH_PERIOD_S)
+        await until(lambda: stuck.killed, "the frozen node's replica to be dropped, long before its own next check")
+        await until(lambda: len(h.cluster.live()) == 1, "a replacement")
+        assert h.cluster.live()[0].info.node_id == "worker"
+
+    run(scenario())
