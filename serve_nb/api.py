@@ -23,7 +23,14 @@ from serve_nb.core.graph import AppGraph
 from serve_nb.core.snapshots import STATUS_KEY
 from serve_nb.core.status import format_duration, init_report_due
 from serve_nb.deployment import Application
-from serve_nb.exceptions import DeployConflictError, DeployError, PortInUseError, RayServeException, port_in_use_message
+from serve_nb.exceptions import (
+    ControllerUnreachableError,
+    DeployConflictError,
+    DeployError,
+    PortInUseError,
+    RayServeException,
+    port_in_use_message,
+)
 from serve_nb.types import ApplicationStatus, ProxyStatus, ServeStatus
 
 #: ``serve.run`` keywords of Ray Serve 2.60 that serve_nb does not implement, with the default it accepts.
@@ -230,13 +237,18 @@ def wait_for_app(name: str, prefix: str | None) -> None:
     _bootstrap().keep_spare_worker_soon()  # after the deploy, so it never competes with this deploy's own replicas
 
 
-def _ask_controller(ref: Any, what: str, error: type[RayServeException] = RayServeException) -> Any:
+def _ask_controller(ref: Any, what: str, error: type[RayServeException] = RayServeException,
+                    timeout_s: float | None = None) -> Any:
     """The controller's answer. An error raised inside the controller becomes ``error`` (DeployError for
-    serve.run) with the original type and message: never a RayTaskError carrying the controller's traceback."""
+    serve.run) with the original type and message: never a RayTaskError carrying the controller's traceback.
+    With ``timeout_s``, no answer in that time raises ControllerUnreachableError (a controller being
+    restarted by Ray answers only after the restart, about a minute later)."""
     import ray
 
     try:
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise ControllerUnreachableError(what, timeout_s or 0.0) from None
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
         raise error(f"{what} failed: {type(cause).__name__}: {cause}") from None
@@ -384,13 +396,18 @@ def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> 
         raise ValueError(error)
 
 
+#: A live controller answers serve.status() in milliseconds; one that has not within this is unreachable.
+STATUS_TIMEOUT_S = 5.0
+
+
 def status() -> ServeStatus:
-    """Every application's status. Starts nothing: without a controller, an empty status."""
+    """Every application's status. Starts nothing: without a controller, an empty status. Raises
+    ControllerUnreachableError if the controller has not answered within ``STATUS_TIMEOUT_S``."""
     client = _data_client().get_client()
     if client is None:
         return ServeStatus()
 
-    return _ask_controller(client.controller.get_status.remote(), "serve.status()")
+    return _ask_controller(client.controller.get_status.remote(), "serve.status()", timeout_s=STATUS_TIMEOUT_S)
 
 
 def shutdown() -> None:

@@ -41,6 +41,7 @@ import ray
 from serve_nb import ray_private
 from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
 from serve_nb.config import HTTPOptions
+from serve_nb.core.cluster_nodes import head_node_id
 from serve_nb.core.log_format import LoggingConfig
 from serve_nb.data import client as data_client
 from serve_nb.data.client import ServeClient
@@ -137,15 +138,19 @@ def _use_local_auth_token() -> None:
 
 
 def _head_node_strategy() -> Any:
-    try:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    """Pin the controller to the head node, hard: losing a worker node must not take the controller
+    (and with it ``serve.status()`` and every deploy) away for the minute Ray needs to restart it.
+    The head is found through ``ray.nodes()`` (works over ``ray://`` and on a remote ``ray start``
+    cluster). Losing the head loses the whole Ray cluster with its GCS unless GCS fault tolerance is on;
+    then Ray restarts the controller on the head once it is back (see the README's multi-node section)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        for node in ray.nodes():
-            if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
-                return NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
-    except Exception:
-        pass
-    return None
+    try:
+        head = head_node_id(ray.nodes())
+    except Exception:  # the GCS did not answer: let Ray place it rather than fail the start
+        logger.warning("serve_nb: could not find the head node; the controller goes where Ray puts it")
+        return None
+    return NodeAffinitySchedulingStrategy(head, soft=False) if head is not None else None
 
 
 def get_controller(create: bool, http_options: HTTPOptions | None = None,

@@ -40,6 +40,27 @@ class ReplicaUnavailableError(ServeException):
     """The replica serving a request died or became unreachable while handling it."""
 
 
+class ControllerUnreachableError(ServeException):
+    """serve_nb's controller did not answer within ``waited_s`` (its node is lost or frozen, and Ray is
+    restarting it, or the head node is gone). Raised by ``serve.status()`` within seconds instead of
+    blocking until Ray gives up; call again later. A notebook view shows it as "controller unreachable,
+    retrying" (``ControllerUnreachableError.STATE``) and keeps its last known state."""
+
+    STATE = "controller unreachable, retrying"
+
+    def __init__(self, what: str, waited_s: float) -> None:
+        self.what = what
+        self.waited_s = waited_s
+        super().__init__(
+            f"{what}: serve_nb's controller did not answer within {waited_s:g} s ({self.STATE}). Its node may be "
+            "lost or frozen while Ray restarts it; if the head node itself is gone, so is the Ray cluster. "
+            "Try again in a few seconds; ray.nodes() shows which nodes are alive."
+        )
+
+    def __reduce__(self):  # keep the structured fields across processes
+        return (type(self), (self.what, self.waited_s))
+
+
 class DeployError(ServeException, RuntimeError):
     """``serve.run`` could not bring an application up; the message carries the user's traceback.
 

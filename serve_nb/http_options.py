@@ -79,9 +79,11 @@ class HTTPOptions:
     location: ProxyLocation = ProxyLocation.EveryNode
     start_timeout_s: float = 30.0
     debug_errors: bool = False
-    #: Let several proxies share the port (simulated multi-node clusters on one machine). Off by default:
-    #: a stale proxy could then silently take a share of the traffic.
-    reuse_port: bool = False
+    #: Set SO_REUSEPORT on the proxy's socket where the platform has it (Linux, macOS; ignored elsewhere),
+    #: as Ray Serve does: several Ray nodes on one machine each run a proxy on the same port, and the kernel
+    #: spreads connections over them. On by default; the cost is that any other process of the same user
+    #: that also sets it (a proxy of another Serve instance) could share the port instead of failing to bind.
+    reuse_port: bool = True
     #: A larger body is answered 413 (from Content-Length at once; chunked bodies while reading).
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES
     #: Request line plus headers; more is answered 431.

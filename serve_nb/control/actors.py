@@ -39,7 +39,9 @@ ADOPT_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_S = 5.0
 # A proxy asked to stop answers at once; a hung one is killed after this.
 PROXY_SHUTDOWN_TIMEOUT_S = 2.0
-# ray.nodes() is a GCS round trip and the reconcile loop runs 4x a second: refresh at most this often.
+# ray.nodes() is a GCS round trip and the reconcile loop runs 4x a second: refresh at most this often,
+# and at once after an actor died (``nodes_changed``): Ray marks a node dead before it reports its actors
+# dead, so the fresh list never holds the node that just went.
 NODES_CACHE_S = 2.0
 # Lifecycle calls, health checks and reports arrive while user requests run on the replica's own loop.
 ACTOR_MAX_CONCURRENCY = 1000
@@ -139,11 +141,14 @@ class RayProxy:
     def __init__(self, actor: Any) -> None:
         self._actor = actor
 
-    async def start(self) -> str | None:
-        return await _ask(self._actor.start.remote())
+    async def start(self, timeout_s: float) -> str | None:
+        return await _ask(self._actor.start.remote(), timeout_s)
 
     async def is_serving(self) -> bool:
         return await _ask(self._actor.is_serving.remote(), ADOPT_TIMEOUT_S)
+
+    async def check_health(self, timeout_s: float) -> bool:
+        return await _ask(self._actor.is_serving.remote(), timeout_s)
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
         try:
@@ -190,6 +195,9 @@ class RayCluster:
             except Exception:
                 pass  # keep the last known nodes
         return self._nodes
+
+    def nodes_changed(self) -> None:
+        self._nodes_checked_at = float("-inf")
 
     def actor_names(self) -> list[str]:
         named = ray.util.list_named_actors(all_namespaces=True)

@@ -28,7 +28,9 @@ from serve_nb.control.deployment_state import DeploymentContext, DeploymentState
 from serve_nb.control.longpoll import LongPollHost
 from serve_nb.control.protocols import ActorCallFailed, Cluster, ReplicaHandle
 from serve_nb.control.proxies import ProxyManager
+from serve_nb.core.cluster_nodes import http_address, replacement_node
 from serve_nb.core.policy import proxy_nodes, spans_machines
+from serve_nb.core.resources import resource_request
 from serve_nb.core import metrics as m
 from serve_nb.core.request_stats import TallySnapshot
 from serve_nb.core.log_format import LoggingConfig
@@ -73,9 +75,10 @@ class ControllerCore:
         self._wake = asyncio.Event()
         self._apps_gone = asyncio.Event()  # set whenever a reconcile pass leaves no application
         self._shutting_down = False
-        self._proxies = ProxyManager(cluster, self._clock, self._wake.set)
+        self._proxies = ProxyManager(cluster, self._clock, self._wake.set, cluster.nodes_changed,
+                                     self._check_replicas_on)
         self._ctx = DeploymentContext(self._clock, self._launch_replica, self._wake.set, self._publish,
-                                      self._cluster.alive_nodes, replica_health_gauge())
+                                      self._cluster.alive_nodes, replica_health_gauge(), cluster.nodes_changed)
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
     # -- startup and recovery ---------------------------------------------------------------------
@@ -310,7 +313,34 @@ class ControllerCore:
         return app.deployments.get(dep.name) if app else None
 
     def _launch_replica(self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, node_id: str | None) -> ReplicaHandle:
+        if node_id is None:
+            node_id = self._away_from_unresponsive(dep, spec)
         return self._cluster.start_replica(dep, replica_id, spec, self._cluster_info(), node_id)
+
+    def _check_replicas_on(self, node_id: str) -> None:
+        """A node's proxy stopped answering (the node is frozen or cut off): check its replicas now, with the
+        short bound of a router's "unreachable" report, rather than wait for their own (slower) checks."""
+        for app in self._apps.values():
+            for state in app.deployments.values():
+                state.check_node(node_id)
+
+    def _unresponsive_nodes(self) -> set[str]:
+        """Nodes whose proxy or replicas stopped answering health checks (frozen, or cut off)."""
+        nodes = self._proxies.unresponsive_nodes()
+        for app in self._apps.values():
+            for state in app.deployments.values():
+                nodes |= state.unresponsive_nodes()
+        return nodes
+
+    def _away_from_unresponsive(self, dep: DeploymentID, spec: DeploymentSpec) -> str | None:
+        """A node for a new replica while some node does not answer (Ray would still place it there)."""
+        unresponsive = self._unresponsive_nodes()
+        if not unresponsive:
+            return None
+        state = self._deployment(dep)
+        per_node = state.replicas_per_node() if state is not None else {}
+        return replacement_node(self._cluster.alive_nodes(), unresponsive,
+                                resource_request(spec.config.ray_actor_options), per_node)
 
     def _reconcile_all(self) -> None:
         for app in list(self._apps.values()):
@@ -344,7 +374,7 @@ class ControllerCore:
             wanted = set(proxy_nodes(self._http_options.location, self._cluster.alive_nodes()))
         except Exception:
             return
-        self._proxies.reconcile(wanted, self._http_options, self._cluster_info())
+        self._proxies.reconcile(wanted, self._http_options, self._cluster_info(), self._cluster.alive_nodes())
 
     # -- publishing -------------------------------------------------------------------------------
 
@@ -354,7 +384,7 @@ class ControllerCore:
     def _status(self) -> ServeStatus:
         """What ``serve.status()`` returns. Reads only: calling it changes nothing."""
         apps = {name: app.status(self._node_resources) for name, app in self._apps.items()}
-        details = self._proxies.statuses(self._http_options)
+        details = self._proxies.statuses(self._http_options, self._cluster.alive_nodes())
         return ServeStatus(applications=apps, proxies={node: d.status for node, d in details.items()}, proxy_details=details)
 
     def _publish(self) -> None:
@@ -370,7 +400,9 @@ class ControllerCore:
         self._longpoll.publish(LOGGING_KEY, self._logging_config)
         self._longpoll.publish(STATUS_KEY, status)
         options = self._http_options
-        address = f"{options.host}:{options.port}" if options.location != ProxyLocation.NoServer else None
+        address = None
+        if options.location != ProxyLocation.NoServer:
+            address = http_address(options.host, options.port, self._cluster.alive_nodes())
         now = self._clock.time()
         for app in self._apps.values():
             self._longpoll.publish(app_key(app.name), app.detail(status.applications.get(app.name), address, now))

@@ -24,15 +24,8 @@ from serve_nb.core import reconcile
 from serve_nb.core.autoscaling import ScalingState, decide
 from serve_nb.core.policy import LoadWindow, is_loopback, redeploy_target
 from serve_nb.core.request_stats import RequestWindow, TallySnapshot
-from serve_nb.core.resources import (
-    NodeInfo,
-    StartingReplica,
-    fits,
-    no_room_message,
-    node_with_room,
-    pending_resources_message,
-    resource_request,
-)
+from serve_nb.core.resources import (NodeInfo, StartingReplica, fits, no_room_message, node_with_room,
+                                     pending_resources_message, resource_request)
 from serve_nb.core.status import DeploymentFacts, Scaling, format_duration, slow_init_message, slow_initializers
 from serve_nb.types import (
     DeploymentID,
@@ -68,6 +61,7 @@ class DeploymentContext:
     publish: Callable[[], None]  # publish replica sets now (routers drop a replica before it drains)
     nodes: Callable[[], Sequence[NodeInfo]] = tuple  # the alive nodes (for max_replicas_per_node)
     health: Callable[[DeploymentID, str, bool], None] = lambda *_: None  # a replica is (un)healthy: the metric
+    node_lost: Callable[[], None] = lambda: None  # a replica died, maybe with its node: refresh the node list
 
 
 class DeploymentState:
@@ -206,6 +200,19 @@ class DeploymentState:
             return ""
         return pending_resources_message(self.spec.config.ray_actor_options, nodes(), starting, self._ctx.clock.time())
 
+    def _recovered(self) -> bool:
+        """A failure is over once every replica passes its checks and lost ones are all replaced (until then
+        the status says it is replacing them; "updating" is a new version rolling out)."""
+        current = [r for r in self.replicas.values()
+                   if r.state == ReplicaState.RUNNING and r.version == self.spec.version]
+        return all(r.health_failures == 0 for r in self.replicas.values()) and len(current) >= self.goal().target
+
+    def unresponsive_nodes(self) -> set[str]:  # nodes of replicas whose last check got no answer in time
+        return {r.node_id for r in self.replicas.values() if r.unanswered and r.node_id}
+
+    def replicas_per_node(self) -> collections.Counter[str]:
+        return collections.Counter(r.node_id for r in self.replicas.values() if r.node_id)
+
     def running(self) -> int:
         return sum(1 for r in self.replicas.values() if r.state == ReplicaState.RUNNING)
 
@@ -263,6 +270,11 @@ class DeploymentState:
             await record.actor.check_health(UNREACHABLE_CHECK_TIMEOUT_S)
         except ActorCallFailed as exc:
             self.fail(record, f"replica {replica_id} is unreachable: {exc.brief}")
+
+    def check_node(self, node_id: str) -> None:
+        """Its node does not answer: check each serving replica there at once (``check_reachable``)."""
+        for record in [r for r in self.replicas.values() if r.serving and r.node_id == node_id]:
+            self._spawn(record, self.check_reachable(record.replica_id))
 
     def fail(self, record: ReplicaRecord, why: str) -> None:
         """Drop a broken replica at once; the next reconcile starts a replacement."""
@@ -330,8 +342,7 @@ class DeploymentState:
         """Where a new replica may go under ``max_replicas_per_node``; None (and why, in the status) if nowhere."""
         nodes = self._ctx.nodes()
         need = resource_request(self.spec.config.ray_actor_options)
-        on_node = collections.Counter(r.node_id for r in self.replicas.values() if r.node_id)
-        node_id = node_with_room(nodes, on_node, limit, need)
+        node_id = node_with_room(nodes, self.replicas_per_node(), limit, need)
         if node_id is None:
             able = sum(1 for n in nodes if fits(n.resources, need))
             self.no_room = no_room_message(limit, able, self.goal().target)
@@ -365,8 +376,8 @@ class DeploymentState:
         record.on_initialized(result.info)
         self._ctx.health(self.dep, record.replica_id, True)
         self.methods = result.methods
-        if all(r.health_failures == 0 for r in self.replicas.values()):
-            self.unhealthy_message = None  # the replacement is up: healthy again
+        if self._recovered():
+            self.unhealthy_message = None  # the replacements are up: healthy again
         if record.version == self.spec.version:
             self.ctor_failures = 0
         self._watch(record)
@@ -421,6 +432,7 @@ class DeploymentState:
             await record.actor.wait_for_death()
         except ActorCallFailed as exc:
             if record.state != ReplicaState.STOPPING:
+                self._ctx.node_lost()
                 self.fail(record, f"replica {record.replica_id} died: {exc.brief}")
 
     async def _health_loop(self, record: ReplicaRecord) -> None:
@@ -433,6 +445,7 @@ class DeploymentState:
                 await record.actor.check_health(config.health_check_timeout_s)
             except ActorCallFailed as exc:
                 failures = record.on_health_failure()
+                record.unanswered = exc.cause == "timed out"
                 self._ctx.health(self.dep, record.replica_id, False)
                 if failures >= HEALTH_FAILURES_BEFORE_REPLACE:
                     why = f"replica {record.replica_id} failed {failures} health checks in a row: {exc.cause}"
@@ -440,8 +453,9 @@ class DeploymentState:
                     return
                 continue
             record.on_health_ok()
+            record.unanswered = False
             self._ctx.health(self.dep, record.replica_id, True)
-            if self.unhealthy_message and all(r.health_failures == 0 for r in self.replicas.values()):
+            if self.unhealthy_message and self._recovered():
                 self.unhealthy_message = None
                 self._ctx.wake()
 

@@ -64,11 +64,15 @@ class ReplicaHandle(Protocol):
 class ProxyHandle(Protocol):
     """One HTTP proxy actor."""
 
-    async def start(self) -> str | None:
-        """Bind and serve; returns why it could not, raises ActorCallFailed if the process fails."""
+    async def start(self, timeout_s: float) -> str | None:
+        """Bind and serve; returns why it could not, raises ActorCallFailed if the process fails or it has not
+        answered within ``timeout_s`` (its node frozen)."""
 
     async def is_serving(self) -> bool:
         """Raises ActorCallFailed when the proxy does not answer."""
+
+    async def check_health(self, timeout_s: float) -> bool:
+        """Whether it still serves; raises ActorCallFailed if it has not answered within ``timeout_s``."""
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
         """True once the proxy routes ``prefix`` to ``app``; False on any failure."""
@@ -90,7 +94,10 @@ class Cluster(Protocol):
     """The cluster around the controller: nodes, named actors, the checkpoint store, starting actors."""
 
     def alive_nodes(self) -> list[NodeInfo]:
-        """The alive nodes (may be a few seconds stale; never raises)."""
+        """The alive nodes (may be a few seconds stale, unless ``nodes_changed`` was called; never raises)."""
+
+    def nodes_changed(self) -> None:
+        """An actor died, perhaps with its node: the next ``alive_nodes`` asks Ray afresh."""
 
     def actor_names(self) -> list[str]:
         """Names of the live actors in serve_nb's namespace; raises if the cluster cannot say."""
@@ -105,7 +112,7 @@ class Cluster(Protocol):
         self, dep: DeploymentID, replica_id: str, spec: DeploymentSpec, info: ClusterInfo, node_id: str | None = None
     ) -> ReplicaHandle:
         """Create a replica actor (it is not initialized yet; it makes its channel secret then), on ``node_id``
-        if given (``max_replicas_per_node``), else where Ray spreads it."""
+        if given (``max_replicas_per_node``, or away from unresponsive nodes), else where Ray spreads it."""
 
     def start_proxy(self, node_id: str, options: HTTPOptions, info: ClusterInfo) -> ProxyHandle:
         """Create a proxy actor pinned to ``node_id`` (not serving yet: call ``start``)."""

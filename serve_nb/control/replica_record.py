@@ -41,6 +41,7 @@ class ReplicaRecord:
     state: ReplicaState = ReplicaState.STARTING
     info: ReplicaInfo | None = None  # how to reach it, once initialized
     health_failures: int = 0  # in a row
+    unanswered: bool = False  # its last health check timed out (its node may be frozen)
     ongoing: int = 0  # as last reported by the replica
     placed: bool = False  # Ray has put it on a node
     placed_at: float = 0.0  # when it was placed: its __init__ started then

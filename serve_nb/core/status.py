@@ -113,11 +113,11 @@ def deployment_status(facts: DeploymentFacts) -> tuple[DeploymentStatus, str]:
     if facts.failed_message is not None:
         status = DeploymentStatus.UNHEALTHY if facts.failed_health else DeploymentStatus.DEPLOY_FAILED
         return status, facts.failed_message
-    if facts.unhealthy_message is not None:
-        return DeploymentStatus.UNHEALTHY, facts.unhealthy_message
     running_current = sum(
         1 for v, s in facts.replicas if v == facts.version and s == ReplicaState.RUNNING
     )
+    if facts.unhealthy_message is not None:
+        return DeploymentStatus.UNHEALTHY, replacing_message(facts.unhealthy_message, running_current, facts.target)
     settled = running_current == facts.target and len(facts.replicas) == facts.target
     if settled:
         return DeploymentStatus.HEALTHY, ""
@@ -126,6 +126,14 @@ def deployment_status(facts: DeploymentFacts) -> tuple[DeploymentStatus, str]:
     if facts.scaling == Scaling.DOWN:
         return DeploymentStatus.DOWNSCALING, f"Downscaling to {facts.target} replicas."
     return DeploymentStatus.UPDATING, f"Updating: {running_current} of {facts.target} replicas running the new version."
+
+
+def replacing_message(why: str, running: int, target: int) -> str:
+    """Why replicas were lost and, while fewer than ``target`` run, that they are being replaced: a lost
+    replica is replaced at the same version, which is no update (no "running the new version")."""
+    if running >= target:
+        return why
+    return f"{why.rstrip('.')}. Replacing lost replicas: {running} of {target} running."
 
 
 def application_status(

@@ -30,7 +30,7 @@ def main() -> None:
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     cluster.wait_for_nodes()
     try:
-        serve.start(http_options={"port": PORT, "reuse_port": True})
+        serve.start(http_options={"port": PORT})  # three nodes on one machine share the port by default
         proxies = serve.status().proxies
         assert len(proxies) == 3 and all(p == "HEALTHY" for p in proxies.values()), proxies
 

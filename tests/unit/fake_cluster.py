@@ -81,6 +81,7 @@ class FakeReplica:
         if not cluster.hold_starts:
             self.started.set()
         self.healthy = True
+        self.frozen = False  # its node is frozen: health checks time out
         self.drains = True  # prepare_for_shutdown returns (False: it hangs, as a stuck replica would)
         self.initialized = False
         self.user_config: Any = None
@@ -117,6 +118,8 @@ class FakeReplica:
         return InitResult(ok=True, info=self.info, methods=("__call__",))
 
     async def check_health(self, timeout_s: float) -> None:
+        if self.frozen:
+            raise ActorCallFailed("GetTimeoutError: timed out", "timed out")
         if not self.alive:
             raise ActorCallFailed("ActorDiedError: the actor died")
         if not self.healthy:
@@ -161,16 +164,23 @@ class FakeProxy:
         self.stopped = False
         self.killed = False
         self.logging_configs: list[Any] = []  # what the controller waited for this proxy to apply
+        self.frozen = False  # its node is frozen: health checks get no answer
         self._dead = asyncio.Event()
 
     def die(self) -> None:
         self._dead.set()
 
-    async def start(self) -> str | None:
+    async def start(self, timeout_s: float) -> str | None:
         self.serving = self.start_error is None
         return self.start_error
 
     async def is_serving(self) -> bool:
+        return self.serving and not self.killed
+
+    async def check_health(self, timeout_s: float) -> bool:
+        """A frozen proxy's check times out (at once: the fake clock would not move during an await)."""
+        if self.frozen:
+            raise ActorCallFailed("GetTimeoutError: timed out", "timed out")
         return self.serving and not self.killed
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float) -> bool:
@@ -205,9 +215,13 @@ class FakeCluster:
     launch_errors: dict[str, Exception] = field(default_factory=dict)  # deployment -> what creating its actor raises
     proxy_start_error: str | None = None
     replica_node: str = "head"
+    node_refreshes: int = 0  # times the controller asked for a fresh node list
 
     def alive_nodes(self) -> list[NodeInfo]:
         return list(self.nodes)
+
+    def nodes_changed(self) -> None:
+        self.node_refreshes += 1
 
     def actor_names(self) -> list[str]:
         return [a.name for a in [*self.replicas, *self.proxies] if not a.killed]

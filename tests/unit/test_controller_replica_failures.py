@@ -112,3 +112,25 @@ def test_an_unreachable_report_checks_the_replica_at_once():
         assert "is unreachable: RayTaskError(ValueError): sick" in (await h.status()).message
 
     run(scenario())
+
+
+def test_a_lost_replica_is_reported_as_replaced_until_its_replacement_runs():
+    async def scenario():
+        h = Harness()
+        core = await h.start()
+        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=2, health_check_period_s=PERIOD_S)])
+        await h.wait_status("RUNNING")
+        lost, survivor = h.cluster.live()
+        h.cluster.hold_starts = True
+        lost.die()
+        await h.wait_status("UNHEALTHY")
+        await h.tick(PERIOD_S)  # the survivor passes its checks meanwhile: that alone is no recovery
+        info = (await h.status()).deployments["Model"]
+        assert info.status == "UNHEALTHY"
+        assert info.message.endswith("Replacing lost replicas: 1 of 2 running.") and "new version" not in info.message
+        [replacement] = [r for r in h.cluster.live() if r is not survivor]
+        replacement.finish_start()
+        await h.wait_status("RUNNING")
+        assert (await h.status()).deployments["Model"].message == ""
+
+    run(scenario())

@@ -339,8 +339,9 @@ def return_freed_memory() -> None:
         pass
 
 
-def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """Bind the proxy's listening socket; ``reuse_port`` lets proxies of test clusters share it."""
+def bind_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """Bind the proxy's listening socket; ``reuse_port`` (where the platform has SO_REUSEPORT) lets the
+    proxies of several Ray nodes on one machine share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
