@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -163,6 +164,51 @@ def show_with_snapshot(widget: widgets.DOMWidget, snapshot_html: str, snapshot_i
     data["text/html"] = note
     display(data, raw=True)
     display({"text/html": snapshot_html}, raw=True, display_id=snapshot_id)
+    throttle = getattr(widget, "_snapshot", None)
+    if isinstance(throttle, Throttle):
+        CELL_SNAPSHOTS.bind(throttle)
+
+
+class _CellSnapshots:
+    """Stops a cell's snapshot refreshes when that cell runs again.
+
+    Re-running a cell clears its outputs at once, while its old widget lives on until the new deploy replaces
+    it; a refresh of the old snapshot in that gap names an output that is gone (nbclient then fails with an
+    IndexError). IPython's ``pre_run_cell`` says which cell starts (``info.cell_id``). Some runners (nbclient,
+    nbval) send no cell id: then any cell may be a re-run, so a widget's snapshot is refreshed only until the
+    next cell starts (JupyterLab sends cell ids: there it stays fresh until its own cell runs again)."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self._bound: dict[str | None, list[weakref.ref[Throttle]]] = {}
+        self._shell: Any = None
+
+    def bind(self, throttle: Throttle) -> None:
+        """Tie ``throttle`` to the cell running now (the one displaying its widget)."""
+        self._hook()
+        self._bound.setdefault(self.current, []).append(weakref.ref(throttle))
+
+    def _hook(self) -> None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython is a dependency
+            return
+        shell = get_ipython()
+        if shell is not None and shell is not self._shell:
+            self._shell = shell
+            shell.events.register("pre_run_cell", self.pre_run_cell)
+            self.current = None
+
+    def pre_run_cell(self, info: Any) -> None:
+        self.current = getattr(info, "cell_id", None)
+        stale = self._bound.pop(self.current, []) + (self._bound.pop(None, []) if self.current is None else [])
+        for ref in stale:
+            throttle = ref()
+            if throttle is not None:
+                throttle.stop()
+
+
+CELL_SNAPSHOTS = _CellSnapshots()
 
 
 def update_snapshot(snapshot_id: str, snapshot_html: str) -> None:

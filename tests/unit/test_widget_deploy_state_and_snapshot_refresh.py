@@ -106,3 +106,40 @@ def test_the_widgets_output_is_the_live_view_and_the_snapshot_next_to_it(widget,
     assert kw == {"display_id": widget.snapshot_id}
     assert f'data-serve-nb-snapshot="{widget.snapshot_id}"' in snap["text/html"]
     assert widget._repr_mimebundle_()[0]["text/html"].startswith("<div data-serve-nb-snapshot")
+
+
+class Info:
+    def __init__(self, cell_id):  # noqa: ANN001
+        self.cell_id = cell_id
+
+
+def test_rerunning_a_cell_stops_refreshing_its_old_snapshot_whose_output_is_cleared():
+    from serve_nb.notebook.widget_base import _CellSnapshots
+
+    cells = _CellSnapshots()
+    cells._hook = lambda: None  # no IPython shell here: the events are driven by hand
+    sent: list[str] = []
+    cells.pre_run_cell(Info("cell-a"))
+    old = Throttle(sent.append, 0.0)
+    cells.bind(old)
+    cells.pre_run_cell(Info("cell-b"))  # another cell: the snapshot keeps following
+    old("later")
+    assert sent == ["later"]
+    cells.pre_run_cell(Info("cell-a"))  # its own cell again: its output is cleared
+    old("stale")
+    assert sent == ["later"]
+
+
+def test_without_cell_ids_a_snapshot_is_refreshed_until_the_next_cell_starts():
+    from serve_nb.notebook.widget_base import _CellSnapshots
+
+    cells = _CellSnapshots()
+    cells._hook = lambda: None
+    sent: list[str] = []
+    cells.pre_run_cell(Info(None))
+    throttle = Throttle(sent.append, 0.0)
+    cells.bind(throttle)
+    throttle("own cell")
+    cells.pre_run_cell(Info(None))
+    throttle("next cell")
+    assert sent == ["own cell"]
