@@ -261,10 +261,14 @@ function renderApp(root, src) {
       const canSet = (d.scale_options || []).includes(r.name);
       const box = h("input", { type: "number", min: 1, class: "serve-nb-replica-count", value: r.target,
                                disabled: !canSet, title: canSet ? "replicas" : "autoscaled" });
-      const set = h("button", { class: "serve-nb-set-replicas", text: "set", disabled: !canSet,
-        onclick: () => src.send({ cmd: "set_replicas", deployment: r.name, replicas: Number(box.value) }) });
+      const set = h("button", { class: "serve-nb-set-replicas", text: "set", disabled: !canSet, onclick: () => {
+        src.send({ cmd: "set_replicas", deployment: r.name, replicas: Number(box.value) });
+        set.blur();  // done editing: let the table follow the feed again
+        update();
+      } });
       box.addEventListener("keydown", (e) => { if (e.key === "Enter") set.click(); });
-      box.addEventListener("blur", () => setTimeout(update, 0));
+      // Leaving the box (not for its own "set" button) lets the table redraw again.
+      box.addEventListener("blur", () => setTimeout(() => { if (!busy(deployments)) update(); }, 0));
       return [r.name, badge(r.status, r.color), r.replicas, r.requests, ...(batching ? [r.batches] : []),
               h("span", { class: "serve-nb-set" }, box, set, r.autoscaling ? " (adaptive)" : ""), r.message];
     });
@@ -437,7 +441,8 @@ function renderDashboard(model, el) {
 export default {
   render({ model, el }) {
     el.classList.add("serve-nb-root");
-    hideSnapshot(el, model.get("snapshot_id"));
+    // The snapshot output may be attached after this view: look again a few times.
+    for (const ms of [0, 50, 250, 1000, 3000]) setTimeout(() => hideSnapshot(el, model.get("snapshot_id")), ms);
     if (model.get("kind") === "dashboard") {
       const draw = renderDashboard(model, el);
       const names = ["rows", "expanded", "details", "running"];
