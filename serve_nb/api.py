@@ -384,6 +384,16 @@ def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> 
         raise ValueError(error)
 
 
+def ray_dashboard_url() -> str | None:
+    """The Ray dashboard's URL when the connected Ray runs one (the widgets link to it), else None."""
+    from serve_nb import ray_private
+
+    address = ray_private.dashboard_address()
+    if not address:
+        return None
+    return address if "://" in address else f"http://{address}"
+
+
 def status() -> ServeStatus:
     """Every application's status. Starts nothing: without a controller, an empty status."""
     client = _data_client().get_client()

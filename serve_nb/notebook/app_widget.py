@@ -20,7 +20,7 @@ import anywidget
 import traitlets
 
 import serve_nb as serve
-from serve_nb import feed
+from serve_nb import api, feed
 from serve_nb.exceptions import RayServeException
 from serve_nb.notebook import chart, payload, snapshot, views
 from serve_nb.notebook.deploy_state import DeployState
@@ -76,6 +76,7 @@ class AppWidget(anywidget.AnyWidget):
         self._view: views.AppView | None = None
         self._events: tuple[chart.ChartEvent, ...] = ()
         self._configs: dict[str, dict] = {}
+        self._dashboard_url: str | None = None  # looked up with the first update (Ray is running then)
         self._deploy_state: DeployState | None = None
         self._retry: Callable[[], None] | None = None
         self._lock = threading.Lock()
@@ -115,6 +116,8 @@ class AppWidget(anywidget.AnyWidget):
             self._events = payload.merge_events(self._events, [*payload.scaling_events(detail),
                                                                *([seen] if seen else [])])
             self._configs = {d.name: d.autoscaling for d in detail.deployments if d.autoscaling is not None}
+            if self._view is None:
+                self._dashboard_url = _ray_dashboard_url()
             had_http = self._view is not None and self._view.url is not None
             if view.url is None and (self._view is None or had_http) and not self.form.get("handle"):
                 self.form = form_spec(self.ingress, has_http=False)
@@ -146,7 +149,7 @@ class AppWidget(anywidget.AnyWidget):
 
     def _render(self, view: views.AppView, now: float) -> None:
         self._view = view
-        self.data = payload.app_payload(view, now, self._events, self._configs)
+        self.data = payload.app_payload(view, now, self._events, self._configs, self._dashboard_url)
         if self.logs != (text := views.log_text(view.log_lines, self.log_filter)):
             self.logs = text
         choice = view.scale_choice(self.scale_target or None)
@@ -317,3 +320,11 @@ class AppWidget(anywidget.AnyWidget):
         self._snapshot.stop()
         close_tree(self)
         super().close()
+
+
+def _ray_dashboard_url() -> str | None:
+    """Ray's dashboard link for the header; None (no link) when there is none or it cannot be found."""
+    try:
+        return api.ray_dashboard_url()
+    except Exception:  # never let a link break the widget
+        return None

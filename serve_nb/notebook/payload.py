@@ -50,8 +50,8 @@ def events_payload(events: Sequence[chart.ChartEvent]) -> list[dict[str, Any]]:
 
 
 def app_payload(view: AppView | None, now: float, events: Sequence[chart.ChartEvent] = (),
-                autoscaling_configs: dict[str, dict] | None = None) -> dict[str, Any]:
-    """Everything the app widget draws, JSON-able (``{}``: nothing known yet)."""
+                autoscaling_configs: dict[str, dict] | None = None, dashboard_url: str | None = None) -> dict[str, Any]:
+    """Everything the app widget draws, JSON-able (``{}``: nothing known yet); ``dashboard_url``: Ray's, if any."""
     if view is None:
         return {}
     configs = autoscaling_configs or {}
@@ -60,7 +60,7 @@ def app_payload(view: AppView | None, now: float, events: Sequence[chart.ChartEv
         "failure": view.failure, "url": view.url, "curl": view.curl, "ingress": view.ingress,
         "deleted": view.deleted_at is not None, "controls": view.controls_enabled,
         "scale_options": list(view.scale_options), "scale_choice": view.scale_choice(), "now": now,
-        "requests_header": REQUESTS_HEADER,
+        "requests_header": REQUESTS_HEADER, "dashboard_url": dashboard_url,
         "deployments": [{**dataclasses.asdict(d), "replicas": d.replicas, "autoscaling_config": configs.get(d.name)}
                         for d in view.deployments],
         "replicas": [dataclasses.asdict(r) for r in view.replicas],
