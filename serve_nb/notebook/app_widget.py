@@ -44,6 +44,7 @@ class Command(enum.Enum):
     REQUEST = "request"  # method, path, body
     CALL = "call"  # method, args (JSON list): through the handle, for apps without HTTP
     RETRY = "retry"
+    SET_MODE = "set_mode"  # deployment, adaptive (bool), replicas | min_replicas, max_replicas, target
 
 
 class AppWidget(anywidget.AnyWidget):
@@ -207,6 +208,8 @@ class AppWidget(anywidget.AnyWidget):
             self.call_handle(str(content.get("method", "__call__")), str(content.get("args", "")))
         elif command is Command.RETRY:
             self.retry()
+        elif command is Command.SET_MODE:
+            self.set_mode(str(content.get("deployment", "")), bool(content.get("adaptive")), content)
 
     def scale(self, step: int) -> None:
         """+ / −: one replica more or fewer on the selected deployment (the only one, or the ingress)."""
@@ -238,6 +241,38 @@ class AppWidget(anywidget.AnyWidget):
                 self.notice = str(exc)
             else:
                 self.notice = f"Scaling {deployment} to {replicas}."
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def set_mode(self, deployment: str, adaptive: bool, settings: dict[str, Any]) -> None:
+        """The Manual/Adaptive switch: autoscale ``deployment`` within min/max at a target of ongoing requests per
+        replica, or give it a fixed size (``replicas``). Bad values are said here; the controller checks the rest."""
+        view = self._view
+        if view is None or not view.controls_enabled or deployment not in {d.name for d in view.deployments}:
+            self.notice = f"{deployment!r} cannot be changed here (gone, or not part of this app)."
+            return
+        try:
+            if adaptive:
+                auto: dict[str, Any] | None = {
+                    **self._configs.get(deployment, {}),
+                    "min_replicas": int(settings["min_replicas"]), "max_replicas": int(settings["max_replicas"]),
+                    "target_ongoing_requests": float(settings["target_ongoing_requests"])}
+                replicas = None
+            else:
+                auto, replicas = None, int(settings["replicas"])
+        except (KeyError, TypeError, ValueError) as exc:
+            self.notice = (f"Adaptive needs whole min and max replicas and a target of ongoing requests; manual needs "
+                           f"a whole replica count ({type(exc).__name__}: {exc}).")
+            return
+
+        def run() -> None:
+            try:
+                serve.set_autoscaling(self.app_name, deployment, auto, replicas)
+            except (ValueError, RayServeException) as exc:
+                self.notice = str(exc)
+            else:
+                self.notice = (f"{deployment} now autoscales ({auto['min_replicas']}–{auto['max_replicas']} replicas)."
+                               if auto is not None else f"{deployment} now has a fixed size of {replicas}.")
 
         threading.Thread(target=run, daemon=True).start()
 

@@ -154,3 +154,31 @@ def test_a_deleted_apps_widget_says_when_disables_its_controls_and_keeps_chart_a
 def test_the_widget_carries_the_css_class_a_browser_finds_it_by(widget):
     assert "serve-nb-app" in widget._dom_classes
     assert "serve-nb-scale-up" in widget._esm and "serve-nb-deployments" in widget._esm
+
+
+def test_the_manual_adaptive_switch_sends_the_settings_and_explains_bad_ones(widget, monkeypatch):
+    calls: list[tuple] = []
+    lock = threading.Lock()
+
+    def set_autoscaling(app: str, deployment: str, config: dict | None, replicas: int | None = None) -> None:
+        with lock:
+            calls.append((app, deployment, config, replicas))
+
+    monkeypatch.setattr(serve_nb, "set_autoscaling", set_autoscaling)
+    widget._on_detail(app_of(DeploymentDetail("Ingress", "HEALTHY", "", 2, 2, autoscaling=AUTO)))
+    widget.handle_command({"cmd": "set_mode", "deployment": "Ingress", "adaptive": True, "min_replicas": 1,
+                           "max_replicas": 6, "target_ongoing_requests": 4})
+    wait_until(lambda: len(calls) == 1, what="Adaptive to reach serve.set_autoscaling")
+    app, deployment, config, replicas = calls[0]
+    assert (app, deployment, replicas) == ("shop", "Ingress", None)
+    assert (config["min_replicas"], config["max_replicas"], config["target_ongoing_requests"]) == (1, 6, 4.0)
+    assert config["upscale_delay_s"] == AUTO["upscale_delay_s"]  # the rest of its settings kept
+    wait_until(lambda: widget.notice == "Ingress now autoscales (1–6 replicas).", what="the notice")
+    widget.handle_command({"cmd": "set_mode", "deployment": "Ingress", "adaptive": False, "replicas": 3})
+    wait_until(lambda: calls[1:] == [("shop", "Ingress", None, 3)], what="Manual to a fixed size of 3")
+    widget.handle_command({"cmd": "set_mode", "deployment": "Ingress", "adaptive": True, "min_replicas": "x",
+                           "max_replicas": 2, "target_ongoing_requests": 1})
+    assert widget.notice.startswith("Adaptive needs whole min and max replicas")
+    widget.handle_command({"cmd": "set_mode", "deployment": "Nope", "adaptive": False, "replicas": 1})
+    assert "'Nope' cannot be changed here" in widget.notice
+    assert len(calls) == 2

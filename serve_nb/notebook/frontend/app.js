@@ -216,6 +216,8 @@ function renderApp(root, src) {
     h("details", { class: "serve-nb-section" }, h("summary", { text: "Send a request" }), form, answer),
     h("details", { class: "serve-nb-section" }, h("summary", { text: "Logs" }), filter, logs));
 
+  // Leaving the deployments table's inputs lets it redraw again (it waits while one has the focus).
+  deployments.addEventListener("focusout", () => setTimeout(() => { if (!busy(deployments)) update(); }, 0));
   const drawChartNow = () => drawChart(chartBox, src.get("data") || {}, windowName, Date.now() / 1000 + offset);
   const busy = (box) => box.contains(document.activeElement);
 
@@ -258,19 +260,43 @@ function renderApp(root, src) {
     if (busy(deployments)) return;  // the user is typing a count: redraw after
     const batching = (d.deployments || []).some((r) => r.batches);
     const rows = (d.deployments || []).map((r) => {
-      const canSet = (d.scale_options || []).includes(r.name);
-      const box = h("input", { type: "number", min: 1, class: "serve-nb-replica-count", value: r.target,
-                               disabled: !canSet, title: canSet ? "replicas" : "autoscaled" });
-      const set = h("button", { class: "serve-nb-set-replicas", text: "set", disabled: !canSet, onclick: () => {
-        src.send({ cmd: "set_replicas", deployment: r.name, replicas: Number(box.value) });
-        set.blur();  // done editing: let the table follow the feed again
-        update();
+      const adaptive = !!r.autoscaling;
+      const cfg = r.autoscaling_config || {};
+      const off = !d.controls;
+      const num = (cls, value, title, step = 1) => h("input", { type: "number", min: step < 1 ? 0 : 1, step,
+                                                                  class: cls, value, title, disabled: off });
+      const done = (button) => { button.blur(); update(); };  // done editing: let the table follow the feed
+      const mode = h("select", { class: "serve-nb-mode", disabled: off, title: "Manual: a fixed size; " +
+                                 "Adaptive: the autoscaler sizes it within min..max" },
+        h("option", { value: "manual", text: "Manual" }), h("option", { value: "adaptive", text: "Adaptive" }));
+      mode.value = adaptive ? "adaptive" : "manual";
+      const box = num("serve-nb-replica-count", r.target, "replicas");
+      const set = h("button", { class: "serve-nb-set-replicas", text: "set", disabled: off, onclick: () => {
+        src.send(adaptive ? { cmd: "set_mode", deployment: r.name, adaptive: false, replicas: Number(box.value) }
+                          : { cmd: "set_replicas", deployment: r.name, replicas: Number(box.value) });
+        done(set);
       } });
       box.addEventListener("keydown", (e) => { if (e.key === "Enter") set.click(); });
-      // Leaving the box (not for its own "set" button) lets the table redraw again.
-      box.addEventListener("blur", () => setTimeout(() => { if (!busy(deployments)) update(); }, 0));
+      const min = num("serve-nb-min", cfg.min_replicas ?? 1, "min replicas");
+      const max = num("serve-nb-max", cfg.max_replicas ?? Math.max(2, r.target), "max replicas");
+      const target = num("serve-nb-target", cfg.target_ongoing_requests ?? 2, "target ongoing requests per replica",
+                         0.5);
+      const apply = h("button", { class: "serve-nb-apply-autoscaling", text: "apply", disabled: off, onclick: () => {
+        src.send({ cmd: "set_mode", deployment: r.name, adaptive: true, min_replicas: Number(min.value),
+                   max_replicas: Number(max.value), target_ongoing_requests: Number(target.value) });
+        done(apply);
+      } });
+      const manualPart = h("span", {}, box, set);
+      const adaptivePart = h("span", { class: "serve-nb-adaptive" }, " min ", min, " max ", max, " target ", target,
+                             apply);
+      const show = () => {
+        manualPart.style.display = mode.value === "manual" ? "" : "none";
+        adaptivePart.style.display = mode.value === "adaptive" ? "" : "none";
+      };
+      mode.addEventListener("change", show);
+      show();
       return [r.name, badge(r.status, r.color), r.replicas, r.requests, ...(batching ? [r.batches] : []),
-              h("span", { class: "serve-nb-set" }, box, set, r.autoscaling ? " (adaptive)" : ""), r.message];
+              h("span", { class: "serve-nb-set" }, mode, " ", manualPart, adaptivePart), r.message];
     });
     deployments.replaceChildren(table(["deployment", "status", "running / target", d.requests_header || "requests",
       ...(batching ? ["batching"] : []), "replicas", ""], rows, "serve-nb-table"));
