@@ -80,7 +80,7 @@ function clock(t) {
 
 // The chart: replicas (left axis) and ongoing requests (right axis) as step lines over a window that follows the
 // activity ("auto": from the first point), events as dashed vertical markers, values under the pointer.
-function drawChart(box, data, windowName, now) {
+function drawChart(box, data, windowName, now, pointer) {
   const history = data.history || [];
   const fixed = Object.fromEntries(WINDOWS)[windowName];
   const start = fixed ? now - fixed : Math.min(history.length ? history[0][0] : now, now - MIN_WINDOW_S);
@@ -143,9 +143,7 @@ function drawChart(box, data, windowName, now) {
   const cursor = s("line", { y1: top, y2: top + ph, stroke: "#57606a", visibility: "hidden" });
   svg.append(cursor);
   const hover = h("div", { class: "serve-nb-hover" });
-  svg.addEventListener("mousemove", (ev) => {
-    const rect = svg.getBoundingClientRect();
-    const px = ((ev.clientX - rect.left) / rect.width) * w;
+  const showAt = (px) => {
     if (px < left || px > left + pw || !visible.length) { hover.textContent = ""; return; }
     const t = start + ((px - left) / pw) * span;
     const point = [...visible].reverse().find((p) => p[0] <= t) || visible[0];
@@ -155,13 +153,24 @@ function drawChart(box, data, windowName, now) {
     cursor.setAttribute("visibility", "visible");
     hover.textContent = `${clock(t)} · replicas ${point[1]} · ongoing requests ${(+point[2]).toFixed(1)}` +
       (near.length ? ` · ${near.join("; ")}` : "");
+  };
+  // The pointer's place outlives a redraw (once a second), so the values under it stay shown.
+  svg.addEventListener("mousemove", (ev) => {
+    const rect = svg.getBoundingClientRect();
+    pointer.px = ((ev.clientX - rect.left) / rect.width) * w;
+    showAt(pointer.px);
   });
-  svg.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); hover.textContent = ""; });
+  svg.addEventListener("mouseleave", () => {
+    pointer.px = null;
+    cursor.setAttribute("visibility", "hidden");
+    hover.textContent = "";
+  });
   const legend = h("div", { class: "serve-nb-legend" },
     h("span", { style: `color:${colors.replicas}`, text: "━ replicas (left axis)" }),
     h("span", { style: `color:${colors.load}`, text: "━ ongoing requests (right axis)" }),
     h("span", { class: "serve-nb-muted", text: "┆ scale / rollout / failure" }));
   box.replaceChildren(svg, legend, hover);
+  if (pointer.px !== null) showAt(pointer.px);
 }
 
 function table(headers, rows, cls) {
@@ -218,7 +227,9 @@ function renderApp(root, src) {
 
   // Leaving the deployments table's inputs lets it redraw again (it waits while one has the focus).
   deployments.addEventListener("focusout", () => setTimeout(() => { if (!busy(deployments)) update(); }, 0));
-  const drawChartNow = () => drawChart(chartBox, src.get("data") || {}, windowName, Date.now() / 1000 + offset);
+  const pointer = { px: null };
+  const drawChartNow = () => drawChart(chartBox, src.get("data") || {}, windowName, Date.now() / 1000 + offset,
+                                       pointer);
   const busy = (box) => box.contains(document.activeElement);
 
   function drawHeader(d) {
