@@ -84,7 +84,7 @@ class AppWidget(anywidget.AnyWidget):
         self.snapshot_id = new_snapshot_id()
         self._snapshot_shown = False
         self._snapshot = Throttle(lambda html: update_snapshot(self.snapshot_id, html))
-        self.form = form_spec(ingress, has_http=True)
+        self.form = _form(ingress, has_http=True)
         self.logs = views.log_text(())
         self.observe(lambda _: self._show_logs(), names="log_filter")
         self.on_msg(self._on_msg)
@@ -121,7 +121,7 @@ class AppWidget(anywidget.AnyWidget):
                 self._dashboard_url = _ray_dashboard_url()
             had_http = self._view is not None and self._view.url is not None
             if view.url is None and (self._view is None or had_http) and not self.form.get("handle"):
-                self.form = form_spec(self.ingress, has_http=False)
+                self.form = _form(self.ingress, has_http=False)
             self._render(view, now)
 
     def show_gone(self, what: str = "deleted") -> None:
@@ -355,6 +355,15 @@ class AppWidget(anywidget.AnyWidget):
         self._snapshot.stop()
         close_tree(self)
         super().close()
+
+
+def _form(ingress: Any, has_http: bool) -> dict[str, Any]:
+    """The request form for ``ingress``; the generic one if its signature cannot be read (a form is a help, never
+    a reason for the widget to fail)."""
+    try:
+        return form_spec(ingress, has_http)
+    except Exception:
+        return form_spec(None, has_http)
 
 
 def _ray_dashboard_url() -> str | None:

@@ -173,6 +173,45 @@ def test_the_chart_shows_the_load_of_requests_on_its_own_axis_and_hover_reads_va
     save_screenshot(widget, app.screenshots, "widget_chart_hover")
 
 
+def test_the_request_form_sends_a_request_and_shows_the_answer(app: DeployedApp) -> None:
+    from playwright.sync_api import expect
+
+    widget = app_widget(cell(app.page, SERVE_CELL))
+    widget.locator("summary", has_text="Send a request").click()
+    widget.locator("button.serve-nb-send").click()
+    answer = widget.locator(".serve-nb-answer")
+    expect(answer).to_contain_text("200 in", timeout=FIGURES_TIMEOUT_MS)
+    expect(answer).to_contain_text("hello from the browser test")
+    assert f"/{APP}/\n" not in answer.inner_text() and f"/{APP}/ " not in answer.inner_text()  # no stray slash
+
+
+def test_the_manual_adaptive_switch_turns_autoscaling_on_and_off(app: DeployedApp) -> None:
+    """Adaptive with min/max/target hands the deployment to the autoscaler (+ and − then have nothing to act on);
+    Manual with a count gives it a fixed size again (and + back)."""
+    from playwright.sync_api import expect
+
+    widget = app_widget(cell(app.page, SERVE_CELL))
+    wait_for_deployment_cell(app.page, widget, DEPLOYMENT, "running", r"^(\d+) / \1$", WIDGET_TIMEOUT_MS)
+    row = widget.locator(".serve-nb-deployments tr").filter(has_text=DEPLOYMENT)
+    row.locator("select.serve-nb-mode").select_option("adaptive")
+    row.locator("input.serve-nb-min").fill("1")
+    row.locator("input.serve-nb-max").fill("3")
+    row.locator("input.serve-nb-target").fill("2")
+    row.locator("button.serve-nb-apply-autoscaling").click()
+    notice = widget.locator(".serve-nb-notice")
+    expect(notice).to_contain_text(f"{DEPLOYMENT} now autoscales (1–3 replicas).", timeout=SCALE_TIMEOUT_MS)
+    expect(scale_up_button(widget)).to_be_disabled(timeout=FIGURES_TIMEOUT_MS)
+    expect(row.locator("select.serve-nb-mode")).to_have_value("adaptive")
+    save_screenshot(widget, app.screenshots, "widget_adaptive")
+
+    row.locator("select.serve-nb-mode").select_option("manual")
+    row.locator("input.serve-nb-replica-count").fill("1")
+    row.locator("button.serve-nb-set-replicas").click()
+    expect(notice).to_contain_text(f"{DEPLOYMENT} now has a fixed size of 1.", timeout=SCALE_TIMEOUT_MS)
+    expect(scale_up_button(widget)).to_be_enabled(timeout=FIGURES_TIMEOUT_MS)
+    wait_for_deployment_cell(app.page, widget, DEPLOYMENT, "running", "^1 / 1$", SCALE_TIMEOUT_MS)
+
+
 def test_the_saved_notebook_reopened_without_its_widgets_shows_the_static_snapshot(app: DeployedApp) -> None:
     """JupyterLab cannot draw a widget whose model is gone ("model not found"); the snapshot next to it shows the
     last state: status and the chart as inline SVG."""
