@@ -90,6 +90,9 @@ class AppWidget(anywidget.AnyWidget):
         self.on_msg(self._on_msg)
         self._feed = Feed(feed.app(app_name), self._on_detail)
 
+    def __repr__(self) -> str:
+        return f"AppWidget({getattr(self, 'app_name', '')!r})"  # what a text-only front end shows (stable, unlike an address)
+
     @property
     def listening(self) -> bool:
         """Whether the widget still follows the controller (False once closed, replaced or deleted)."""

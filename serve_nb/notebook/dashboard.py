@@ -50,6 +50,9 @@ class Dashboard(anywidget.AnyWidget):
         self._feed = Feed(feed.STATUS, self._on_status)
         self.running = self._feed.active
 
+    def __repr__(self) -> str:
+        return f"Dashboard(apps={getattr(self, '_names', [])!r})"
+
     @property
     def app_names(self) -> list[str]:
         return list(self._names)
