@@ -91,7 +91,7 @@ class AppWidget(anywidget.AnyWidget):
         self._feed = Feed(feed.app(app_name), self._on_detail)
 
     def __repr__(self) -> str:
-        return f"AppWidget({getattr(self, 'app_name', '')!r})"  # what a text-only front end shows (stable, unlike an address)
+        return f"AppWidget({getattr(self, 'app_name', '')!r})"  # a text-only front end's view: stable
 
     @property
     def listening(self) -> bool:
