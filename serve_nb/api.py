@@ -396,6 +396,30 @@ def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> 
         raise ValueError(error)
 
 
+def set_autoscaling(app_name: str, deployment_name: str, autoscaling_config: dict | None,
+                    num_replicas: int | None = None) -> None:
+    """Switch a deployment in place between autoscaling (``autoscaling_config``: min/max/target... fields) and a
+    fixed ``num_replicas`` (``autoscaling_config=None``), without redeploying: the widget's Manual/Adaptive switch.
+    A serve_nb extension, like ``scale_deployment``. Raises ValueError for bad settings or names."""
+    client = _data_client().get_client()
+    if client is None:
+        raise RayServeException("serve_nb is not running; call serve.start() or serve.run() first.")
+    error = _ask_controller(client.controller.set_autoscaling.remote(app_name, deployment_name, autoscaling_config,
+                                                                     num_replicas), "serve.set_autoscaling()")
+    if error:
+        raise ValueError(error)
+
+
+def ray_dashboard_url() -> str | None:
+    """The Ray dashboard's URL when the connected Ray runs one (the widgets link to it), else None."""
+    from serve_nb import ray_private
+
+    address = ray_private.dashboard_address()
+    if not address:
+        return None
+    return address if "://" in address else f"http://{address}"
+
+
 #: A live controller answers serve.status() in milliseconds; one that has not within this is unreachable.
 STATUS_TIMEOUT_S = 5.0
 

@@ -132,6 +132,18 @@ def session_dir() -> str | None:
         return None
 
 
+def dashboard_address() -> str | None:
+    """The Ray dashboard's ``host:port`` when this process is connected to a Ray that runs one, else None."""
+    try:
+        if not ray.is_initialized():
+            return None
+        node = ray._private.worker._global_node
+        url = node.webui_url if node is not None else None
+    except Exception:  # another Ray version, or a Ray client connection: no link then
+        return None
+    return url or None
+
+
 # -- the object store ------------------------------------------------------------------------------
 
 

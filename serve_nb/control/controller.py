@@ -12,6 +12,7 @@ and adopts the replicas that are still running, by name.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec
 from serve_nb.common.names import parse_proxy_actor_name, parse_replica_actor_name
-from serve_nb.config import HTTPOptions, ProxyLocation
+from serve_nb.config import AutoscalingConfig, HTTPOptions, ProxyLocation
 from serve_nb.control.actors import RayCluster
 from serve_nb.control.application_state import AppState
 from serve_nb.control.checkpoint import Checkpoint, CheckpointStore
@@ -260,6 +261,32 @@ class ControllerCore:
             self._publish()
         return None
 
+    async def set_autoscaling(self, app: str, deployment: str, autoscaling: dict | None,
+                              num_replicas: int | None = None) -> str | None:
+        """Switch a deployment in place between autoscaling (``autoscaling``: AutoscalingConfig fields) and a fixed
+        ``num_replicas`` (the widget's Manual/Adaptive switch); returns an error. The target moves into the new
+        bounds at once; the next redeploy of the app applies its own settings again."""
+        await self._ready
+        state = self._deployment(DeploymentID(app, deployment))
+        if state is None:
+            return f"Application '{app}' has no deployment '{deployment}'."
+        try:
+            auto = AutoscalingConfig(**autoscaling) if autoscaling is not None else None
+        except (TypeError, ValueError) as exc:
+            return f"Bad autoscaling settings: {exc}"
+        if auto is None and (isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1):
+            return f"num_replicas must be an integer >= 1 for a fixed size, got {num_replicas!r}."
+        fixed = num_replicas if auto is None else None  # as DeploymentConfig has it for an autoscaler
+        state.spec = dataclasses.replace(state.spec, config=dataclasses.replace(
+            state.spec.config, autoscaling_config=auto, num_replicas=fixed))
+        target = num_replicas if auto is None else min(max(state.target, auto.min_replicas), auto.max_replicas)
+        if target != state.target:
+            state.scale(target, self._clock.time(), "manual size" if auto is None else "new autoscaling bounds")
+        self._checkpoint()
+        self._reconcile_all()
+        self._publish()
+        return None
+
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         """True once every healthy proxy routes ``prefix`` to ``app`` (so serve.run's caller can send at once)."""
         await self._ready
@@ -455,6 +482,10 @@ class ServeController:
 
     async def scale_deployment(self, app: str, deployment: str, num_replicas: int) -> str | None:
         return await self._core.scale_deployment(app, deployment, num_replicas)
+
+    async def set_autoscaling(self, app: str, deployment: str, autoscaling: dict | None,
+                              num_replicas: int | None = None) -> str | None:
+        return await self._core.set_autoscaling(app, deployment, autoscaling, num_replicas)
 
     async def wait_for_route(self, prefix: str, app: str, timeout_s: float = 10.0) -> bool:
         return await self._core.wait_for_route(prefix, app, timeout_s)

@@ -11,9 +11,11 @@ from pathlib import Path
 import nbformat
 
 NOTEBOOK = "serve_nb_browser_check.ipynb"
+REOPENED = "serve_nb_browser_check_reopened.ipynb"  # the saved notebook, opened again without its widgets' models
 APP = "greeter"
 DEPLOYMENT = "Greeter"
 REQUESTS_SENT = 30
+REQUESTS_CONCURRENT = 6
 SETUP_CELL, SERVE_CELL, REQUESTS_CELL, SHUTDOWN_CELL = range(4)
 
 
@@ -29,12 +31,17 @@ def notebook_cells(http_port: int) -> list[str]:
         f"serve.start(http_options={{'host': '127.0.0.1', 'port': {http_port}}})\n"
         "print('serve_nb started')",
         f"%%serve --name {APP} --num-replicas 1\n"
+        f"import asyncio\n\n"
         f"class {DEPLOYMENT}:\n"
         "    async def __call__(self, request):\n"
+        "        await asyncio.sleep(0.3)  # long enough for the chart to see requests ongoing\n"
         "        return 'hello from the browser test'",
-        "import urllib.request\n\n"
-        f"answers = {{urllib.request.urlopen('http://127.0.0.1:{http_port}/{APP}', timeout=30).read().decode()\n"
-        f"           for _ in range({REQUESTS_SENT})}}\n"
+        "import urllib.request\n"
+        "from concurrent.futures import ThreadPoolExecutor\n\n"
+        f"def get(_):\n"
+        f"    return urllib.request.urlopen('http://127.0.0.1:{http_port}/{APP}', timeout=30).read().decode()\n\n"
+        f"with ThreadPoolExecutor({REQUESTS_CONCURRENT}) as pool:  # some load at once, for the chart\n"
+        f"    answers = set(pool.map(get, range({REQUESTS_SENT})))\n"
         f"print('sent {REQUESTS_SENT} requests, answers:', sorted(answers))",
         "serve.shutdown()\n"
         "ray.shutdown()\n"

@@ -111,7 +111,24 @@ def scale_up_button(widget: Locator) -> Locator:
 
 def scale_target_select(widget: Locator) -> Locator:
     """The ``<select>`` of the widget's "scale" dropdown (which deployment + and − act on)."""
-    return widget.locator(".widget-dropdown").filter(has_text="scale").locator("select").first
+    return widget.locator("select.serve-nb-scale-target").first
+
+
+def replica_count_box(widget: Locator, deployment: str) -> tuple[Locator, Locator]:
+    """The number box and its "set" button in ``deployment``'s row of the deployments table."""
+    row = widget.locator(".serve-nb-deployments tr").filter(has=widget.page.get_by_text(deployment, exact=True))
+    return row.locator("input.serve-nb-replica-count").first, row.locator("button.serve-nb-set-replicas").first
+
+
+def chart_line(widget: Locator, series: str) -> str:
+    """The ``points`` of the chart's step line for ``series`` ("load" or "replicas"); "" while not drawn."""
+    line = widget.locator(f".serve-nb-chart polyline.serve-nb-{series}")
+    return line.first.get_attribute("points") or "" if line.count() else ""
+
+
+def save_notebook(page: Page) -> None:
+    """Save the open notebook through the toolbar's Save button (the caller waits for the file's content)."""
+    page.locator('.jp-NotebookPanel-toolbar [data-command="docmanager:save"]').first.click()
 
 
 def deployment_rows(widget: Locator) -> list[dict[str, str]] | None:

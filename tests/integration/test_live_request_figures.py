@@ -53,7 +53,8 @@ def test_status_and_the_app_widget_report_the_requests_replicas_served(serve_ins
         assert 20.0 <= summary.p50_ms <= summary.p99_ms <= 2000.0
 
         # The widget follows on the feed's thread while this one waits, as it does while other cells run.
-        wait_until(lambda: "req/s" in widget._deployments.value and "5 errors (25.0%)" in widget._deployments.value,
+        shown = lambda: str(widget.data.get("deployments"))  # noqa: E731
+        wait_until(lambda: "req/s" in shown() and "5 errors (25.0%)" in shown(),
                    timeout_s=10, what="the figures in the app widget")
     finally:
         widget.close()

@@ -94,12 +94,13 @@ def test_widget_traits_follow_the_controller_within_a_second(serve_instance):
     handle = serve.run(Watched.bind(), name="watched", route_prefix="/watched")
     widget = AppWidget("watched", handle)
     wait_until(lambda: widget.view is not None and widget.view.status == "RUNNING", what="first view")
-    assert "1 / 1" in widget._deployments.value
-    assert "http://127.0.0.1:8000/watched" in widget._header.value
-    assert widget._curl.value == "curl -s -X GET http://127.0.0.1:8000/watched"
+    assert widget.data["deployments"][0]["replicas"] == "1 / 1"
+    assert widget.data["url"] == "http://127.0.0.1:8000/watched"
+    assert widget.data["curl"] == "curl -s -X GET http://127.0.0.1:8000/watched"
 
     changed = threading.Event()
-    widget._deployments.observe(lambda change: "/ 2" in change["new"] and changed.set(), names="value")
+    widget.observe(lambda change: any(d["replicas"].endswith("/ 2") for d in change["new"].get("deployments", []))
+                   and changed.set(), names="data")
     start = time.monotonic()
     serve.scale_deployment("watched", "Watched", 2)
     assert changed.wait(1.0), "the widget did not reflect the new target within 1 s"
@@ -109,7 +110,7 @@ def test_widget_traits_follow_the_controller_within_a_second(serve_instance):
     assert (widget.view.deployments[0].running, widget.view.deployments[0].target) == (2, 2)
 
     assert handle.remote().result() == "ok"
-    wait_until(lambda: "watched was called" in widget._logs.value, what="replica output in the log pane")
+    wait_until(lambda: "watched was called" in widget.logs, what="replica output in the log pane")
 
     dashboard = Dashboard()
     wait_until(lambda: "watched" in dashboard.app_names, what="dashboard row")
