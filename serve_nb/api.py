@@ -389,7 +389,6 @@ def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> 
     client = _data_client().get_client()
     if client is None:
         raise RayServeException("serve_nb is not running; call serve.start() or serve.run() first.")
-
     error = _ask_controller(client.controller.scale_deployment.remote(app_name, deployment_name, num_replicas),
                             "serve.scale_deployment()")
     if error:
@@ -398,9 +397,8 @@ def scale_deployment(app_name: str, deployment_name: str, num_replicas: int) -> 
 
 def set_autoscaling(app_name: str, deployment_name: str, autoscaling_config: dict | None,
                     num_replicas: int | None = None) -> None:
-    """Switch a deployment in place between autoscaling (``autoscaling_config``: min/max/target... fields) and a
-    fixed ``num_replicas`` (``autoscaling_config=None``), without redeploying: the widget's Manual/Adaptive switch.
-    A serve_nb extension, like ``scale_deployment``. Raises ValueError for bad settings or names."""
+    """Switch a deployment in place between autoscaling (``autoscaling_config``) and a fixed ``num_replicas``
+    (``autoscaling_config=None``): the widget's Manual/Adaptive switch. ValueError for bad settings or names."""
     client = _data_client().get_client()
     if client is None:
         raise RayServeException("serve_nb is not running; call serve.start() or serve.run() first.")
@@ -415,9 +413,7 @@ def ray_dashboard_url() -> str | None:
     from serve_nb import ray_private
 
     address = ray_private.dashboard_address()
-    if not address:
-        return None
-    return address if "://" in address else f"http://{address}"
+    return None if not address else address if "://" in address else f"http://{address}"
 
 
 #: A live controller answers serve.status() in milliseconds; one that has not within this is unreachable.
