@@ -42,6 +42,11 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("batched_p50_ms_64", "@serve.batch model over HTTP, p50 at 64 conns", "ms", None, "lower"),
     ("batched_p99_ms_64", "@serve.batch model over HTTP, p99 at 64 conns", "ms", None, "lower"),
     ("batched_mean_batch_64", "@serve.batch model, mean batch size at 64 conns (max 32)", "", None, "higher"),
+    ("nodes_1_rps_100", "handle req/s, 100 in flight, 3 replicas on 1 node of 3", "req/s", None, "higher"),
+    ("nodes_2_rps_100", "handle req/s, 100 in flight, 3 replicas on 2 nodes of 3", "req/s", None, "higher"),
+    ("nodes_3_rps_100", "handle req/s, 100 in flight, 3 replicas on 3 nodes of 3", "req/s", None, "higher"),
+    ("nodes_2_local_pct_8", "calls served on the driver's node, 8 in flight, replicas on 2 nodes", "%", None, ""),
+    ("nodes_3_local_pct_8", "calls served on the driver's node, 8 in flight, replicas on 3 nodes", "%", None, ""),
     ("http_errors_total", "HTTP errors, all loads", "", None, "lower"),
 ]
 

@@ -3,9 +3,10 @@
     python bench/run.py                 # both systems, alternating, 3 repetitions, medians + ratios
     python bench/run.py --reps 1 --quick --systems serve_nb   # a smoke run
     python bench/run.py --only arrays,batched                 # some workload groups only
+    python bench/run.py --only nodes                          # replicas over 1, 2, 3 nodes of a local 3-node cluster
 
 Each repetition runs every system in its own fresh Python process (``--worker``), alternating which goes
-first; the workloads are in ``workloads.py`` and ``model_workloads.py``. ``--only`` picks groups of them
+first; the workloads are in ``workloads.py``, ``model_workloads.py`` and ``nodes.py``. ``--only`` picks groups of them
 (the first deploy always runs: it starts Serve); figures of groups not run are left out of the report.
 Bare uvicorn + starlette is measured once, as the ceiling, when a group that is compared with it runs.
 Results go to ``--out``: ``report.md`` (also printed), ``results.json`` (raw runs, medians, machine) and

@@ -268,6 +268,10 @@ def control_plane(b: Bench) -> None:
     b.results["delete_s"] = timed(lambda: serve.delete("bench"))
 
 
+def _nodes_placeholder(b: Bench) -> None:
+    raise RuntimeError("the nodes group needs a cluster of its own: run_workloads runs nodes.node_spread")
+
+
 def groups() -> dict[str, Callable[[Bench], None]]:
     """Every workload group by its ``--only`` name, in run order. Each group deletes the apps it made, so
     any subset runs alone; the model workloads come last, after the control plane, so nothing they leave
@@ -284,6 +288,7 @@ def groups() -> dict[str, Callable[[Bench], None]]:
         "control": control_plane,
         "arrays": model_workloads.arrays,
         "batched": model_workloads.batched,
+        "nodes": _nodes_placeholder,  # run by run_workloads on a cluster of its own (``nodes.node_spread``)
     }
 
 
@@ -292,20 +297,26 @@ def run_workloads(system: str, quick: bool, port: int, only: frozenset[str] | No
     fresh process with a fresh local Ray. ``first_deploy`` always runs: it starts Serve."""
     import importlib
 
+    import nodes  # here, not at the top: it imports this module
     import ray
 
     serve = importlib.import_module("serve_nb" if system == "serve_nb" else "ray.serve")
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    local = [name for name in groups() if (only is None or name in only) and name != "nodes"]
     b = Bench(serve, quick, port, results={"http_client": client_name()})
     seconds: dict[str, float] = {}
     b.results["group_seconds"] = seconds  # wall time per group, for budgeting a run (not a figure)
-    try:
-        seconds["first_deploy"] = timed(partial(first_deploy, b))
-        for name, workload in groups().items():
-            if only is None or name in only:
-                seconds[name] = timed(partial(workload, b))
-        b.results["http_errors_total"] = b.errors
-        serve.shutdown()
-    finally:
-        ray.shutdown()  # also after a failed workload: this machine is shared
+    if local:
+        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            seconds["first_deploy"] = timed(partial(first_deploy, b))
+            for name in local:
+                seconds[name] = timed(partial(groups()[name], b))
+            b.results["http_errors_total"] = b.errors
+            serve.shutdown()
+        finally:
+            ray.shutdown()  # also after a failed workload: this machine is shared
+    if only is None or "nodes" in only:  # a 3-node cluster of its own, once the local Ray is gone
+        started = time.perf_counter()
+        b.results.update(nodes.node_spread(system, quick, port))
+        seconds["nodes"] = time.perf_counter() - started
     return b.results

@@ -47,7 +47,9 @@ class DeploymentResponse:
         self._bg = bg
 
     def result(self, timeout_s: float | None = None, *, _skip_asyncio_check: bool = False) -> Any:
-        """Block this thread until the value is there (or ``timeout_s`` passes: TimeoutError)."""
+        """Block this thread until the value is there; after ``timeout_s`` the request is cancelled (its
+        slot freed, the replica told to stop it) and TimeoutError raised, so a caller that gave up leaves
+        nothing running for it."""
         if self._bg.in_loop_thread():
             raise RuntimeError(
                 "DeploymentResponse.result() cannot be called on serve_nb's own event loop thread; use await."
@@ -57,7 +59,8 @@ class DeploymentResponse:
         except concurrent.futures.TimeoutError:
             if self._future.done():
                 raise
-            raise TimeoutError(f"Timed out after {timeout_s}s waiting for the response; it can still be fetched later.") from None
+            self._future.cancel()
+            raise TimeoutError(f"Timed out after {timeout_s}s waiting for the response; the request was cancelled.") from None
         except concurrent.futures.CancelledError:
             raise RequestCancelledError("The request was cancelled.") from None
 

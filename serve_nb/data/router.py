@@ -15,7 +15,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
-from serve_nb.core.choice import choose_for_model, choose_replica
+from serve_nb.core.choice import Locality, choose_for_model, choose_replica, locality_from_env
 from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, ForObjectStore, NotSent, Rejected, auth
 from serve_nb.data.channel.shm import ShmArena
 from serve_nb.data.objects import LargeCalls
@@ -100,8 +100,11 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         large_calls: LargeCalls | None = None,
         count_request: Callable[[Request], None] | None = None,
+        locality: Locality | None = None,
     ) -> None:
         self.deployment = deployment
+        #: How much replicas on this node are favoured (``SERVE_NB_ROUTING_LOCALITY`` unless given).
+        self.locality = locality if locality is not None else locality_from_env()
         self._count_request = count_request  # Ray Serve's serve_num_router_requests
         self._large_calls = large_calls
         self._clock = clock
@@ -111,6 +114,9 @@ class Router:
         self._on_unreachable = on_replica_unreachable
         self._on_queue_change = on_queue_change
         self._clients: dict[str, ReplicaClient] = {}
+        # Connections to replicas gone from the set, kept until their in-flight requests end (or the
+        # connection is lost: the heartbeat still fails them if the replica goes silent).
+        self._retiring: dict[str, ReplicaClient] = {}
         self._infos: dict[str, ReplicaInfo] = {}
         self._in_flight: dict[str, int] = {}
         self._capacity: dict[str, int] = {}
@@ -145,8 +151,11 @@ class Router:
                 self._capacity.pop(rid, None)
                 self._blocked_until.pop(rid, None)
                 client = self._clients.pop(rid, None)
-                if client is not None and self._in_flight.get(rid, 0) == 0:
-                    client.close()  # in-flight requests finish on the old connection
+                if client is not None:
+                    if self._in_flight.get(rid, 0) == 0:
+                        client.close()
+                    else:
+                        self._retiring[rid] = client  # in-flight requests finish on the old connection
                 if self._large_calls is not None:
                     self._large_calls.forget(self.deployment, rid)
         for rid, info in new.items():
@@ -183,9 +192,9 @@ class Router:
     def _choose(self, now: float, model_id: str = "") -> str | None:
         candidates = [rid for rid in self._infos if self._blocked_until.get(rid, 0.0) <= now]
         if not model_id:
-            return choose_replica(candidates, self._in_flight, self._capacity, self._rng, self._local)
+            return choose_replica(candidates, self._in_flight, self._capacity, self._rng, self._local, self.locality)
         rid = choose_for_model(candidates, self._in_flight, self._capacity, self._rng, self._models_seen(now),
-                               model_id, self._local)
+                               model_id, self._local, self.locality)
         if rid is not None:
             self._model_hints[(rid, model_id)] = now + MODEL_HINT_TTL_S
         return rid
@@ -287,6 +296,9 @@ class Router:
             self._in_flight[rid] -= 1
             if rid not in self._infos and self._in_flight[rid] <= 0:
                 self._in_flight.pop(rid, None)
+                retired = self._retiring.pop(rid, None)
+                if retired is not None:
+                    retired.close()
         self._wake()
 
     def _rejected(self, rid: str) -> None:
@@ -358,8 +370,9 @@ class Router:
         return self._large_calls
 
     def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._retiring.values()]:
             client.close()
         self._clients.clear()
+        self._retiring.clear()
         self._unavailable = "Serve was shut down."
         self._wake(all_waiters=True)

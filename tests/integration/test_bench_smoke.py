@@ -26,7 +26,8 @@ def test_benchmark_runs_with_tiny_counts(tmp_path):
                 "delete_s", "rss_controller_mb", "rss_proxy_mb", "rss_replica_mb",
                 "array_compose_1mb_ms", "array_compose_10mb_ms", "array_compose_50mb_ms",
                 "array_driver_10mb_ms", "array_driver_50mb_ms",
-                "batched_rps_64", "batched_p50_ms_64", "batched_p99_ms_64", "batched_mean_batch_64"):
+                "batched_rps_64", "batched_p50_ms_64", "batched_p99_ms_64", "batched_mean_batch_64",
+                "nodes_1_rps_100", "nodes_2_rps_100", "nodes_3_rps_100", "nodes_3_local_pct_8"):
         assert isinstance(run[key], (int, float)) and run[key] > 0, key
     assert run["http_errors_total"] == 0
     assert set(run["sweep"]) == {"1x1", "1x32", "2x1", "2x32"}
@@ -39,6 +40,7 @@ def test_benchmark_runs_with_tiny_counts(tmp_path):
     assert "echoing the 1 MB body" in report  # the body's ceiling line
     assert "echoing the WebSocket frame" in report  # the WebSocket's
     assert "| 2 | 32 |" in report  # the sweep table
+    assert "| handle req/s, 100 in flight, 3 replicas on 3 nodes of 3 (req/s) |" in report
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     off = results["runs"]["serve_nb_metrics_off"][0]  # the metrics' cost: the same groups with metrics off
     assert off["http_rps_32"] > 0 and off["handle_rps_100"] > 0 and "body_1mb_rps_8" not in off

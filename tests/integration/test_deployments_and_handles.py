@@ -9,7 +9,7 @@ import pytest
 import ray
 
 import serve_nb as serve
-from serve_nb.exceptions import DeployError, RayServeException, ServeException
+from serve_nb.exceptions import DeployError, RayServeException, RequestCancelledError, ServeException
 from serve_nb.handle import DeploymentHandle, DeploymentResponse
 from helpers import define, deployment_detail, make_signal, ongoing_requests, wait_until
 
@@ -70,24 +70,37 @@ def test_missing_method_lists_available_ones(serve_instance):
         assert name in message
 
 
-def test_response_await_result_repeatedly_and_timeout(serve_instance):
-    @serve.deployment
+def test_response_await_result_repeatedly_and_a_timeout_cancels_the_request(serve_instance):
+    @serve.deployment(max_ongoing_requests=1)
     class Gate:
         def __init__(self):
             self.event = asyncio.Event()
+            self.cancelled = 0
 
         async def wait(self):
-            await self.event.wait()
+            try:
+                await self.event.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
             return "opened"
 
         async def open(self):
             self.event.set()
 
+        def cancellations(self):
+            return self.cancelled
+
     h = serve.run(Gate.bind(), name="gate", route_prefix=None)
     resp = h.wait.remote()
-    with pytest.raises(TimeoutError):
-        resp.result(timeout_s=0.2)
-    h.open.remote().result()
+    with pytest.raises(TimeoutError, match="cancelled"):
+        resp.result(timeout_s=0.5)
+    with pytest.raises(RequestCancelledError):
+        resp.result()
+    # The only slot is free again (the replica stopped the request), so these run at once.
+    assert h.cancellations.remote().result(timeout_s=10) == 1
+    h.open.remote().result(timeout_s=10)
+    resp = h.wait.remote()
     assert resp.result(timeout_s=10) == "opened"
     assert resp.result() == "opened"
 

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from channel_peer import KEY, challenge, closed_by_peer, frame, read_frame, receive
+from channel_peer import KEY, challenge, closed_by_peer, frame, proof_frame, read_frame, receive
 from serve_nb.common.serialization import dumps
 from serve_nb.data.channel import ChannelClient, ChannelServer, FrameTooLargeError, Kind, auth
 from serve_nb.data.channel.buffers import Pieces
@@ -220,3 +220,18 @@ def test_an_oversized_header_is_refused_on_arrival_and_its_bytes_are_dropped():
 )
 def test_the_listener_binds_loopback_unless_another_machine_is_in_the_cluster(node_ip, node_ips, expected):
     assert listen_host(node_ip, node_ips) == expected
+
+
+def test_a_ping_before_the_proof_is_denied_and_a_ping_after_it_gets_an_empty_pong():
+    async def test(replica: FakeReplica, server: ChannelServer, address: Any) -> None:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        writer.write(frame(Kind.PING, 0, b"x" * 32))
+        assert (await read_frame(reader))[0] == Kind.DENIED
+        assert await closed_by_peer(reader)
+        writer.close()
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        writer.write(await proof_frame(reader, writer) + frame(Kind.PING, 0, b"y" * 1024))
+        assert await read_frame(reader) == (Kind.PONG, 0, b"")  # nothing of what the caller sent comes back
+        writer.close()
+
+    with_server(test)

@@ -7,14 +7,14 @@ from collections import Counter
 
 import pytest
 
-from serve_nb.core.choice import choose_for_model, choose_replica
+from serve_nb.core.choice import Locality, choose_for_model, choose_replica
 
 TRIALS = 3000
 
 
-def many(candidates, in_flight, capacity, seed=0, preferred=frozenset(), trials=TRIALS):
+def many(candidates, in_flight, capacity, seed=0, preferred=frozenset(), trials=TRIALS, locality=Locality.LOCAL):
     rng = random.Random(seed)
-    return Counter(choose_replica(candidates, in_flight, capacity, rng, preferred) for _ in range(trials))
+    return Counter(choose_replica(candidates, in_flight, capacity, rng, preferred, locality) for _ in range(trials))
 
 
 def test_empty_candidates_gives_none():

@@ -18,6 +18,8 @@ Guarantees:
 - TCP connections use TLS, mutual and against Ray's CA, whenever Ray's own TLS is on (``RAY_USE_TLS``).
 - The replica listens on loopback while the whole cluster is on one machine, else on the node's IP
   (``server.listen_host``); same-node callers use a Unix socket in a 0700 directory (``sockdir``).
+- A replica that goes silent with the connection open (its node frozen or cut off) is given up by the
+  caller within its heartbeat timeout (``liveness``): its requests fail as ``ConnectionLost``.
 """
 
 from serve_nb.data.channel.client import ChannelClient

@@ -15,7 +15,7 @@ import ssl
 from typing import Any, AsyncIterator, Callable
 
 from serve_nb.common.serialization import LARGE_PAYLOAD_BYTES, dumps, dumps_unless_large, loads, unpack_exception
-from serve_nb.data.channel import auth, buffers
+from serve_nb.data.channel import auth, buffers, liveness
 from serve_nb.data.channel.body import pump_body
 from serve_nb.data.channel.duplex import Grants, Window, pump_items
 from serve_nb.data.channel.frames import (
@@ -67,6 +67,7 @@ class _ClientConnection(FrameProtocol):
         self._nonce = auth.new_nonce()
         self.trusted = False
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.heartbeat: liveness.Heartbeat | None = None  # from the end of the handshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -74,7 +75,8 @@ class _ClientConnection(FrameProtocol):
 
     def on_frame(self, kind: int, rid: int, payload: bytes | bytearray) -> None:
         if self.trusted:
-            self._owner._on_frame(kind, rid, payload)
+            self.heartbeat.heard = True  # type: ignore[union-attr]  # set with trusted
+            self._owner._on_frame(kind, rid, payload)  # a PONG (request id 0) matches no request there
             return
         key = self._owner._key
         if kind == Kind.CHALLENGE and len(payload) == auth.CHALLENGE_BYTES:
@@ -83,6 +85,7 @@ class _ClientConnection(FrameProtocol):
                 self.send(Kind.PROOF, 0, auth.proof(key, auth.Role.CLIENT, self._nonce, server_nonce))
                 self.trusted = True
                 self.max_frame = self._owner.max_frame
+                self.heartbeat = liveness.Heartbeat(self._owner.heartbeat_timeout_s, self._ping, self._silent)
                 if not self.handshake.done():
                     self.handshake.set_result(None)
                 return
@@ -94,6 +97,17 @@ class _ClientConnection(FrameProtocol):
         else:
             self._handshake_failed(self._owner._refusal(kind, b""))
 
+    def _ping(self) -> None:
+        self.send(Kind.PING, 0)
+
+    def _silent(self, seconds: float) -> None:
+        """Nothing heard for ``seconds``: fail the requests now, then drop the socket without flushing
+        (a stopped peer reads nothing, so a graceful close could wait for ever)."""
+        self._owner._on_silent(seconds)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def _handshake_failed(self, exc: Exception) -> None:
         if not self.handshake.done():
             self.handshake.set_exception(exc)
@@ -101,6 +115,8 @@ class _ClientConnection(FrameProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if not self.handshake.done():
             self.handshake.set_exception(self._owner._closed_in_handshake(exc))
         self._owner._on_lost(exc)
@@ -127,8 +143,13 @@ class ChannelClient:
         max_frame: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         shm_arena: ShmArena | None = None,
+        heartbeat_timeout_s: float | None = None,
+        connect_timeout_s: float | None = None,
     ) -> None:
         self.address = address
+        #: Silence after which the replica is given up (``liveness``); None: from the environment.
+        self.heartbeat_timeout_s = heartbeat_timeout_s if heartbeat_timeout_s is not None else liveness.heartbeat_timeout_s()
+        self.connect_timeout_s = connect_timeout_s if connect_timeout_s is not None else liveness.connect_timeout_s()
         self._key = key
         self._tls = tls
         self.handshake_timeout_s = handshake_timeout_s
@@ -173,12 +194,14 @@ class ChannelClient:
         conn: _ClientConnection | None = None
         try:
             if self._local and self.address.uds_path and os.path.exists(self.address.uds_path):
-                _, conn = await loop.create_unix_connection(lambda: _ClientConnection(self), self.address.uds_path)
+                opening = loop.create_unix_connection(lambda: _ClientConnection(self), self.address.uds_path)
             else:
-                _, conn = await loop.create_connection(
+                opening = loop.create_connection(
                     lambda: _ClientConnection(self), self.address.host, self.address.port, ssl=self._tls,
                     ssl_handshake_timeout=self.handshake_timeout_s if self._tls is not None else None,
                 )
+            # A host that is down or cut off may never answer the SYN: the OS would wait minutes.
+            _, conn = await asyncio.wait_for(opening, self.connect_timeout_s)
             # shield: a timeout must not cancel the future the connection still resolves
             await asyncio.wait_for(asyncio.shield(conn.handshake), self.handshake_timeout_s)
         except ssl.SSLError as exc:  # before OSError, its base: a certificate problem is not transient
@@ -420,6 +443,19 @@ class ChannelClient:
                 )
             )
             self._notify_unusable()
+
+    def _on_silent(self, seconds: float) -> None:
+        """The heartbeat heard nothing for ``seconds``: the replica is stopped or cut off."""
+        self._abandon_shared()
+        self.lost = True
+        self._fail_all(
+            ConnectionLost(
+                f"The replica at {self.address.host}:{self.address.port} stopped answering (nothing heard for "
+                f"{seconds:.1f} s, heartbeat timeout {liveness.HEARTBEAT_TIMEOUT_ENV}={self.heartbeat_timeout_s:g}): "
+                "its node is frozen, overloaded or cut off, or its event loop is blocked."
+            )
+        )
+        self._notify_unusable()
 
     def _notify_unusable(self) -> None:
         if self.on_unusable is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Sequence
 
+from serve_nb.data.channel.liveness import enable_keepalive
 from serve_nb.exceptions import ReplicaUnavailableError
 
 HEADER = struct.Struct("!IBQ")
@@ -45,7 +46,7 @@ MAX_FRAME_BYTES = int(os.environ.get(MAX_FRAME_ENV, "") or 512 * 1024 * 1024)
 
 
 class Kind(IntEnum):
-    """What a frame carries. Callers send 1 to 9; replicas send 10 to 19; CREDIT goes both ways.
+    """What a frame carries. Callers send 1 to 9 and PING; replicas send 10 to 19 and PONG; CREDIT goes both ways.
 
     A connection opens with HELLO, CHALLENGE, PROOF (see ``auth``); only then CALLs and replies."""
 
@@ -69,6 +70,8 @@ class Kind(IntEnum):
     ACCEPT = 18  # a request whose body follows was admitted: send the body now (REJECT otherwise)
     RELEASE = 19  # the replica no longer reads a call's shared-memory segment (its name): the caller may reuse it
     CREDIT = 20  # a duplex request's receiver took items (count, bytes: see ``duplex``): its sender may send more
+    PING = 21  # the caller heard nothing for a beat: is the replica still there? (empty; see ``liveness``)
+    PONG = 22  # the replica's answer to PING (empty); any frame from the replica counts as a sign of life
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_keepalive(sock)  # once per connection: a dead or cut-off host is noticed even when idle
 
     @property
     def buffered(self) -> int:

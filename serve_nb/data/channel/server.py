@@ -182,6 +182,8 @@ class _ServerConnection(FrameProtocol):
                 self._links[rid].end()
         elif kind == Kind.CANCEL:
             self._cancel(rid)
+        elif kind == Kind.PING:  # only once authenticated: before, any frame but the handshake's is DENIED
+            self.send(Kind.PONG, 0)  # empty whatever the PING carried: a caller cannot make this end echo data
 
     def _cancel(self, rid: int) -> None:
         task = self._tasks.get(rid)
