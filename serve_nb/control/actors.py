@@ -29,7 +29,7 @@ from serve_nb.control.protocols import ActorCallFailed
 from serve_nb.core.log_format import LoggingConfig
 from serve_nb.core.resources import NodeInfo
 from serve_nb.data.http.proxy import ProxyActor
-from serve_nb.data.replica import ReplicaActor
+from serve_nb.data.replica import LIVENESS_GROUP, ReplicaActor
 from serve_nb.types import DeploymentID, ReplicaInfo
 
 # A live actor answers a metadata or is-serving call at once; one that has not within this long
@@ -113,6 +113,10 @@ class RayReplica:
     async def check_health(self, timeout_s: float) -> None:
         await _ask(self._actor.check_health.remote(), timeout_s)
 
+    async def responsive(self, timeout_s: float) -> None:
+        """The replica's process answers (on a thread of its own, whatever its event loop is doing)."""
+        await _ask(self._actor.alive.remote(), timeout_s)
+
     async def reconfigure(self, config: ReplicaConfig) -> str | None:
         return await _ask(self._actor.reconfigure.remote(config))
 
@@ -180,7 +184,8 @@ class RayCluster:
 
     def __init__(self) -> None:
         self._controller = ray.get_runtime_context().current_actor
-        self._replica_cls = ray.remote(ReplicaActor)
+        # ``alive`` has a thread of its own, so it answers even while user code blocks the replica's loop.
+        self._replica_cls = ray.remote(concurrency_groups={LIVENESS_GROUP: 1})(ReplicaActor)
         self._proxy_cls = ray.remote(ProxyActor)
         self._nodes: list[NodeInfo] = []
         self._nodes_checked_at = float("-inf")

@@ -41,6 +41,10 @@ class ReplicaHandle(Protocol):
     async def check_health(self, timeout_s: float) -> None:
         """Returns if healthy; raises ActorCallFailed otherwise."""
 
+    async def responsive(self, timeout_s: float) -> None:
+        """Returns if the replica's process answers (whatever its event loop is busy with); raises
+        ActorCallFailed if it does not within ``timeout_s`` (its node frozen or cut off) or is gone."""
+
     async def reconfigure(self, config: ReplicaConfig) -> str | None:
         """Apply a whole new ReplicaConfig in place; returns the user's error, raises ActorCallFailed if the call fails."""
 

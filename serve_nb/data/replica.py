@@ -18,6 +18,8 @@ import secrets
 import time
 from typing import Any, AsyncIterator, Callable
 
+import ray
+
 from serve_nb.data.channel import ChannelServer, shm
 from serve_nb.data.context import (
     ReplicaContext, drain_batch_sizes, loaded_model_ids, set_max_ongoing_requests, set_multiplexed_model_id,
@@ -433,6 +435,10 @@ def _returned_a_generator(method: str) -> TypeError:
     )
 
 
+#: The replica actor's concurrency group for ``alive``: its own thread and event loop (``replica_options``).
+LIVENESS_GROUP = "liveness"
+
+
 class ReplicaActor:
     """The Ray actor around a ReplicaCore: lifecycle calls from the controller only."""
 
@@ -457,6 +463,12 @@ class ReplicaActor:
 
     async def ping(self) -> bool:
         """Answers as soon as Ray has placed the actor (even while the constructor runs)."""
+        return True
+
+    @ray.method(concurrency_group=LIVENESS_GROUP)
+    async def alive(self) -> bool:
+        """Answers from a thread of its own, so it tells a frozen node (no answer) from a replica whose event
+        loop user code is blocking (an answer): the controller replaces only the first."""
         return True
 
     async def get_metadata(self) -> ReplicaMetadata:

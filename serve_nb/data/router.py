@@ -31,6 +31,11 @@ REJECT_BACKOFF_S = 0.005
 #: A lost or departing replica stays blocked "for good": the long-poll removes it (or the controller
 #: brings back a new one under a new id) long before this passes.
 BLOCKED_FOR_GOOD_S = 3600.0
+#: How long a replica whose connection was lost is left alone before it is tried again, if the controller
+#: kept it: several times its check of such a replica (2 s) plus the long-poll's delivery.
+LOST_RECHECK_S = 10.0
+#: A replica blocked for less than this still counts as reachable (``_reachable``).
+REACHABLE_HORIZON_S = 1.0
 #: A queued request wakes for a blocked replica's return only if that is sooner than this; blocks
 #: longer than it (the for-good ones) wait for a replica set update instead.
 UNBLOCK_HORIZON_S = 60.0
@@ -183,9 +188,11 @@ class Router:
     def _mark_unusable(self, rid: str, client: ReplicaClient) -> None:
         if self._clients.get(rid) is client:
             self._clients.pop(rid, None)
-            # Lost: until the controller confirms, send nothing more there. Goodbye: the replica is
-            # draining and the long-poll will drop it.
-            self._blocked_until[rid] = self._clock() + BLOCKED_FOR_GOOD_S
+            # Lost: send nothing more there until the controller has checked it; a replica it removes leaves
+            # with the long-poll well within LOST_RECHECK_S, one it keeps (its process answered: user code
+            # blocked its loop for a while) is connected to again after it. Goodbye: the replica is draining
+            # and the long-poll will drop it.
+            self._blocked_until[rid] = self._clock() + (LOST_RECHECK_S if client.lost else BLOCKED_FOR_GOOD_S)
             if client.lost and self._on_unreachable is not None:
                 self._on_unreachable(rid)
 
@@ -279,8 +286,9 @@ class Router:
                     self._on_queue_change(self.num_queued)
 
     def _reachable(self, now: float) -> bool:
-        """Some replica may take a request soon: one exists that is not blocked "for good" (lost, or gone)."""
-        return any(self._blocked_until.get(rid, 0.0) < now + UNBLOCK_HORIZON_S for rid in self._infos)
+        """Some replica may take a request soon: one exists that is not blocked for longer than a moment (a
+        full one backs off for milliseconds; a lost one until LOST_RECHECK_S, a departing one for good)."""
+        return any(self._blocked_until.get(rid, 0.0) < now + REACHABLE_HORIZON_S for rid in self._infos)
 
     def _no_replica_message(self, waited_s: float) -> str:
         dep = self.deployment

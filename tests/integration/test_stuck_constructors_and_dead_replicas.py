@@ -199,3 +199,26 @@ def test_a_replica_killed_mid_request_costs_no_idempotent_request(apps):
         thread.join(60)
     assert [o["value"].status_code for o in get_outcomes] == [200] * 4, "GET is sent again (retry_safe_methods)"
     assert [o["value"].status_code for o in post_outcomes] == [500] * 4, "POST is not"
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class BlocksItsLoop:
+    """User code that blocks the replica's event loop (``time.sleep`` in an ``async def``)."""
+
+    async def __call__(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return ray.get_runtime_context().get_actor_id()
+
+
+def test_a_replica_whose_loop_user_code_blocks_past_the_heartbeat_is_kept_and_serves_again(apps):
+    from serve_nb.data.channel.liveness import DEFAULT_HEARTBEAT_TIMEOUT_S
+
+    handle = serve.run(BlocksItsLoop.bind(), name="blocks", route_prefix=None)
+    replica = handle.remote(0).result(timeout_s=30)
+    [actor_name] = _replica_actor_names("blocks")
+    with pytest.raises(ReplicaUnavailableError, match="stopped answering"):
+        handle.remote(DEFAULT_HEARTBEAT_TIMEOUT_S + 3).result(timeout_s=60)  # the caller cannot tell it from a freeze
+    # The controller can: the replica's process answers on a thread of its own, so it is not replaced, and
+    # callers connect to it again once its loop is free.
+    assert handle.remote(0).result(timeout_s=60) == replica
+    assert _replica_actor_names("blocks") == [actor_name]

@@ -125,6 +125,12 @@ class FakeReplica:
         if not self.healthy:
             raise ActorCallFailed("RayTaskError(ValueError): sick", "ValueError: sick")
 
+    async def responsive(self, timeout_s: float) -> None:
+        if self.frozen:
+            raise ActorCallFailed("GetTimeoutError: timed out", "timed out")
+        if not self.alive:
+            raise ActorCallFailed("ActorDiedError: the actor died")
+
     async def reconfigure(self, config: ReplicaConfig) -> str | None:
         self.reconfigured_with.append(config.user_config)
         self.user_config, self.config_version = config.user_config, config.config_version

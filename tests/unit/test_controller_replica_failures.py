@@ -106,10 +106,25 @@ def test_an_unreachable_report_checks_the_replica_at_once():
         await core.report_unreachable("app", "Model", replica.replica_id)
         await quiesce()
         assert not replica.killed, "a replica that answers stays"
-        replica.healthy = False
+        replica.frozen = True
         await core.report_unreachable("app", "Model", replica.replica_id)
         assert replica.killed
-        assert "is unreachable: RayTaskError(ValueError): sick" in (await h.status()).message
+        assert "is unreachable: GetTimeoutError: timed out" in (await h.status()).message
+
+    run(scenario())
+
+
+def test_an_unreachable_report_spares_a_replica_whose_process_answers_though_its_loop_is_busy():
+    async def scenario():
+        h = Harness()
+        core = await h.start()
+        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=1)])
+        await h.wait_status("RUNNING")
+        [replica] = h.cluster.live()
+        replica.healthy = False  # its health check fails (a loop blocked by user code), its process answers
+        await core.report_unreachable("app", "Model", replica.replica_id)
+        await quiesce()
+        assert not replica.killed, "the unreachable report asks the process, not the event loop"
 
     run(scenario())
 
