@@ -204,6 +204,7 @@ def deployment_detail(
     events: Sequence[ScalingEvent],
     load: float,
     batch_sizes: Sequence[int] = (),
+    version: str = "",
 ) -> DeploymentDetail:
     """What the app widget shows of one deployment: its status (live request figures included) plus replicas,
     scaling history and batches."""
@@ -211,7 +212,7 @@ def deployment_detail(
     return DeploymentDetail(
         info.name, str(info.status), info.message, info.target_replicas, running, tuple(replicas),
         autoscaling.to_dict() if autoscaling else None, last_decision, tuple(events), load, tuple(batch_sizes),
-        info.requests,
+        info.requests, version,
     )
 
 

@@ -23,6 +23,8 @@ import serve_nb as serve
 from serve_nb import feed
 from serve_nb.exceptions import RayServeException
 from serve_nb.notebook import views
+from serve_nb.notebook.deploy_progress import state_html
+from serve_nb.notebook.deploy_state import DeployState
 
 _CSS = "font-family: var(--jp-code-font-family, monospace); font-size: 12px;"
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -123,9 +125,15 @@ class AppWidget(widgets.VBox):
     """One application: status, endpoint, deployments (with their live request figures), replicas,
     autoscaling, requests, logs (filterable by request id)."""
 
-    def __init__(self, app_name: str, handle: Any = None, **kwargs: Any) -> None:
+    def __init__(self, app_name: str, handle: Any = None, *, ingress: Any = None, **kwargs: Any) -> None:
         self.app_name = app_name
         self.handle = handle
+        self.ingress = ingress  # the deployed Deployment, class or function (for a request form from its signature)
+        self._deploy_state: DeployState | None = None
+        self._deploy = widgets.HTML()  # the deploy's stages, or its failure (see set_deploy_state)
+        self._retry = widgets.Button(description="Retry", icon="redo", layout=widgets.Layout(display="none"))
+        self._retry_callback: Callable[[], None] | None = None
+        self._retry.on_click(lambda _: self._retry_callback() if self._retry_callback is not None else None)
         self._view: views.AppView | None = None
         self._lock = threading.Lock()
         self._header = widgets.HTML()
@@ -171,9 +179,10 @@ class AppWidget(widgets.VBox):
         ])
         for i, title in enumerate(["Replicas", "Autoscaling", "Request", "Logs"]):
             tabs.set_title(i, title)
-        controls = widgets.HBox([self._scale_target, self._minus, self._plus, self._delete, self._confirm])
+        controls = widgets.HBox([self._scale_target, self._minus, self._plus, self._retry, self._delete,
+                                 self._confirm])
         kwargs.setdefault("layout", _root_layout())
-        super().__init__([self._header, self._curl, tabs, controls, self._notice], **kwargs)
+        super().__init__([self._header, self._deploy, self._curl, tabs, controls, self._notice], **kwargs)
         self.add_class(APP_CLASS)
         self._feed = _Feed(feed.app(app_name), self._on_detail)
         if not self._feed.active:
@@ -267,6 +276,22 @@ class AppWidget(widgets.VBox):
     @property
     def view(self) -> views.AppView | None:
         return self._view
+
+    # -- the deploy as it happens (set by the %%serve magic, from any thread) ----------------
+
+    @property
+    def deploy_state(self) -> DeployState | None:
+        return self._deploy_state
+
+    def set_deploy_state(self, state: DeployState | None) -> None:
+        """Show a deploy's stages, or its failure (None: no deploy to show)."""
+        self._deploy_state = state
+        self._deploy.value = state_html(state) if state is not None else ""
+
+    def set_retry(self, callback: Callable[[], None] | None) -> None:
+        """Offer a Retry button that calls ``callback`` (None hides it)."""
+        self._retry_callback = callback
+        self._retry.layout.display = "none" if callback is None else "inline-flex"
 
     # -- buttons (run on the kernel's main thread when idle; never wait for the cluster there) --
 
