@@ -126,12 +126,10 @@ def _fail(request: DeployRequest, watch: _Watch, message: str, serving_before: b
     name = request.app_name
     app = serve.status().applications.get(name)
     error = cell_traceback(app.message if app is not None and app.message else message, request.locate)
-    detail = watch.last_detail
-    if detail is None:
-        try:
-            detail = feed.get(feed.app(name), timeout_s=LAST_DETAIL_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - the log lines are a bonus; the error is shown without them
-            detail = None
+    try:  # the controller's latest: it has the failed replicas' lines, which may postdate the watch's last value
+        detail = feed.get(feed.app(name), timeout_s=LAST_DETAIL_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - the log lines are a bonus; the error is shown without them
+        detail = watch.last_detail
     kept = serving_before or request.keep_failed
     watch.stop()  # the deletion below is this deploy's own doing, not progress
     if not kept:
