@@ -212,3 +212,4 @@ class AppDetail:
     deployments: tuple[DeploymentDetail, ...] = ()
     history: tuple[tuple[float, int, float], ...] = ()  # (time, running replicas, ongoing requests)
     logs: tuple[str, ...] = ()
+    deployed_at: float = 0.0  # the app's last_deployed_time_s: tells a deploy's own details from older ones

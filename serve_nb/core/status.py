@@ -230,4 +230,5 @@ def app_detail(
     return AppDetail(
         name, str(info.status) if info else "", info.message if info else "", route_prefix, ingress,
         http_address, tuple(deployments), tuple(history), tuple(logs),
+        info.last_deployed_time_s if info else 0.0,
     )

@@ -106,7 +106,8 @@ def deploy(request: DeployRequest, widget: AppWidget) -> Any:
     try:
         handle = serve.run(request.build(), name=request.app_name, route_prefix=request.route_prefix,
                            _blocking=False)
-        watch.move(progress.shipped)
+        app = serve.status().applications.get(request.app_name)
+        watch.move(lambda s: progress.shipped(s, app.last_deployed_time_s if app is not None else 0.0))
         watch.follow(request.app_name)
         if not request.wait:
             return handle  # the feed keeps moving the stages; the widget shows where the deploy is

@@ -35,16 +35,17 @@ def initial_state(http: bool) -> DeployState:
     return state if http else state.with_stage(ROUTING, StageState.PENDING, NO_HTTP)
 
 
-def shipped(state: DeployState) -> DeployState:
-    """The controller accepted the app: its replicas start now."""
-    return state.with_stage(CODE_SHIPPED, StageState.DONE).with_stage(REPLICAS, StageState.ACTIVE,
+def shipped(state: DeployState, deployed_at: float = 0.0) -> DeployState:
+    """The controller accepted the app (at ``deployed_at``, its ``last_deployed_time_s``): replicas start now."""
+    return replace(state, since=deployed_at).with_stage(CODE_SHIPPED, StageState.DONE).with_stage(REPLICAS, StageState.ACTIVE,
                                                                        _detail_of(state, REPLICAS))
 
 
 def progress(state: DeployState, detail: AppDetail | None) -> DeployState:
-    """``state`` moved on by what ``detail`` says. Only stages after "code shipped" move, and only forwards:
-    a value the feed sent before the controller took the new code is about the old version."""
-    if detail is None or state.finished or state.failed or _state_of(state, CODE_SHIPPED) != StageState.DONE:
+    """``state`` moved on by what ``detail`` says. Only stages after "code shipped" move: a value from before the
+    controller took the new code (older than ``state.since``) is about the old version, and is ignored."""
+    if (detail is None or state.finished or state.failed or _state_of(state, CODE_SHIPPED) != StageState.DONE
+            or detail.deployed_at < state.since):
         return state
     deployments = detail.deployments
     target = sum(d.target for d in deployments)

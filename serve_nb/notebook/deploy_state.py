@@ -53,6 +53,7 @@ class DeployState:
     stages: tuple[DeployStage, ...] = ()
     failure: DeployFailure | None = None
     finished: bool = False
+    since: float = 0.0  # when the controller took this deploy (its last_deployed_time_s); 0 until then
 
     @property
     def failed(self) -> bool:
