@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: How long a failure waits for the feed's last word on the app (its log lines) before showing what it has.
 LAST_DETAIL_TIMEOUT_S = 2.0
+#: How long Retry waits for the feed to carry the redeployed app before it swaps in a new widget anyway.
+FRESH_DETAIL_TIMEOUT_S = 10.0
 
 
 class DeployFailed(Exception):
@@ -60,6 +62,7 @@ class _Watch:
         self._lock = threading.Lock()
         self.state = state
         self.last_detail: Any = None
+        self.fresh = threading.Event()  # set once the feed delivered a detail of this deploy
         self._sub: Any = None
         widget.set_deploy_state(state)
 
@@ -80,7 +83,9 @@ class _Watch:
     def _on_detail(self, detail: Any) -> None:
         if detail is not None:
             self.last_detail = detail
-        self.move(lambda s: progress.progress(s, detail))
+        state = self.move(lambda s: progress.progress(s, detail))
+        if detail is not None and state.since and detail.deployed_at >= state.since:
+            self.fresh.set()
 
     def stop(self) -> None:
         if self._sub is not None:
@@ -97,9 +102,13 @@ def was_serving(app_name: str) -> bool:
     return app is not None and app.status in (ApplicationStatus.RUNNING, ApplicationStatus.UNHEALTHY)
 
 
-def deploy(request: DeployRequest, widget: AppWidget) -> Any:
+def deploy(request: DeployRequest, widget: AppWidget,
+           swap: Callable[[AppWidget], AppWidget] | None = None) -> Any:
     """Deploy ``request`` showing its stages on ``widget``; returns the handle. Raises DeployFailed (after the
-    widget shows the failure and offers Retry) when the app fails to start."""
+    widget shows the failure and offers Retry) when the app fails to start.
+
+    ``swap`` (Retry's): once the feed has the redeployed app, the widget to go on with (a new one, when the
+    old one stopped following an app that was removed: created earlier, it would see only the removal)."""
     widget.set_retry(None)
     serving_before = was_serving(request.app_name)
     watch = _Watch(widget, progress.initial_state(http=request.route_prefix is not None))
@@ -109,6 +118,10 @@ def deploy(request: DeployRequest, widget: AppWidget) -> Any:
         app = serve.status().applications.get(request.app_name)
         watch.move(lambda s: progress.shipped(s, app.last_deployed_time_s if app is not None else 0.0))
         watch.follow(request.app_name)
+        if swap is not None:
+            watch.fresh.wait(FRESH_DETAIL_TIMEOUT_S)
+            watch.widget = swap(watch.widget)
+            watch.widget.set_deploy_state(watch.state)
         if not request.wait:
             return handle  # the feed keeps moving the stages; the widget shows where the deploy is
         try:
@@ -139,7 +152,7 @@ def _fail(request: DeployRequest, watch: _Watch, message: str, serving_before: b
                             progress.failure_note(was_serving=serving_before, kept=kept, app_name=name))
     watch.move(lambda s: progress.failed(s, failure))
     widget = watch.widget
-    widget.set_retry(lambda: retry(request, request.widget_for_retry(widget)))
+    widget.set_retry(lambda: retry(request, widget))
     return DeployFailed(f"'{name}' failed to deploy: {short_error(error)}", failure)
 
 
@@ -149,12 +162,12 @@ def retry(request: DeployRequest, widget: AppWidget) -> None:
 
     def run() -> None:
         try:
-            deploy(request, widget)
+            deploy(request, widget, swap=request.widget_for_retry)
         except DeployFailed:
             pass  # shown on the widget
         except (RayServeException, ValueError, TypeError) as exc:
             failure = DeployFailure(str(exc), (), False, "Retry could not deploy; fix the cell and run it again.")
             widget.set_deploy_state(progress.failed(widget.deploy_state or DeployState(), failure))
-            widget.set_retry(lambda: retry(request, request.widget_for_retry(widget)))
+            widget.set_retry(lambda: retry(request, widget))
 
     threading.Thread(target=run, daemon=True, name=f"serve_nb-retry-{request.app_name}").start()

@@ -69,6 +69,7 @@ class FakeServe:
         old = self.apps.get(name)
         self.apps[name] = ApplicationStatusInfo(name, old.status if old else ApplicationStatus.DEPLOYING,
                                                 last_deployed_time_s=float(len(self.runs)))
+        self.feed.push(f"app:{name}", app_detail(name, "DEPLOYING", starting=1, at=len(self.runs)))
         return SimpleNamespace(app=name)
 
     def wait_for_app(self, name: str, prefix: str | None) -> None:
