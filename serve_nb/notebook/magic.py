@@ -42,6 +42,7 @@ class ServeMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self._cell_id: str | None = None
+        self._store_history = False  # whether the running cell is numbered (IPython counted it before it ran)
         self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
         # The display id each widget is shown under (one per widget: a re-run shows it again under the same id,
         # and a new widget takes the old one's place with update_display), and the keys shown in this cell's run.
@@ -59,6 +60,7 @@ class ServeMagics(Magics):
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
+        self._store_history = bool(getattr(info, "store_history", False))
         self._deploy_went_on = False
         self._shown_now = set()
 
@@ -209,7 +211,9 @@ class ServeMagics(Magics):
         """Execute the cell like a normal one: its names land in the user's namespace, and tracebacks
         show its source."""
         compiler = self.shell.compile
-        filename = compiler.cache(cell, self.shell.execution_count)
+        # The cell's own In[N]: IPython has already counted a cell it keeps in the history when the magic runs.
+        number = self.shell.execution_count - 1 if self._store_history else self.shell.execution_count
+        filename = compiler.cache(cell, number)
         exec(compiler(cell, filename, "exec"), self.shell.user_ns)
 
     def _bind_args(self, expr: str | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
