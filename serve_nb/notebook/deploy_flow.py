@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 LAST_DETAIL_TIMEOUT_S = 2.0
 #: How long Retry waits for the feed to carry the redeployed app before it swaps in a new widget anyway.
 FRESH_DETAIL_TIMEOUT_S = 10.0
+_WATCHES: dict[int, _Watch] = {}  # --no-wait deploys the feed still follows, by id(widget)
 
 
 class DeployFailed(Exception):
@@ -55,10 +56,14 @@ class DeployRequest:
 
 
 class _Watch:
-    """The deploy's state, moved on by the cell's thread (its own steps) and the feed's (the app's detail)."""
+    """The deploy's state, moved on by the cell's thread (its own steps) and the feed's (the app's detail).
 
-    def __init__(self, widget: AppWidget, state: DeployState) -> None:
+    With ``settle`` (``--no-wait``: nobody waits in the cell) the watch itself ends the deploy when the app runs
+    or fails, and stops following it."""
+
+    def __init__(self, widget: AppWidget, state: DeployState, request: DeployRequest | None = None) -> None:
         self.widget = widget
+        self.settle = request
         self._lock = threading.Lock()
         self.state = state
         self.last_detail: Any = None
@@ -84,10 +89,22 @@ class _Watch:
         if detail is not None:
             self.last_detail = detail
         state = self.move(lambda s: progress.progress(s, detail))
-        if detail is not None and state.since and detail.deployed_at >= state.since:
-            self.fresh.set()
+        if detail is None or not state.since or detail.deployed_at < state.since:
+            return
+        self.fresh.set()
+        if self.settle is not None and detail.status == ApplicationStatus.RUNNING:
+            self.move(progress.finished)
+            self.stop()
+        elif self.settle is not None and detail.status == ApplicationStatus.DEPLOY_FAILED:
+            name = self.settle.app_name
+            failure = DeployFailure(cell_traceback(detail.message, self.settle.locate), progress.log_tail(detail), True,
+                                    progress.failure_note(was_serving=False, kept=True, app_name=name))
+            self.move(lambda s: progress.failed(s, failure))
+            self.stop()
 
     def stop(self) -> None:
+        if _WATCHES.get(id(self.widget)) is self:
+            del _WATCHES[id(self.widget)]
         if self._sub is not None:
             self._sub.cancel()
             self._sub = None
@@ -111,7 +128,11 @@ def deploy(request: DeployRequest, widget: AppWidget,
     old one stopped following an app that was removed: created earlier, it would see only the removal)."""
     widget.set_retry(None)
     serving_before = was_serving(request.app_name)
-    watch = _Watch(widget, progress.initial_state(http=request.route_prefix is not None))
+    previous = _WATCHES.pop(id(widget), None)
+    if previous is not None:  # a --no-wait deploy still followed: this one supersedes it
+        previous.stop()
+    watch = _Watch(widget, progress.initial_state(http=request.route_prefix is not None),
+                   None if request.wait else request)
     try:
         handle = serve.run(request.build(), name=request.app_name, route_prefix=request.route_prefix,
                            _blocking=False)
@@ -123,7 +144,8 @@ def deploy(request: DeployRequest, widget: AppWidget,
             watch.widget = swap(watch.widget)
             watch.widget.set_deploy_state(watch.state)
         if not request.wait:
-            return handle  # the feed keeps moving the stages; the widget shows where the deploy is
+            _WATCHES[id(widget)] = watch
+            return handle  # the feed moves the stages on, and ends the deploy (see _Watch)
         try:
             api.wait_for_app(request.app_name, request.route_prefix)
         except DeployError as exc:

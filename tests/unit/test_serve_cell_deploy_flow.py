@@ -216,3 +216,15 @@ def test_keep_failed_leaves_the_failed_app_and_a_failed_update_keeps_the_old_ver
         run_cell(magics, "--name live", cell_id="cell-2")
     failure = magics.widget_for("live").deploy_state.failure
     assert "live" not in fake.deleted and failure.kept and "keeps serving" in failure.note
+
+
+def test_a_no_wait_deploy_is_ended_by_the_feed_when_the_app_runs(magics, fake):
+    run_cell(magics, "--name later --no-wait")
+    widget = magics.widget_for("later")
+    assert not widget.deploy_state.finished  # the cell returned; the deploy goes on
+    at = len(fake.runs)
+    fake.feed.push("app:later", app_detail("later", "DEPLOYING", starting=1, at=at))
+    assert widget.deploy_state.stages[1].detail == "0/1" and not widget.deploy_state.finished
+    fake.feed.push("app:later", app_detail("later", "RUNNING", running=1, at=at))
+    assert widget.deploy_state.finished and not widget.deploy_state.failed
+    assert len(fake.feed.subs["app:later"]) == 1  # the deploy's watch stopped: only the widget's own follows
