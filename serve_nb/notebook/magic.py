@@ -109,11 +109,11 @@ class ServeMagics(Magics):
             if early is not None:
                 early.set_deploy_state(None)
             raise UsageError("%%serve: the cell defines no class, function or @serve.deployment to deploy.")
-        if self._http_options:
-            self._start_http("%%serve")
         app_name = spec.name or "default"
-        widget: AppWidget | None = None
+        widget: AppWidget | None = early
         try:
+            if self._http_options:
+                self._start_http("%%serve")
             deployment = target if isinstance(target, Deployment) else serve.deployment(target)
             deployment = deployment.options(**spec.deployment_options())
             args, kwargs = self._bind_args(spec.args)
@@ -126,6 +126,8 @@ class ServeMagics(Magics):
             )
             widget.handle = deploy_flow.deploy(request, widget)
         except UsageError:
+            if widget is not None:  # nothing deployed: the widget shows the app as it is
+                widget.set_deploy_state(None)
             raise
         except deploy_flow.DeployFailed as exc:
             raise UsageError(f"%%serve: {exc.summary}\n\nThe widget shows where in the cell, and the replicas' "
