@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 from ipywidgets.widgets import widget as ipywidget_module
@@ -29,7 +30,7 @@ NEEDS_FILE = (
 
 @pytest.fixture(scope="module")
 def magics(ray_session):
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # one test shell per process: a second start returns None
     shell.run_line_magic("load_ext", "serve_nb")
     return shell.magics_manager.registry["ServeMagics"]
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
@@ -17,7 +18,7 @@ from helpers import make_signal, taken_port, wait_until
 
 @pytest.fixture(scope="module")
 def ip(ray_session):
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # one test shell per process: a second start returns None
     shell.run_line_magic("load_ext", "serve_nb")
     return shell
 
