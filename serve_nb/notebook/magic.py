@@ -44,8 +44,8 @@ class ServeMagics(Magics):
         self._cell_id: str | None = None
         self._store_history = False  # whether the running cell is numbered (IPython counted it before it ran)
         self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
-        # The display id each widget is shown under (one per widget: a re-run shows it again under the same id,
-        # and a new widget takes the old one's place with update_display), and the keys shown in this cell's run.
+        # The display id each widget was last shown under (a new widget takes the old one's place in the same run
+        # with update_display), and the keys shown in this cell's run.
         self._display_ids: dict[str, str] = {}
         self._displays: dict[str, Any] = {}
         self._shown_now: set[str] = set()
@@ -155,8 +155,7 @@ class ServeMagics(Magics):
             return None
         widget.set_retry(None)
         widget.set_deploy_state(state)
-        self._displays[self._cell_id] = display(widget, display_id=self._display_ids[self._cell_id])
-        self._shown_now.add(self._cell_id)
+        self._display(self._cell_id, widget)
         return widget
 
     def _widget(self, key: str, app_name: str, ingress: Any) -> AppWidget:
@@ -168,7 +167,7 @@ class ServeMagics(Magics):
         if widget is not None and widget.app_name == app_name and widget.listening:
             widget.ingress = ingress
             if key not in self._shown_now:
-                self._displays[key] = display(widget, display_id=self._display_ids[key])
+                self._display(key, widget)
             return widget
         new = AppWidget(app_name, None, ingress=ingress)
         self._replace(key, new)
@@ -180,12 +179,18 @@ class ServeMagics(Magics):
         if handle is not None and key in self._shown_now:
             handle.update(new)
         else:
-            self._display_ids[key] = f"serve-nb-{uuid.uuid4().hex}"
-            self._displays[key] = display(new, display_id=self._display_ids[key])
-            self._shown_now.add(key)
+            self._display(key, new)
         self._widgets[key] = new
         if old is not None:
             old.close()
+
+    def _display(self, key: str, widget: AppWidget) -> None:
+        """Show ``widget`` in this cell's output under a display id of this showing: a new widget can take its
+        place there (``update``). A new id each time: a front end may still map an old id to outputs the cell's
+        re-run cleared (nbclient does, and fails updating them)."""
+        self._display_ids[key] = f"serve-nb-{uuid.uuid4().hex}"
+        self._displays[key] = display(widget, display_id=self._display_ids[key])
+        self._shown_now.add(key)
 
     def _widget_for_retry(self, key: str, failed: AppWidget) -> AppWidget:
         """Retry deploys on the failed widget while it still follows its app; a failed first deploy's app was
