@@ -196,6 +196,7 @@ class DeploymentDetail:
     ongoing: float = 0.0
     batch_sizes: tuple[int, ...] = ()  # sizes of its recent @serve.batch batches, oldest first
     requests: RequestSummary | None = None  # as in its DeploymentStatusInfo
+    version: str = ""  # the version it is deploying or runs: its replicas of this version count as the new ones
 
 
 @dataclass(frozen=True)
@@ -211,3 +212,4 @@ class AppDetail:
     deployments: tuple[DeploymentDetail, ...] = ()
     history: tuple[tuple[float, int, float], ...] = ()  # (time, running replicas, ongoing requests)
     logs: tuple[str, ...] = ()
+    deployed_at: float = 0.0  # the app's last_deployed_time_s: tells a deploy's own details from older ones

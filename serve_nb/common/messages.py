@@ -122,6 +122,8 @@ class InitResult:
     info: ReplicaInfo | None = None
     methods: tuple[str, ...] = ()
     error: str = ""
+    # On failure, what the replica logged or printed while starting: often what the traceback does not say.
+    log_lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

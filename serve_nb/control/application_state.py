@@ -129,6 +129,7 @@ class AppState:
             details.append(deployment_detail(
                 dinfo, state.replica_details(), state.spec.config.autoscaling_config, state.last_decision,
                 list(state.events), state.load(now), list(state.batch_sizes),
+                state.spec.version,
             ))
         return app_detail(self.name, info, self.route_prefix, self.ingress, http_address, details,
                           list(self.history), list(self.logs))

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec
 from serve_nb.common.names import parse_proxy_actor_name, parse_replica_actor_name
@@ -79,7 +79,8 @@ class ControllerCore:
         self._proxies = ProxyManager(cluster, self._clock, self._wake.set, cluster.nodes_changed,
                                      self._check_replicas_on)
         self._ctx = DeploymentContext(self._clock, self._launch_replica, self._wake.set, self._publish,
-                                      self._cluster.alive_nodes, replica_health_gauge(), cluster.nodes_changed)
+                                      self._cluster.alive_nodes, replica_health_gauge(), cluster.nodes_changed,
+                                      self._add_logs)
         self._ready = asyncio.get_event_loop().create_task(self._start())
 
     # -- startup and recovery ---------------------------------------------------------------------
@@ -235,8 +236,13 @@ class ControllerCore:
         if state.record_metrics(replica_id, ongoing, models, batch_sizes or (), requests):
             self._publish()
         if log_lines:
+            self._add_logs(DeploymentID(app, deployment), replica_id, log_lines)
+
+    def _add_logs(self, dep: DeploymentID, replica_id: str, log_lines: Sequence[str]) -> None:
+        """Keep a replica's log lines with its app, for the app widget's log pane (and a failed deploy's)."""
+        if dep.app in self._apps:
             stamp = time.strftime("%H:%M:%S", time.localtime(self._clock.time()))
-            self._apps[app].add_logs(deployment, replica_id, log_lines, stamp)
+            self._apps[dep.app].add_logs(dep.name, replica_id, log_lines, stamp)
 
     async def record_queued(self, app: str, deployment: str, caller: str, queued: int) -> None:
         """Pushed by routers: requests waiting for a replica slot. Wakes the controller for a cold start."""

@@ -62,6 +62,7 @@ class DeploymentContext:
     nodes: Callable[[], Sequence[NodeInfo]] = tuple  # the alive nodes (for max_replicas_per_node)
     health: Callable[[DeploymentID, str, bool], None] = lambda *_: None  # a replica is (un)healthy: the metric
     node_lost: Callable[[], None] = lambda: None  # a replica died, maybe with its node: refresh the node list
+    logs: Callable[[DeploymentID, str, Sequence[str]], None] = lambda *_: None  # lines a failed start logged
 
 
 class DeploymentState:
@@ -364,6 +365,8 @@ class DeploymentState:
             except ActorCallFailed as exc:
                 result = InitResult(ok=False, error=f"check_health() failed on a new replica: {exc.cause}")
                 health_failed = True
+        if result.log_lines:  # a replica that failed to start never reports its lines otherwise
+            self._ctx.logs(self.dep, record.replica_id, result.log_lines)
         if record.state != ReplicaState.STARTING:
             return  # stopped meanwhile
         if result.ok:

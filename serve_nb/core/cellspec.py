@@ -32,6 +32,7 @@ class CellSpec:
     has_user_config: bool = False
     args: str | None = None
     wait: bool = True
+    keep_failed: bool = False  # a failed first deploy stays (DEPLOY_FAILED) instead of being removed
 
     def deployment_options(self) -> dict[str, Any]:
         """Deployment options the flags set (others keep what the decorator said)."""
@@ -73,6 +74,7 @@ def _parser() -> _Parser:
     p.add_argument("--user-config")
     p.add_argument("--args")
     p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--keep-failed", action="store_true")
     return p
 
 
@@ -122,6 +124,7 @@ def parse_line(line: str) -> CellSpec:
         has_user_config=has_user_config,
         args=ns.args,
         wait=not ns.no_wait,
+        keep_failed=ns.keep_failed,
     )
 
 

@@ -212,6 +212,7 @@ def deployment_detail(
     events: Sequence[ScalingEvent],
     load: float,
     batch_sizes: Sequence[int] = (),
+    version: str = "",
 ) -> DeploymentDetail:
     """What the app widget shows of one deployment: its status (live request figures included) plus replicas,
     scaling history and batches."""
@@ -219,7 +220,7 @@ def deployment_detail(
     return DeploymentDetail(
         info.name, str(info.status), info.message, info.target_replicas, running, tuple(replicas),
         autoscaling.to_dict() if autoscaling else None, last_decision, tuple(events), load, tuple(batch_sizes),
-        info.requests,
+        info.requests, version,
     )
 
 
@@ -237,4 +238,5 @@ def app_detail(
     return AppDetail(
         name, str(info.status) if info else "", info.message if info else "", route_prefix, ingress,
         http_address, tuple(deployments), tuple(history), tuple(logs),
+        info.last_deployed_time_s if info else 0.0,
     )

@@ -166,7 +166,7 @@ class ReplicaCore:
             self._observer.started()
             return InitResult(ok=True, info=self._info, methods=self._methods)
         except BaseException as exc:  # noqa: BLE001 - the user's constructor error goes to status
-            return InitResult(ok=False, error=user_traceback(exc))
+            return InitResult(ok=False, error=user_traceback(exc), log_lines=tuple(self._logs.drain()))
 
     async def reconfigure(self, config: ReplicaConfig) -> str | None:
         """Apply a whole new ReplicaConfig in place; returns the user's traceback if their

@@ -36,12 +36,14 @@ class DeployFailure:
     """A deploy that did not finish: what the widget shows instead of the running app.
 
     ``error`` is the short traceback text ending with the user's exception; ``kept`` says whether the failed
-    application was left deployed (``--keep-failed``) or removed.
+    application was left deployed (``--keep-failed``, or a failed update whose previous version keeps serving) or
+    removed; ``note`` says that in a sentence for the user (what is left, and what to do).
     """
 
     error: str
     log_lines: tuple[str, ...] = ()
     kept: bool = False
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class DeployState:
     stages: tuple[DeployStage, ...] = ()
     failure: DeployFailure | None = None
     finished: bool = False
+    since: float = 0.0  # when the controller took this deploy (its last_deployed_time_s); 0 until then
 
     @property
     def failed(self) -> bool:

@@ -3,7 +3,8 @@
 ``%%serve`` runs the cell in the user's namespace, picks the ingress (the cell's
 ``@serve.deployment`` object, else the last class or function it defines), applies the flags as
 deployment options, binds ``--args`` and runs it as one application. Re-running the cell updates
-that application in place; the cell's previous widget is closed so only one stays live.
+that application in place, and the cell's widget with it: the same widget, updated in place with its
+stages as the deploy goes and its failure kept if it fails (``notebook/deploy_flow.py``).
 ``widget_for(app)`` returns the live widget of an application from any later cell.
 ``%serve_export`` writes the kernel's ``%%serve`` apps as a module and a Ray Serve config, from the inputs
 the kernel ran (``notebook/export_files.py``, ``core/export.py``).
@@ -12,7 +13,9 @@ the kernel ran (``notebook/export_files.py``, ``core/export.py``).
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
+from serve_nb.core.cell_traceback import CellSource
 from serve_nb.core.cellspec import CellSpecError, default_app_name, defined_names, parse_line, pick_ingress
+from serve_nb.notebook.deploy_state import DeployState
 from serve_nb.notebook.export_files import RanInput, cells_of_kernel, module_name_for, write_export
 
 if TYPE_CHECKING:  # ipywidgets is imported only when a widget is first shown
@@ -37,7 +42,13 @@ class ServeMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self._cell_id: str | None = None
+        self._store_history = False  # whether the running cell is numbered (IPython counted it before it ran)
         self._widgets: dict[str, AppWidget] = {}  # cell id (or "app:<name>") -> its live widget, oldest first
+        # The display id each widget was last shown under (a new widget takes the old one's place in the same run
+        # with update_display), and the keys shown in this cell's run.
+        self._display_ids: dict[str, str] = {}
+        self._displays: dict[str, Any] = {}
+        self._shown_now: set[str] = set()
         # Every input run since the magics were loaded, with its history session (%reset starts another, In [1]
         # again), for %serve_export: the history lacks inputs run with store_history=False (as nbval runs cells),
         # and only recent IPython versions record which inputs raised.
@@ -49,7 +60,9 @@ class ServeMagics(Magics):
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
+        self._store_history = bool(getattr(info, "store_history", False))
         self._deploy_went_on = False
+        self._shown_now = set()
 
     def post_run_cell(self, result: Any) -> None:
         info = result.info
@@ -63,55 +76,151 @@ class ServeMagics(Magics):
 
     @cell_magic("serve")
     def serve_cell(self, line: str, cell: str) -> None:
-        """Deploy the class or function this cell defines; see ``%%serve --help`` in the README."""
+        """Deploy the class or function this cell defines; see ``%%serve --help`` in the README.
+
+        Re-running the cell updates its widget in place: the same widget, shown again at once (the front end
+        clears a cell's output when it runs) with a progress line per stage, never a blank output. A failed
+        deploy keeps the widget with the error and a Retry button, and the cell still raises a short
+        UsageError: the widget says what went wrong, and the error makes "Run All" stop here instead of
+        running later cells against an app that is not there (or is the old version).
+        """
         import serve_nb as serve
         from serve_nb.deployment import Deployment
+        from serve_nb.notebook import deploy_flow
+        from serve_nb.notebook.deploy_progress import initial_state
 
         try:
             spec = parse_line(line)
         except CellSpecError as exc:
             raise UsageError(str(exc)) from None
+        early = self._show_again(initial_state(http=spec.route_prefix is not None))
         names = defined_names(cell)
-        self._run_in_user_namespace(cell)
+        try:
+            self._run_in_user_namespace(cell)
+        except BaseException:
+            if early is not None:  # nothing deployed: the widget shows the app as it was
+                early.set_deploy_state(None)
+            raise
         ns = self.shell.user_ns
         candidates = [ns[n] for n in names if n in ns]
         target = pick_ingress(candidates, lambda v: isinstance(v, Deployment),
                               lambda v: inspect.isclass(v) or inspect.isfunction(v))
         if target is None:
+            if early is not None:
+                early.set_deploy_state(None)
             raise UsageError("%%serve: the cell defines no class, function or @serve.deployment to deploy.")
-        if self._http_options:
-            self._start_http("%%serve")
+        app_name = spec.name or "default"
+        widget: AppWidget | None = early
         try:
+            if self._http_options:
+                self._start_http("%%serve")
             deployment = target if isinstance(target, Deployment) else serve.deployment(target)
             deployment = deployment.options(**spec.deployment_options())
             args, kwargs = self._bind_args(spec.args)
             app_name = spec.name or default_app_name(deployment.name)
-            handle = serve.run(
-                deployment.bind(*args, **kwargs),
-                name=app_name,
-                route_prefix=spec.app_route_prefix(app_name),
-                _blocking=spec.wait,
+            key = self._cell_id or f"app:{app_name}"
+            widget = self._widget(key, app_name, target)
+            request = deploy_flow.DeployRequest(
+                app_name, lambda: deployment.bind(*args, **kwargs), spec.app_route_prefix(app_name), spec.wait,
+                spec.keep_failed, self._locate, lambda failed: self._widget_for_retry(key, failed),
             )
+            widget.handle = deploy_flow.deploy(request, widget)
         except UsageError:
+            if widget is not None:  # nothing deployed: the widget shows the app as it is
+                widget.set_deploy_state(None)
             raise
+        except deploy_flow.DeployFailed as exc:
+            raise UsageError(f"%%serve: {exc.summary}\n\nThe widget shows where in the cell, and the replicas' "
+                             "last log lines. Fix the cell and run it again.") from None
         except KeyboardInterrupt as exc:
-            # Interrupted while waiting for replicas: the deploy goes on, so show the app's live widget.
+            # Interrupted while waiting for replicas: the deploy goes on; the widget keeps following the app.
             self._deploy_went_on = True
-            try:
-                waiting_handle = serve.get_app_handle(app_name)
-            except serve.exceptions.RayServeException:  # deleted meanwhile: the widget says so
-                waiting_handle = None
-            self._show(app_name, waiting_handle)
+            if widget is not None:
+                widget.set_deploy_state(None)
+                try:
+                    widget.handle = serve.get_app_handle(app_name)
+                except serve.exceptions.RayServeException:  # deleted meanwhile: the widget says so
+                    pass
             raise UsageError(f"%%serve: {exc}") from None
         except (serve.exceptions.RayServeException, ValueError, TypeError) as exc:
+            if widget is not None:
+                widget.set_deploy_state(None)
             raise UsageError(f"%%serve: {exc}\n\nFix the cell and run it again.") from None
-        self._show(app_name, handle)
+
+    def _show_again(self, state: DeployState) -> AppWidget | None:
+        """A re-run of a cell that showed a widget: show that widget again at once, at its first stage, so the
+        output (cleared by the front end as the cell starts) is blank only until this message arrives."""
+        widget = self._widgets.get(self._cell_id) if self._cell_id else None
+        if widget is None or not widget.listening:
+            return None
+        widget.set_retry(None)
+        widget.set_deploy_state(state)
+        self._display(self._cell_id, widget)
+        return widget
+
+    def _widget(self, key: str, app_name: str, ingress: Any) -> AppWidget:
+        """The widget this run shows: the cell's own while it follows the same app; otherwise a new one, in the
+        old one's place if that is already shown in this run's output (the old one is closed, its whole tree)."""
+        from serve_nb.notebook.widgets import AppWidget
+
+        widget = self._widgets.get(key)
+        if widget is not None and widget.app_name == app_name and widget.listening:
+            widget.ingress = ingress
+            if key not in self._shown_now:
+                self._display(key, widget)
+            return widget
+        new = AppWidget(app_name, None, ingress=ingress)
+        self._replace(key, new)
+        return new
+
+    def _replace(self, key: str, new: AppWidget) -> None:
+        old = self._widgets.pop(key, None)
+        handle = self._displays.get(key)
+        if handle is not None and key in self._shown_now:
+            handle.update(new)
+        else:
+            self._display(key, new)
+        self._widgets[key] = new
+        if old is not None:
+            old.close()
+
+    def _display(self, key: str, widget: AppWidget) -> None:
+        """Show ``widget`` in this cell's output under a display id of this showing: a new widget can take its
+        place there (``update``). A new id each time: a front end may still map an old id to outputs the cell's
+        re-run cleared (nbclient does, and fails updating them)."""
+        self._display_ids[key] = f"serve-nb-{uuid.uuid4().hex}"
+        self._displays[key] = display(widget, display_id=self._display_ids[key])
+        self._shown_now.add(key)
+
+    def _widget_for_retry(self, key: str, failed: AppWidget) -> AppWidget:
+        """Retry deploys on the failed widget while it still follows its app; a failed first deploy's app was
+        removed (the widget stopped following it), so a new widget takes its place in the cell's output."""
+        from serve_nb.notebook.widgets import AppWidget
+
+        if failed.listening or self._widgets.get(key) is not failed:
+            return failed
+        new = AppWidget(failed.app_name, None, ingress=failed.ingress)
+        new.set_deploy_state(failed.deploy_state)
+        self._shown_now.add(key)  # replace it where it is shown
+        self._replace(key, new)
+        return new
+
+    def _locate(self, filename: str) -> CellSource | None:
+        """The cell a traceback's file name stands for (IPython names each cell's code, and caches its lines)."""
+        label = self.shell.compile.format_code_name(filename)
+        if label is None:
+            return None
+        number = label[1].removeprefix("In[").removesuffix("]")
+        lines = linecache.getlines(filename)
+        return CellSource(int(number), [line.rstrip("\n") for line in lines]) if number.isdigit() else None
 
     def _run_in_user_namespace(self, cell: str) -> None:
         """Execute the cell like a normal one: its names land in the user's namespace, and tracebacks
         show its source."""
         compiler = self.shell.compile
-        filename = compiler.cache(cell, self.shell.execution_count)
+        # The cell's own In[N]: IPython has already counted a cell it keeps in the history when the magic runs.
+        number = self.shell.execution_count - 1 if self._store_history else self.shell.execution_count
+        filename = compiler.cache(cell, number)
         exec(compiler(cell, filename, "exec"), self.shell.user_ns)
 
     def _bind_args(self, expr: str | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -125,17 +234,6 @@ class ServeMagics(Magics):
             return eval(f"__serve_nb_collect__({expr})", self.shell.user_ns, {"__serve_nb_collect__": collect})
         except Exception as exc:
             raise UsageError(f"%%serve: --args {expr!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
-
-    def _show(self, app_name: str, handle: Any) -> None:
-        from serve_nb.notebook.widgets import AppWidget
-
-        key = self._cell_id or f"app:{app_name}"
-        previous = self._widgets.pop(key, None)
-        if previous is not None:
-            previous.close()
-        widget = AppWidget(app_name, handle)
-        self._widgets[key] = widget
-        display(widget)
 
     def widget_for(self, app_name: str) -> AppWidget:
         """The widget a ``%%serve`` cell of this shell last showed for ``app_name``."""

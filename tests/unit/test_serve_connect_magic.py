@@ -58,6 +58,7 @@ def fake(ip, monkeypatch):
     serve = FakeServe()
     for name in ("connect", "start", "status", "shutdown", "run"):
         monkeypatch.setattr(serve_nb, name, getattr(serve, name))
+    monkeypatch.setattr(serve_nb.api, "wait_for_app", lambda name, prefix: None)  # the fake's apps start at once
     magics = ip.magics_manager.registry["ServeMagics"]
     yield serve
     magics._http_options = {}

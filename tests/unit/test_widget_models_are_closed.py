@@ -110,12 +110,12 @@ def test_rerunning_a_serve_cell_closes_the_widget_it_replaces(magics, capsys):
     magics._cell_id = "cell-1"
 
     def rerun() -> None:
-        magics._show("shop", None)  # what %%serve does once its app is deployed
+        magics._widget(magics._cell_id, "shop", None)  # what %%serve does for a widget no longer following its app
         magics.widget_for("shop")._on_detail(detail())
 
     first = None
     try:
-        magics._show("shop", None)
+        magics._widget(magics._cell_id, "shop", None)
         first = magics.widget_for("shop")
         assert growth(rerun) == 0
         assert magics.widget_for("shop") is not first and first.comm is None  # the old one is closed
@@ -133,7 +133,7 @@ def test_serve_shutdown_leaves_the_cells_widgets_on_show_saying_serve_was_shut_d
     monkeypatch.setattr(serve_nb, "shutdown", lambda: None)
     magics._cell_id = "cell-2"
     try:
-        magics._show("shop", None)
+        magics._widget(magics._cell_id, "shop", None)
         widget = magics.widget_for("shop")
         widget._on_detail(detail())
         magics.shell.run_line_magic("serve_shutdown", "")
