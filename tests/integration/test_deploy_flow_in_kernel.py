@@ -77,7 +77,7 @@ def test_a_failed_first_deploy_shows_the_cell_line_and_leaves_no_app_and_retry_r
     assert [s.state for s in state.stages][:2] == [StageState.DONE, StageState.FAILED]
 
     needed.write_text("weights")
-    widget._retry.click()  # the button's own callback, as a click in the page runs it
+    widget.handle_command({"cmd": "retry"})  # what the page's Retry button sends
     wait_until(lambda: serve.status().applications.get("needs-file") is not None
                and serve.status().applications["needs-file"].status == "RUNNING", timeout_s=60, what="redeployed")
     retried = serve.widgets.widget_for("needs-file")
@@ -93,9 +93,8 @@ def test_keep_failed_leaves_a_deploy_failed_app_that_delete_removes(magics, serv
     assert serve.status().applications["kept-failed"].status == "DEPLOY_FAILED"
     widget = serve.widgets.widget_for("kept-failed")
     assert widget.deploy_state.failure.kept and "Cell In[" in widget.deploy_state.failure.error
-    wait_until(lambda: not widget._delete.disabled, what="Delete offered")
-    widget._ask_delete()
-    widget._confirm.children[1].click()  # Delete, confirmed
+    wait_until(lambda: widget.data.get("controls"), what="Delete offered")
+    widget.handle_command({"cmd": "delete"})  # what the page sends once Delete is confirmed
     wait_until(lambda: "kept-failed" not in serve.status().applications, what="deleted")
     capsys.readouterr()
 

@@ -86,28 +86,26 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
     )
     widget = serve.widgets.widget_for("buttons")
     wait_until(lambda: widget.view is not None and widget.view.url is not None, what="first view")
-    widget._method.value = "POST"
-    widget._body.value = '{"x": 42}'
-    widget._send_request()
-    wait_until(lambda: "200 in" in widget._answer.value, what="the request panel's answer")
-    assert '"got": 42' in widget._answer.value
-    widget._body.value = "{not json"
-    widget._send_request()
-    assert "not valid JSON" in widget._answer.value
+    # Each control sends the widget a command message from the page; these are those messages.
+    widget.handle_command({"cmd": "request", "method": "POST", "path": "", "body": '{"x": 42}'})
+    wait_until(lambda: "200 in" in widget.answer, what="the request form's answer")
+    assert '"got": 42' in widget.answer
+    widget.handle_command({"cmd": "request", "method": "POST", "path": "", "body": "{not json"})
+    assert "not valid JSON" in widget.answer
 
     def replica_states() -> dict[str, int]:
         return serve.status().applications["buttons"].deployments["Buttons"].replica_states
 
-    assert widget._scale_target.value == "Buttons"  # the only deployment: no need to pick it
-    widget._plus.click()
+    assert widget.scale_target == "Buttons"  # the only deployment: no need to pick it
+    widget.handle_command({"cmd": "scale", "step": 1})
     wait_until(lambda: replica_states() == {"RUNNING": 2}, what="scaled to 2")
     wait_until(lambda: widget.view.deployments[0].target == 2, what="the widget's row follows")
     assert widget.view.deployments[0].replicas == "2 / 2"
-    widget._scale(-1)
+    widget.handle_command({"cmd": "scale", "step": -1})
     wait_until(lambda: replica_states() == {"RUNNING": 1}, what="scaled back to 1")
     wait_until(lambda: widget.view.deployments[0].target == 1, what="the widget's row follows")
-    widget._scale(-1)  # never below one: the widget says so and leaves the deployment alone
-    assert "at least one replica" in widget._notice.value
+    widget.handle_command({"cmd": "scale", "step": -1})  # never below one: the widget says so, touches nothing
+    assert "at least one replica" in widget.notice
 
     serve.scale_deployment("buttons", "Buttons", 2)  # the same, through the public API
     wait_until(lambda: replica_states() == {"RUNNING": 2}, what="scaled to 2 again")
@@ -115,17 +113,12 @@ def test_widget_buttons_request_scale_and_delete(ip, serve_instance):
         serve.scale_deployment("buttons", "Nope", 2)
     with pytest.raises(ValueError, match="num_replicas must be an integer >= 1"):
         serve.scale_deployment("buttons", "Buttons", 0)
-    widget._ask_delete()
-    assert widget._confirm.layout.display == "flex"
-    widget._confirm.children[2].click()  # Cancel
-    assert widget._confirm.layout.display == "none" and "buttons" in serve.status().applications
-    widget._ask_delete()
-    widget._confirm.children[1].click()  # Delete
+    widget.handle_command({"cmd": "delete"})  # the page asks for confirmation before it sends this
     wait_until(lambda: "buttons" not in serve.status().applications, what="deleted")
     wait_until(lambda: widget.view.status == "DELETED", what="deleted badge")
-    assert "The application was deleted at " in widget._header.value and not widget.listening
-    assert all(w.disabled for w in (widget._plus, widget._minus, widget._delete, widget._send_button))
-    assert "<polyline" in widget._chart.value  # the replicas it ran are still drawn
+    assert widget.data["deleted"] and not widget.data["controls"] and not widget.listening
+    assert "The application was deleted at " in widget.snapshot_html()
+    assert "<polyline" in widget.snapshot_html() or "<path" in widget.snapshot_html()  # the chart stays
 
 
 def test_serve_connect_with_a_taken_port_says_so_in_one_line_and_a_later_cell_does_not_fall_back(ip, ray_session):

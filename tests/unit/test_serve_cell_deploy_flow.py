@@ -194,7 +194,7 @@ def test_a_failed_first_deploy_keeps_its_widget_with_the_cell_line_and_is_remove
     assert fake.deleted == ["shop"] and "shop" not in fake.status().applications
 
     fake.failure = None  # what the constructor needed is there now: Retry deploys again
-    widget._retry.click()
+    widget.handle_command({"cmd": "retry"})  # what the page's Retry button sends
     wait_until(lambda: "shop" in fake.apps and fake.apps["shop"].status == "RUNNING", what="redeployed by Retry")
     retried = magics.widget_for("shop")  # the failed app was removed: a new widget took the old one's place
     wait_until(lambda: retried.deploy_state is not None and retried.deploy_state.finished
