@@ -81,7 +81,7 @@ def deploy_payload(state: DeployState | None) -> dict[str, Any]:
         "stages": [{"label": s.label, "state": s.state.value, "icon": STAGE_ICONS[s.state], "detail": s.detail}
                    for s in state.stages],
         "failure": None if failure is None else {"error": failure.error, "log_lines": list(failure.log_lines),
-                                                 "kept": failure.kept},
+                                                 "kept": failure.kept, "note": failure.note},
         "finished": state.finished,
     }
 

@@ -44,7 +44,8 @@ def deploy_state_html(state: DeployState | None) -> str:
     failure = ""
     if state.failure is not None:
         logs = "\n".join(state.failure.log_lines)
-        failure = (f'<pre style="white-space:pre-wrap;color:#cf222e;{FONT}">{escape(state.failure.error)}</pre>'
+        note = f"<div>{escape(state.failure.note)}</div>" if state.failure.note else ""
+        failure = (f'<pre style="white-space:pre-wrap;color:#cf222e;{FONT}">{escape(state.failure.error)}</pre>{note}'
                    + (f'<pre style="white-space:pre-wrap;color:#57606a;{FONT}">{escape(logs)}</pre>' if logs else ""))
     return f'<div style="{FONT}">{lines}{failure}</div>'
 
@@ -56,7 +57,8 @@ def app_snapshot(view: AppView | None, name: str, now: float, events: Sequence[c
         body = f"<b>{escape(name)}</b> <i>waiting for the first update</i>{deploy_state_html(deploy)}"
         return f'<div {SNAPSHOT_ATTR}="{escape(snapshot_id)}" style="{FONT}">{body}</div>'
     link = f' · <a href="{escape(view.url)}">{escape(view.url)}</a>' if view.url else ""
-    shown = view.failure or (view.message if view.deleted_at is not None else "")
+    failed_deploy = deploy is not None and deploy.failure is not None  # its error, cut to the cell, is below
+    shown = ("" if failed_deploy else view.failure) or (view.message if view.deleted_at is not None else "")
     message = f'<pre style="white-space:pre-wrap;{FONT}">{escape(shown)}</pre>' if shown else ""
     deployments = table(
         ["deployment", "status", "running / target", REQUESTS_HEADER, "batching", "message"],

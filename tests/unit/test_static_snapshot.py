@@ -70,3 +70,15 @@ def test_the_dashboard_snapshot_lists_each_app_or_says_there_are_none():
     html = dashboard_snapshot(rows, "d1")
     assert "shop" in html and "1 / 1 replicas" in html and "Model: idle" in html
     assert "No applications." in dashboard_snapshot([])
+
+
+def test_a_failed_deploy_shows_its_cell_pointing_error_once_not_the_apps_raw_traceback_and_says_what_is_left():
+    raw = 'Traceback (most recent call last):\n  File "/tmp/ipykernel_1/123.py", line 4\nValueError: bad'
+    failed = AppDetail("shop", "DEPLOY_FAILED", raw, "/shop", "Model", "127.0.0.1:8000",
+                       (DeploymentDetail("Model", "UNHEALTHY", raw, 0, 1),), ())
+    failure = DeployFailure("Cell In[3], line 4\nValueError: bad", (), kept=True,
+                            note="The version before keeps serving.")
+    html = app_snapshot(app_view(failed, 100.0), "shop", 100.0, deploy=DeployState((), failure))
+    assert "Cell In[3], line 4" in html and "The version before keeps serving." in html
+    assert "ipykernel_1/123.py" not in html.split("<table")[0], "the header does not repeat the raw traceback"
+    assert "ipykernel_1/123.py" in app_snapshot(app_view(failed, 100.0), "shop", 100.0), "without a deploy shown, it does"

@@ -244,7 +244,8 @@ function renderApp(root, src) {
       lines.push(h("div", { class: "serve-nb-curl-line" }, h("code", { class: "serve-nb-curl", text: d.curl }),
         h("button", { class: "serve-nb-copy", text: "copy curl", onclick: (e) => copyText(d.curl, e.target) })));
     }
-    const shown = d.failure || (d.deleted ? d.message : "");
+    // A failed deploy's error is shown by the deploy block, cut down to the user's cell: not twice, raw.
+    const shown = (src.get("deploy")?.failure ? "" : d.failure) || (d.deleted ? d.message : "");
     if (shown) lines.push(h("pre", { class: "serve-nb-error", text: shown }));
     header.replaceChildren(...lines);
   }
@@ -255,6 +256,7 @@ function renderApp(root, src) {
       `${st.icon} ${st.label}${st.detail ? " " + st.detail : ""}`));
     if (state.failure) {
       items.push(h("pre", { class: "serve-nb-error serve-nb-failure", text: state.failure.error }));
+      if (state.failure.note) items.push(h("div", { class: "serve-nb-failure-note", text: state.failure.note }));
       if (state.failure.log_lines.length) {
         items.push(h("pre", { class: "serve-nb-failure-logs", text: state.failure.log_lines.join("\n") }));
       }
