@@ -34,9 +34,10 @@ def test_the_stages_show_with_their_state_icons_in_order(widget):
 
 def test_a_failure_carries_the_error_as_given_the_log_lines_and_retry_calls_the_callback(widget):
     error = "Cell In[4], line 2\n    1/0\nZeroDivisionError: division by zero"
-    state = DeployState((), DeployFailure(error, ("ERROR boom",), kept=True))
+    state = DeployState((), DeployFailure(error, ("ERROR boom",), kept=True, note="The version before keeps serving."))
     widget.set_deploy_state(state.with_stage("replicas starting", StageState.FAILED))
-    assert widget.deploy["failure"] == {"error": error, "log_lines": ["ERROR boom"], "kept": True}
+    assert widget.deploy["failure"] == {"error": error, "log_lines": ["ERROR boom"], "kept": True,
+                                        "note": "The version before keeps serving."}
     assert widget.deploy["stages"][0]["icon"] == "✗"
     assert not widget.can_retry
     widget.handle_command({"cmd": "retry"})
