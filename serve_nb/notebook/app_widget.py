@@ -175,6 +175,9 @@ class AppWidget(anywidget.AnyWidget):
         return {**(data or {}), "text/html": self.snapshot_html()}, metadata
 
     def _ipython_display_(self, **kwargs: Any) -> None:
+        # A new snapshot display id for each showing: a re-run cell shows the same widget again, and an id
+        # reused across the clear of its outputs names outputs that are gone (nbclient fails on them).
+        self.snapshot_id = new_snapshot_id()
         show_with_snapshot(self, self.snapshot_html(), self.snapshot_id,
                            f"<i>serve_nb application widget for {views.escape(self.app_name)}</i>")
         self._snapshot_shown = True

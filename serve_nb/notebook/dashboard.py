@@ -106,6 +106,9 @@ class Dashboard(anywidget.AnyWidget):
                     detail.handle_command(content)
 
     def _ipython_display_(self, **kwargs: Any) -> None:
+        # A new snapshot display id for each showing: a re-run cell shows the same widget again, and an id
+        # reused across the clear of its outputs names outputs that are gone (nbclient fails on them).
+        self.snapshot_id = new_snapshot_id()
         show_with_snapshot(self, snapshot.dashboard_snapshot(self._last or [], self.snapshot_id), self.snapshot_id,
                            "<i>serve_nb dashboard</i>")
         self._snapshot_shown = True

@@ -50,6 +50,9 @@ def main() -> None:
         nodes = {r.node_id for r in serve.feed.get(serve.feed.app("where")).deployments[0].replicas}
         assert len(nodes) == 3 and here in nodes, nodes
 
+        # The driver's router learns the replica set from the long-poll: count only once it routes to all three.
+        wait_until(lambda: {r.result(timeout_s=30) for r in [handle.remote() for _ in range(AT_ONCE)]} == nodes,
+                   timeout_s=60, what="the driver's router reaching the replicas on every node")
         sequential = Counter(handle.remote().result(timeout_s=30) for _ in range(SEQUENTIAL))
         concurrent: Counter[str] = Counter()
         for _ in range(CONCURRENT // AT_ONCE):
