@@ -244,12 +244,17 @@ class _ReadMaps:
             self._bytes = 0
 
 
-def _map_read_only(name: str, path: str, end: int) -> mmap.mmap:
-    """The whole file at ``path``, mapped read-only, after checking it holds ``end`` bytes."""
+def _open_segment(name: str, path: str) -> int:
+    """The file at ``path`` (segment ``name``) opened read-only, never through a symlink."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         raise BadShmCall(f"shared memory {name!r} cannot be opened: {exc.strerror}") from None
+
+
+def _map_read_only(name: str, path: str, end: int) -> mmap.mmap:
+    """The whole file at ``path``, mapped read-only, after checking it holds ``end`` bytes."""
+    fd = _open_segment(name, path)
     try:
         size = os.fstat(fd).st_size
         if end > size:
@@ -289,10 +294,7 @@ def decode(call: ShmCall, on_release: Callable[[str], None]) -> Any:
     path = os.path.join(SHM_DIR, call.segment)
     if call.read_whole:
         return _read_whole(call, path, on_release)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise BadShmCall(f"shared memory {call.segment!r} cannot be opened: {exc.strerror}") from None
+    fd = _open_segment(call.segment, path)
     try:
         size = os.fstat(fd).st_size
         end = max((offset + length for offset, length in call.spans), default=0)
