@@ -7,8 +7,9 @@ and nowhere else. Ray 2.60 is the version these were written against.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -118,6 +119,42 @@ def ray_client_connected() -> bool:
         return bool(client_ray.is_connected())
     except Exception:
         return False
+
+
+# -- node events ------------------------------------------------------------------------------------
+
+#: After the GCS subscription broke (a GCS restart), try again this long after.
+NODE_EVENTS_RETRY_S = 1.0
+
+
+async def watch_node_deaths(on_dead: Callable[[str], None]) -> None:
+    """Call ``on_dead(node_id_hex)`` as soon as Ray's GCS publishes that a node died, for as long as the task
+    runs. Ray's public API only answers ``ray.nodes()`` when asked; this subscribes to the GCS's node channel,
+    as Ray's own dashboard does. Returns (saying why at debug level) if this Ray has no such channel."""
+    try:
+        from ray._private.gcs_pubsub import GcsAioNodeInfoSubscriber
+        from ray.core.generated import gcs_pb2
+
+        dead = gcs_pb2.GcsNodeInfo.GcsNodeState.DEAD
+        subscriber = GcsAioNodeInfoSubscriber(address=ray.get_runtime_context().gcs_address)
+        await subscriber.subscribe()
+    except Exception as exc:  # another Ray version, or a Ray client connection
+        logger.debug("serve_nb: no node events from Ray (%s); the node list is polled instead", exc)
+        return
+    try:
+        while True:
+            try:
+                events = await subscriber.poll(batch_size=100)
+            except Exception as exc:  # GCS unavailable for a moment: keep listening
+                logger.debug("serve_nb: node events interrupted (%s)", exc)
+                events = []
+            for _, info in events:
+                if info.state == dead:
+                    on_dead(info.node_id.hex())
+            if not events:  # the poll ended without news (a timeout, or the GCS restarting): not a busy loop
+                await asyncio.sleep(NODE_EVENTS_RETRY_S)
+    finally:
+        await subscriber.close()
 
 
 # -- the session --------------------------------------------------------------------------------

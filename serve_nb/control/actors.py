@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -203,6 +203,14 @@ class RayCluster:
 
     def nodes_changed(self) -> None:
         self._nodes_checked_at = float("-inf")
+
+    async def watch_node_deaths(self, on_dead: Callable[[str], None]) -> None:
+        def died(node_id: str) -> None:
+            self._nodes = [n for n in self._nodes if n.node_id != node_id]  # even if ray.nodes() fails next
+            self.nodes_changed()
+            on_dead(node_id)
+
+        await ray_private.watch_node_deaths(died)
 
     def actor_names(self) -> list[str]:
         named = ray.util.list_named_actors(all_namespaces=True)

@@ -48,7 +48,6 @@ RECONCILE_PERIOD_S = 0.25
 SHUTDOWN_TIMEOUT_S = 30.0
 
 
-
 def replica_health_gauge() -> Callable[[DeploymentID, str, bool], None]:
     """Ray Serve's ``serve_deployment_replica_healthy``, which the controller records as health checks land."""
     buffer = metrics.record()
@@ -89,7 +88,8 @@ class ControllerCore:
         await self._recover()
         self._reconcile_proxies()
         self._publish()
-        asyncio.get_running_loop().create_task(self._control_loop())
+        loop = asyncio.get_running_loop()  # kept: a task nobody references may be collected
+        self._tasks = [loop.create_task(self._control_loop()), loop.create_task(self._proxies.follow_node_deaths())]
 
     async def _recover(self) -> None:
         saved = self._checkpoints.load()
@@ -351,8 +351,8 @@ class ControllerCore:
         return self._cluster.start_replica(dep, replica_id, spec, self._cluster_info(), node_id)
 
     def _check_replicas_on(self, node_id: str) -> None:
-        """A node's proxy stopped answering (the node is frozen or cut off): check its replicas now, with the
-        short bound of a router's "unreachable" report, rather than wait for their own (slower) checks."""
+        """A node died or its proxy stopped answering: check its replicas now, with the short bound of a router's
+        "unreachable" report, rather than wait for their own (slower) checks."""
         for app in self._apps.values():
             for state in app.deployments.values():
                 state.check_node(node_id)

@@ -7,7 +7,7 @@ here imports Ray.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaConfig, ReplicaMetadata
 from serve_nb.config import HTTPOptions
@@ -102,6 +102,10 @@ class Cluster(Protocol):
 
     def nodes_changed(self) -> None:
         """An actor died, perhaps with its node: the next ``alive_nodes`` asks Ray afresh."""
+
+    async def watch_node_deaths(self, on_dead: Callable[[str], None]) -> None:
+        """Call ``on_dead(node_id)`` as soon as Ray declares a node dead (``alive_nodes`` no longer lists it
+        then); runs for the controller's life, or returns if this Ray cannot say (the node list is polled)."""
 
     def actor_names(self) -> list[str]:
         """Names of the live actors in serve_nb's namespace; raises if the cluster cannot say."""

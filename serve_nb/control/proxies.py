@@ -102,6 +102,17 @@ class ProxyManager:
         self._options = HTTPOptions()
         self._nodes: list[NodeInfo] = []
 
+    async def follow_node_deaths(self) -> None:
+        """For the controller's life: a node Ray declares dead is dropped at once (the cached node list would keep
+        it for seconds, and a proxy or replica could be started there again), and its replicas are checked now."""
+        await self._cluster.watch_node_deaths(self._node_died)
+
+    def _node_died(self, node_id: str) -> None:
+        logger.warning("serve_nb: node %s died; replacing what ran there", node_id)
+        self._node_lost()
+        self._node_unresponsive(node_id)
+        self._wake()
+
     def unresponsive_nodes(self) -> set[str]:
         """Nodes whose proxy did not answer its last health check (frozen, or cut off)."""
         return {node_id for node_id, r in self._proxies.items() if r.unresponsive}

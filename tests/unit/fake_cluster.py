@@ -222,12 +222,27 @@ class FakeCluster:
     proxy_start_error: str | None = None
     replica_node: str = "head"
     node_refreshes: int = 0  # times the controller asked for a fresh node list
+    node_death_listeners: list[Callable[[str], None]] = field(default_factory=list)
 
     def alive_nodes(self) -> list[NodeInfo]:
         return list(self.nodes)
 
     def nodes_changed(self) -> None:
         self.node_refreshes += 1
+
+    async def watch_node_deaths(self, on_dead: Callable[[str], None]) -> None:
+        self.node_death_listeners.append(on_dead)
+        await asyncio.Event().wait()  # the controller's life
+
+    def node_died(self, node_id: str) -> None:
+        """Ray declares ``node_id`` dead: it leaves the node list and the controller hears of it. Its actors are not
+        reported dead yet (Ray does that later): calls to them get no answer, as on a frozen node."""
+        self.nodes = [n for n in self.nodes if n.node_id != node_id]
+        for actor in [*self.replicas, *self.proxies]:
+            if (actor.info.node_id if isinstance(actor, FakeReplica) else actor.node_id) == node_id:
+                actor.frozen = True
+        for listener in list(self.node_death_listeners):
+            listener(node_id)
 
     def actor_names(self) -> list[str]:
         return [a.name for a in [*self.replicas, *self.proxies] if not a.killed]

@@ -162,3 +162,26 @@ def test_replicas_on_a_node_whose_proxy_stops_answering_are_checked_at_once_and_
         assert h.cluster.live()[0].info.node_id == "worker"
 
     run(scenario())
+
+
+def test_a_node_ray_declares_dead_is_dropped_at_once_its_replicas_replaced_and_no_proxy_started_there():
+    async def scenario():
+        h = Harness(FakeCluster(nodes=[HEAD_AT, WORKER_AT], replica_node="worker"))
+        core = await h.start(HTTPOptions())
+        await until(lambda: _statuses(h) == {"head": "HEALTHY", "worker": "HEALTHY"}, "both proxies to serve")
+        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=2)])
+        await h.wait_status("RUNNING")
+        lost = h.cluster.live()
+        assert [r.info.node_id for r in lost] == ["worker", "worker"]
+
+        h.cluster.replica_node = "head"
+        h.cluster.node_died("worker")  # no time passes: no health check or cache expiry can be what acts
+        await until(lambda: [r.info.node_id for r in h.cluster.live()] == ["head", "head"],
+                    "both replicas replaced on the head")
+        assert all(r.killed for r in lost)
+        await h.wait_status("RUNNING")
+        assert _statuses(h) == {"head": "HEALTHY"}
+        assert sorted(p.node_id for p in h.cluster.proxies) == ["head", "worker"], "no proxy started on the dead node"
+        assert next(p for p in h.cluster.proxies if p.node_id == "worker").killed
+
+    run(scenario())
