@@ -21,6 +21,7 @@ from serve_nb.core import metrics as m
 from serve_nb.core.snapshots import replicas_key
 from serve_nb.data import metrics
 from serve_nb.data.channel import shm, tls
+from serve_nb.data.controller_watch import ControllerWatch
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
 from serve_nb.data.objects import ObjectStoreCalls
@@ -46,6 +47,7 @@ class ServeClient:
         self.info = info
         self.bg: BackgroundLoop = get_loop()
         self.longpoll = LongPollClient(self.bg.loop, lambda: self.controller)
+        self.controller_watch = ControllerWatch(self.bg.loop, self._ask_controller_ready)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._routers: dict[DeploymentID, Router] = {}
         self.ray_session = ray_private.connection_id()
@@ -119,6 +121,10 @@ class ServeClient:
         except Exception:
             pass
 
+    async def _ask_controller_ready(self) -> None:
+        """The controller watch's probe: a call a live, recovered controller answers at once."""
+        await self.controller.ready.remote()
+
     def _report_unreachable(self, dep: DeploymentID, replica_id: str) -> None:
         try:
             self.controller.report_unreachable.remote(dep.app, dep.name, replica_id)
@@ -128,6 +134,7 @@ class ServeClient:
     def close(self) -> None:
         self.closed = True
         self.longpoll.close()
+        self.controller_watch.close()
 
         def _close_routers() -> None:
             for router in self._routers.values():

@@ -67,6 +67,7 @@ class AppWidget(anywidget.AnyWidget):
     scale_target = traitlets.Unicode("").tag(sync=True)  # the deployment + and − act on ("": none can)
     snapshot_id = traitlets.Unicode("").tag(sync=True)
     can_retry = traitlets.Bool(False).tag(sync=True)
+    connection = traitlets.Unicode("").tag(sync=True)  # "" while the controller answers, else what to say
 
     def __init__(self, app_name: str, handle: Any = None, ingress: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -89,6 +90,7 @@ class AppWidget(anywidget.AnyWidget):
         self.observe(lambda _: self._show_logs(), names="log_filter")
         self.on_msg(self._on_msg)
         self._feed = Feed(feed.app(app_name), self._on_detail)
+        self._controller = Feed.controller(self._on_controller)
 
     def __repr__(self) -> str:
         return f"AppWidget({getattr(self, 'app_name', '')!r})"  # a text-only front end's view: stable
@@ -127,10 +129,16 @@ class AppWidget(anywidget.AnyWidget):
                 self.form = _form(self.ingress, has_http=False)
             self._render(view, now)
 
+    def _on_controller(self, state: str) -> None:
+        """The controller stopped or started answering: the page says so over the last state it showed."""
+        self.connection = state
+
     def show_gone(self, what: str = "deleted") -> None:
         """The app is gone (``what``: "deleted", or "shut down" with the rest of Serve): say so and when, disable
         its controls, keep its chart, autoscaling panel and logs for reading, and stop following the feed."""
         self._feed.cancel()
+        self._controller.cancel()
+        self.connection = ""
         with self._lock:
             if self._view is not None and self._view.deleted_at is not None:
                 return  # already shown as gone: keep the first time it was
@@ -358,6 +366,7 @@ class AppWidget(anywidget.AnyWidget):
     def close(self) -> None:
         """Stop following the feed and close the whole model tree (the layout included)."""
         self._feed.cancel()
+        self._controller.cancel()
         self._snapshot.stop()
         close_tree(self)
         super().close()

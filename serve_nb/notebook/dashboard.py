@@ -34,6 +34,7 @@ class Dashboard(anywidget.AnyWidget):
     expanded = traitlets.List().tag(sync=True)  # names of the open rows (the page toggles them)
     details = traitlets.Dict().tag(sync=True)  # name -> the mirrored traits of its application widget
     snapshot_id = traitlets.Unicode("").tag(sync=True)
+    connection = traitlets.Unicode("").tag(sync=True)  # "" while the controller answers, else what to say
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -49,6 +50,7 @@ class Dashboard(anywidget.AnyWidget):
         self.on_msg(self._on_msg)
         self._feed = Feed(feed.STATUS, self._on_status)
         self.running = self._feed.active
+        self._controller = Feed.controller(lambda state: setattr(self, "connection", state))
 
     def __repr__(self) -> str:
         return f"Dashboard(apps={getattr(self, '_names', [])!r})"
@@ -116,6 +118,7 @@ class Dashboard(anywidget.AnyWidget):
     def close(self) -> None:
         """Stop following the feed and close every application widget it opened, and its own models."""
         self._feed.cancel()
+        self._controller.cancel()
         self._snapshot.stop()
         for detail in self._details.values():
             detail.close()

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import ipywidgets as widgets
 
 from serve_nb import feed
-from serve_nb.exceptions import RayServeException
+from serve_nb.exceptions import ControllerUnreachableError, RayServeException
 
 FRONTEND = Path(__file__).resolve().parent / "frontend"
 #: The ES module and stylesheet, read once (plain strings, not anywidget's file watchers, which would keep
@@ -70,10 +70,16 @@ class Feed:
     """
 
     def __init__(self, key: str, callback: Callable[[Any], None]) -> None:
-        try:
-            self._sub: Any = feed.subscribe(key, callback)
-        except RayServeException:
-            self._sub = None
+        self._sub: Any = _subscribed(lambda: feed.subscribe(key, callback))
+
+    @classmethod
+    def controller(cls, callback: Callable[[str], None]) -> "Feed":
+        """Follow whether the controller answers: ``callback`` gets "" while it does, else
+        ``ControllerUnreachableError.STATE`` (what a view shows, keeping its last state)."""
+        watch = cls.__new__(cls)
+        watch._sub = _subscribed(lambda: feed.watch_controller(
+            lambda reachable: callback("" if reachable else ControllerUnreachableError.STATE)))
+        return watch
 
     @property
     def active(self) -> bool:
@@ -83,6 +89,13 @@ class Feed:
         if self._sub is not None:
             self._sub.cancel()
             self._sub = None
+
+
+def _subscribed(subscribe: Callable[[], Any]) -> Any:
+    try:
+        return subscribe()
+    except RayServeException:
+        return None
 
 
 class Throttle:

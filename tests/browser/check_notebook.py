@@ -16,11 +16,14 @@ APP = "greeter"
 DEPLOYMENT = "Greeter"
 REQUESTS_SENT = 30
 REQUESTS_CONCURRENT = 6
-SETUP_CELL, SERVE_CELL, REQUESTS_CELL, SHUTDOWN_CELL = range(4)
+SETUP_CELL, SERVE_CELL, REQUESTS_CELL, STOP_CONTROLLER_CELL, RESUME_CONTROLLER_CELL, SHUTDOWN_CELL = range(6)
+#: A stopped controller is resumed by the kernel itself after this, whatever became of the test that stopped it.
+CONTROLLER_STOP_LIMIT_S = 60
 
 
 def notebook_cells(http_port: int) -> list[str]:
-    """The notebook the tests drive: set-up, the ``%%serve`` cell, requests from a later cell, shutdown."""
+    """The notebook the tests drive: set-up, the ``%%serve`` cell, requests from a later cell, a pair of cells that
+    stop and resume the controller's process (what a hung head node looks like to the widget), shutdown."""
     return [
         "%load_ext serve_nb\n"
         "import ray\n"
@@ -43,6 +46,15 @@ def notebook_cells(http_port: int) -> list[str]:
         f"with ThreadPoolExecutor({REQUESTS_CONCURRENT}) as pool:  # some load at once, for the chart\n"
         f"    answers = set(pool.map(get, range({REQUESTS_SENT})))\n"
         f"print('sent {REQUESTS_SENT} requests, answers:', sorted(answers))",
+        "import os, signal, threading\n"
+        "from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE\n\n"
+        "controller = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)\n"
+        "controller_pid = ray.get(controller.__ray_call__.remote(lambda self: os.getpid()))\n"
+        f"threading.Timer({CONTROLLER_STOP_LIMIT_S}, os.kill, (controller_pid, signal.SIGCONT)).start()\n"
+        "os.kill(controller_pid, signal.SIGSTOP)\n"
+        "print('controller stopped')",
+        "os.kill(controller_pid, signal.SIGCONT)\n"
+        "print('controller resumed')",
         "serve.shutdown()\n"
         "ray.shutdown()\n"
         "print('ray stopped')",

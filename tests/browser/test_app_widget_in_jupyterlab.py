@@ -19,7 +19,8 @@ from typing import Iterator
 
 import pytest
 
-from check_notebook import APP, DEPLOYMENT, NOTEBOOK, REOPENED, REQUESTS_CELL, REQUESTS_SENT, SERVE_CELL
+from check_notebook import (APP, DEPLOYMENT, NOTEBOOK, REOPENED, REQUESTS_CELL, REQUESTS_SENT, RESUME_CONTROLLER_CELL,
+                            SERVE_CELL, STOP_CONTROLLER_CELL)
 from notebook_page import (
     DeployedApp,
     app_widget,
@@ -42,6 +43,7 @@ SETTLED_TIMEOUT_MS = 5_000  # for what the same feed update that filled the tabl
 SCALE_TIMEOUT_MS = 90_000
 FIGURES_TIMEOUT_MS = 30_000  # replicas report every 0.25 s, the controller publishes whole seconds
 README_SCREENSHOT = "serve_nb_widget"
+UNREACHABLE_TIMEOUT_MS = 15_000  # the widget probes the controller every 2 s and gives a probe 3 s
 
 
 @pytest.fixture
@@ -210,6 +212,24 @@ def test_the_manual_adaptive_switch_turns_autoscaling_on_and_off(app: DeployedAp
     expect(notice).to_contain_text(f"{DEPLOYMENT} now has a fixed size of 1.", timeout=SCALE_TIMEOUT_MS)
     expect(scale_up_button(widget)).to_be_enabled(timeout=FIGURES_TIMEOUT_MS)
     wait_for_deployment_cell(app.page, widget, DEPLOYMENT, "running", "^1 / 1$", SCALE_TIMEOUT_MS)
+
+
+def test_a_controller_that_stops_answering_is_said_over_the_last_state_and_the_notice_goes_when_it_answers(
+        app: DeployedApp) -> None:
+    from playwright.sync_api import expect
+
+    widget = app_widget(cell(app.page, SERVE_CELL))
+    wait_for_deployment_cell(app.page, widget, DEPLOYMENT, "running", r"^(\d+) / \1$", WIDGET_TIMEOUT_MS)
+    notice = widget.locator(".serve-nb-unreachable")
+    assert notice.count() == 0
+    run_cell(app.page, STOP_CONTROLLER_CELL, 30_000)
+    try:
+        expect(notice).to_contain_text("controller unreachable, retrying", timeout=UNREACHABLE_TIMEOUT_MS)
+        expect(widget.locator(".serve-nb-deployments")).to_contain_text(DEPLOYMENT)  # the last state stays shown
+        save_screenshot(widget, app.screenshots, "widget_controller_unreachable")
+    finally:
+        run_cell(app.page, RESUME_CONTROLLER_CELL, 30_000)
+    expect(notice).to_have_count(0, timeout=UNREACHABLE_TIMEOUT_MS)
 
 
 def test_the_saved_notebook_reopened_without_its_widgets_shows_the_static_snapshot(app: DeployedApp) -> None:

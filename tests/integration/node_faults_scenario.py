@@ -103,7 +103,14 @@ def main() -> None:
                                                                       os.getpid())))
         assert where[0] == head_id, f"controller on {where[0]}, head is {head_id}"
 
-        # ... and serve.status() says so within seconds when the controller does not answer.
+        # ... and serve.status() and the widgets say so within seconds when the controller does not answer.
+        from serve_nb.data.client import get_client
+        from serve_nb.notebook.widgets import Dashboard
+
+        dashboard = Dashboard()
+        wait_until(lambda: get_client().controller_watch.reachable is True, timeout_s=10,
+                   what="the widget's first answer from the controller")
+        assert dashboard.connection == ""
         controller_process = psutil.Process(where[1])
         controller_process.suspend()
         try:
@@ -115,9 +122,15 @@ def main() -> None:
                 took = time.monotonic() - asked
                 assert took < 8, f"serve.status() took {took:.1f} s to say {exc}"
                 assert "controller unreachable, retrying" in str(exc)
+            wait_until(lambda: dashboard.connection == ControllerUnreachableError.STATE, timeout_s=8,
+                       what="the dashboard to say the controller is unreachable")
+            took = time.monotonic() - asked
+            assert took < 8, f"the dashboard took {took:.1f} s to say the controller is unreachable"
         finally:
             controller_process.resume()
         wait_until(lambda: serve.status() is not None, timeout_s=20, what="the controller to answer again")
+        wait_until(lambda: dashboard.connection == "", timeout_s=10, what="the dashboard to hear the controller again")
+        dashboard.close()
 
         health = {} if DEFAULT_HEALTH else {"health_check_period_s": 1.0, "health_check_timeout_s": 1.0}
 

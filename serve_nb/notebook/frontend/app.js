@@ -244,6 +244,8 @@ function renderApp(root, src) {
       lines.push(h("div", { class: "serve-nb-curl-line" }, h("code", { class: "serve-nb-curl", text: d.curl }),
         h("button", { class: "serve-nb-copy", text: "copy curl", onclick: (e) => copyText(d.curl, e.target) })));
     }
+    const connection = src.get("connection");
+    if (connection) lines.push(unreachable(connection));
     // A failed deploy's error is shown by the deploy block, cut down to the user's cell: not twice, raw.
     const shown = (src.get("deploy")?.failure ? "" : d.failure) || (d.deleted ? d.message : "");
     if (shown) lines.push(h("pre", { class: "serve-nb-error", text: shown }));
@@ -414,6 +416,11 @@ function renderApp(root, src) {
   return { update, stop: () => clearInterval(timer) };
 }
 
+// The controller stopped answering: said over the last state shown, which stays readable.
+function unreachable(state) {
+  return h("div", { class: "serve-nb-unreachable", text: `⚠ ${state}: showing the last state it reported` });
+}
+
 function modelSource(model) {
   return {
     name: "",
@@ -426,9 +433,11 @@ function modelSource(model) {
 function renderDashboard(model, el) {
   const list = h("div", { class: "serve-nb-dashboard-list" });
   const shown = new Map();  // app name -> {row, detail view}
+  const connection = h("div");
   el.append(h("div", {}, h("b", { text: model.get("running") ? "serve_nb applications" :
-    "serve_nb is not running: deploy with %%serve or serve.run()." })), list);
+    "serve_nb is not running: deploy with %%serve or serve.run()." })), connection, list);
   function draw() {
+    connection.replaceChildren(...(model.get("connection") ? [unreachable(model.get("connection"))] : []));
     const rows = model.get("rows") || [];
     const expanded = model.get("expanded") || [];
     for (const [name, item] of shown) {
@@ -484,12 +493,13 @@ export default {
     for (const ms of [0, 50, 250, 1000, 3000]) setTimeout(() => hideSnapshot(el, model.get("snapshot_id")), ms);
     if (model.get("kind") === "dashboard") {
       const draw = renderDashboard(model, el);
-      const names = ["rows", "expanded", "details", "running"];
+      const names = ["rows", "expanded", "details", "running", "connection"];
       for (const n of names) model.on(`change:${n}`, draw);
       return () => { for (const n of names) model.off(`change:${n}`, draw); };
     }
     const view = renderApp(el, modelSource(model));
-    const names = ["data", "deploy", "form", "notice", "answer", "logs", "log_filter", "scale_target", "can_retry"];
+    const names = ["data", "deploy", "form", "notice", "answer", "logs", "log_filter", "scale_target", "can_retry",
+                   "connection"];
     const redraw = () => { hideSnapshot(el, model.get("snapshot_id")); view.update(); };
     for (const n of names) model.on(`change:${n}`, redraw);
     return () => { view.stop(); for (const n of names) model.off(`change:${n}`, redraw); };
