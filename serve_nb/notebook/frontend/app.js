@@ -231,6 +231,8 @@ function renderApp(root, src) {
   const drawChartNow = () => drawChart(chartBox, src.get("data") || {}, windowName, Date.now() / 1000 + offset,
                                        pointer);
   const busy = (box) => box.contains(document.activeElement);
+  // Manual/Adaptive picked in the page but not applied yet, by deployment: kept over the feed's redraws.
+  const pickedMode = new Map();
 
   function drawHeader(d) {
     const parts = [h("b", { text: d.name || src.name }), " ", badge(d.status || "…", d.color || "#6e7781")];
@@ -284,11 +286,14 @@ function renderApp(root, src) {
       const mode = h("select", { class: "serve-nb-mode", disabled: off, title: "Manual: a fixed size; " +
                                  "Adaptive: the autoscaler sizes it within min..max" },
         h("option", { value: "manual", text: "Manual" }), h("option", { value: "adaptive", text: "Adaptive" }));
-      mode.value = adaptive ? "adaptive" : "manual";
+      const current = adaptive ? "adaptive" : "manual";
+      if (pickedMode.get(r.name) === current) pickedMode.delete(r.name);  // the cluster now does what was picked
+      mode.value = pickedMode.get(r.name) ?? current;
       const box = num("serve-nb-replica-count", r.target, "replicas");
       const set = h("button", { class: "serve-nb-set-replicas", text: "set", disabled: off, onclick: () => {
         src.send(adaptive ? { cmd: "set_mode", deployment: r.name, adaptive: false, replicas: Number(box.value) }
                           : { cmd: "set_replicas", deployment: r.name, replicas: Number(box.value) });
+        pickedMode.delete(r.name);
         done(set);
       } });
       box.addEventListener("keydown", (e) => { if (e.key === "Enter") set.click(); });
@@ -299,6 +304,7 @@ function renderApp(root, src) {
       const apply = h("button", { class: "serve-nb-apply-autoscaling", text: "apply", disabled: off, onclick: () => {
         src.send({ cmd: "set_mode", deployment: r.name, adaptive: true, min_replicas: Number(min.value),
                    max_replicas: Number(max.value), target_ongoing_requests: Number(target.value) });
+        pickedMode.delete(r.name);
         done(apply);
       } });
       const manualPart = h("span", {}, box, set);
@@ -308,7 +314,7 @@ function renderApp(root, src) {
         manualPart.style.display = mode.value === "manual" ? "" : "none";
         adaptivePart.style.display = mode.value === "adaptive" ? "" : "none";
       };
-      mode.addEventListener("change", show);
+      mode.addEventListener("change", () => { pickedMode.set(r.name, mode.value); show(); });
       show();
       return [r.name, badge(r.status, r.color), r.replicas, r.requests, ...(batching ? [r.batches] : []),
               h("span", { class: "serve-nb-set" }, mode, " ", manualPart, adaptivePart), r.message];
