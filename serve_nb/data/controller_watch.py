@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
+from serve_nb.ray_private import ray_client_connected
+
 logger = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[Any]]
@@ -107,11 +109,25 @@ class ControllerWatch:
 
     async def _answers(self) -> bool:
         try:
-            await asyncio.wait_for(self._probe(), self._timeout_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # timed out, controller dead or restarting, Ray gone
-            if self._reachable is not False:
-                logger.debug("serve_nb: the controller did not answer (%s)", type(exc).__name__)
-            return False
+            probe = asyncio.ensure_future(self._probe())
+        except Exception as exc:  # no controller handle (Serve shut down), Ray gone
+            return self._failed(exc)
+        probe.add_done_callback(_consume)  # an abandoned probe must not log "exception never retrieved"
+        done, _ = await asyncio.wait({probe}, timeout=self._timeout_s)
+        if not done:
+            if not ray_client_connected():  # Ray Client errors on a cancelled await: there it is left to finish
+                probe.cancel()
+            return self._failed(asyncio.TimeoutError(f"no answer within {self._timeout_s} s"))
+        if probe.exception() is not None:  # controller dead or restarting
+            return self._failed(probe.exception())
         return True
+
+    def _failed(self, exc: BaseException | None) -> bool:
+        if self._reachable is not False:
+            logger.debug("serve_nb: the controller did not answer (%s)", type(exc).__name__)
+        return False
+
+
+def _consume(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled():
+        fut.exception()
