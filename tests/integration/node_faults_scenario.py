@@ -173,6 +173,7 @@ def main() -> None:
         # Item 6: a clean node loss is reported as replacement, and no proxy restarts on the node gone.
         wait_until(lambda: str(serve.status().applications["faults"].status) == "RUNNING", timeout_s=30,
                    what="the app RUNNING again")
+        cluster.add_node(num_cpus=2, resources={"w": 1})  # room for the replacements (started before the clock)
         removed_at = time.monotonic()
         messages: set[str] = set()
 
@@ -181,7 +182,6 @@ def main() -> None:
             messages.add(info.message)
             return info.replica_states == {"RUNNING": 2} and removed_node.node_id not in serve.status().proxies
 
-        cluster.add_node(num_cpus=2, resources={"w": 1})  # room for the replacements
         cluster.remove_node(removed_node)
         wait_until(recovered, timeout_s=60, what="replicas replaced after a clean node removal", interval_s=0.1)
         removed_replaced_s = time.monotonic() - removed_at
