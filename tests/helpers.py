@@ -103,3 +103,49 @@ def taken_port() -> Iterator[int]:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         yield blocker.getsockname()[1]
+
+
+# -- scenarios on a local multi-node cluster (ray.cluster_utils.Cluster), each in a child process -----------
+
+
+def node_processes(node: Any) -> list[Any]:
+    """A ``Cluster`` node's raylet and everything it started (its workers, hence its replicas and proxy)."""
+    import psutil
+
+    raylet = next(p for kind, p in node.live_processes() if kind == "raylet")
+    root = psutil.Process(raylet.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def signal_processes(processes: list[Any], sig: int) -> None:
+    """Send ``sig`` to each process still there (SIGSTOP freezes a node, SIGCONT thaws it)."""
+    import psutil
+
+    for process in processes:
+        try:
+            process.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+def stop_local_cluster(cluster: Any) -> None:
+    """A scenario's tear-down: serve_nb, this driver's Ray connection, then the cluster's processes, each even if
+    the one before failed (no node may outlive its test)."""
+    import ray
+
+    import serve_nb as serve
+
+    try:
+        serve.shutdown()
+    finally:
+        try:
+            ray.shutdown()
+        finally:
+            cluster.shutdown()
+
+
+def scenario_main(main: Callable[[], None], name: str) -> None:
+    """A scenario script's entry point: run it and say how long it took (``run_scenario`` shows the output)."""
+    started = time.monotonic()
+    main()
+    print(f"{name} scenario passed in {time.monotonic() - started:.1f}s")

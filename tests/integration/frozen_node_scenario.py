@@ -7,7 +7,6 @@ Run by test_load_spread_and_frozen_nodes.py in its own process; prints the figur
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -18,7 +17,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import wait_until  # noqa: E402
+from helpers import node_processes, scenario_main, signal_processes, stop_local_cluster  # noqa: E402
 
 PORT = 8330
 #: Each call takes this long in the replica, so several are in flight on every replica at any time.
@@ -37,11 +36,6 @@ class Outcome:
     error: str  # "" when it succeeded
 
 
-def node_processes(raylet_pid: int) -> list[psutil.Process]:
-    raylet = psutil.Process(raylet_pid)
-    return [raylet, *raylet.children(recursive=True)]
-
-
 def hosts_controller(procs: list[psutil.Process]) -> bool:
     for proc in procs:
         try:
@@ -50,14 +44,6 @@ def hosts_controller(procs: list[psutil.Process]) -> bool:
         except psutil.Error:
             pass
     return False
-
-
-def send_signal(procs: list[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-        except psutil.Error:
-            pass
 
 
 async def load(handle, until: float, outcomes: list[Outcome]) -> None:
@@ -99,7 +85,7 @@ def main() -> None:
         replicas = serve.feed.get(serve.feed.app("frozen")).deployments[0].replicas
         assert len({r.node_id for r in replicas}) == 3, f"one replica per node expected: {replicas}"
         victim = next(w for w in workers
-                      if not hosts_controller(node_processes(w.all_processes["raylet"][0].process.pid)))
+                      if not hosts_controller(node_processes(w)))
         victim_id = victim.node_id
 
         async def run() -> tuple[list[Outcome], list[Outcome], float]:
@@ -111,8 +97,8 @@ def main() -> None:
             callers += [load(idempotent, until, idem_out) for _ in range(CALLERS_PER_HANDLE)]
             tasks = [asyncio.ensure_future(c) for c in callers]
             await asyncio.sleep(FROZEN_AT_S)  # steady load on all three nodes first
-            frozen.extend(node_processes(victim.all_processes["raylet"][0].process.pid))
-            send_signal(frozen, signal.SIGSTOP)
+            frozen.extend(node_processes(victim))
+            signal_processes(frozen, signal.SIGSTOP)
             frozen_at = time.monotonic()
             await asyncio.gather(*tasks)
             return plain_out, idem_out, frozen_at
@@ -137,15 +123,9 @@ def main() -> None:
               f"recovered {recovered_s:.1f} s after the freeze; {served_after} calls served after it; "
               f"replica states now {states}; frozen node {victim_id[:8]}")
     finally:
-        send_signal(frozen, signal.SIGCONT)
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+        signal_processes(frozen, signal.SIGCONT)
+        stop_local_cluster(cluster)
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    main()
-    print(f"frozen node scenario passed in {time.monotonic() - started:.1f}s")
+    scenario_main(main, "frozen node")

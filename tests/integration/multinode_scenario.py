@@ -6,14 +6,13 @@ Exits non-zero, with the failed check printed, if anything is off.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import wait_until  # noqa: E402
+from helpers import scenario_main, stop_local_cluster, wait_until  # noqa: E402
 
 PORT = 8310
 
@@ -90,12 +89,8 @@ def main() -> None:
         print(f"ok: proxies {len(serve.status().proxies)}, spread over {len(nodes)} nodes "
               f"(lost node held replicas: {had_second}), pinned on the 'third' node")
     finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+        stop_local_cluster(cluster)
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    main()
-    print(f"multinode scenario passed in {time.monotonic() - started:.1f}s")
+    scenario_main(main, "multinode")

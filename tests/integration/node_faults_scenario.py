@@ -21,7 +21,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import wait_until  # noqa: E402
+from helpers import node_processes, scenario_main, signal_processes, stop_local_cluster, wait_until  # noqa: E402
 
 PORT = 8320
 DEFAULT_HEALTH = os.environ.get("NODE_FAULTS_DEFAULT_HEALTH") == "1"
@@ -56,21 +56,6 @@ class Load:
         after = [(t, ok) for t, ok in self.results if t >= start]
         failed = [t for t, ok in after if not ok]
         return len(failed), (max(failed) - start if failed else 0.0)
-
-
-def node_processes(node: Any) -> list[psutil.Process]:
-    """The node's raylet and everything it started (its workers, hence its replicas and proxy)."""
-    raylet = next(p for kind, p in node.live_processes() if kind == "raylet")
-    root = psutil.Process(raylet.pid)
-    return [root, *root.children(recursive=True)]
-
-
-def signal_all(processes: list[psutil.Process], sig: int) -> None:
-    for process in processes:
-        try:
-            process.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
 
 
 def main() -> None:
@@ -154,7 +139,7 @@ def main() -> None:
         # on the node that answers.
         frozen = node_processes(frozen_node)
         froze_at = time.monotonic()
-        signal_all(frozen, signal.SIGSTOP)
+        signal_processes(frozen, signal.SIGSTOP)
         wait_until(lambda: str(serve.status().proxies.get(frozen_node.node_id)) == "UNHEALTHY", timeout_s=10,
                    what="the frozen node's proxy to be UNHEALTHY")
         proxy_unhealthy_s = time.monotonic() - froze_at
@@ -164,7 +149,7 @@ def main() -> None:
         wait_until(lambda: load.since(froze_at)[1] < time.monotonic() - froze_at - 3, timeout_s=60,
                    what="calls to succeed again for 3 s", interval_s=0.2)
         frozen_failed, frozen_recovered_s = load.since(froze_at)
-        signal_all(frozen, signal.SIGCONT)
+        signal_processes(frozen, signal.SIGCONT)
         cluster.remove_node(frozen_node, allow_graceful=False)
         frozen = []
         wait_until(lambda: frozen_node.node_id not in serve.status().proxies, timeout_s=60,
@@ -198,15 +183,9 @@ def main() -> None:
         print(f"clean removal: replaced after {removed_replaced_s:.1f} s, {removed_failed} calls failed, "
               f"calls recovered after {removed_recovered_s:.1f} s; statuses seen: {sorted(messages)}")
     finally:
-        signal_all(frozen, signal.SIGCONT)
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+        signal_processes(frozen, signal.SIGCONT)
+        stop_local_cluster(cluster)
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    main()
-    print(f"node faults scenario passed in {time.monotonic() - started:.1f}s")
+    scenario_main(main, "node faults")

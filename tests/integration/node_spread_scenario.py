@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +16,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import wait_until  # noqa: E402
+from helpers import scenario_main, stop_local_cluster, wait_until  # noqa: E402
 
 PORT = 8340
 SEQUENTIAL = 90
@@ -87,12 +86,8 @@ def main() -> None:
         print(f"ok: sequential {share(sequential)}, 8 at a time {share(concurrent)}, http 8 at a time {share(http)}, "
               f"locality=local {share(local)}")
     finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+        stop_local_cluster(cluster)
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    main()
-    print(f"node spread scenario passed in {time.monotonic() - started:.1f}s")
+    scenario_main(main, "node spread")

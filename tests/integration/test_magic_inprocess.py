@@ -13,7 +13,7 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 import serve_nb as serve
-from helpers import make_signal, taken_port, wait_until
+from helpers import taken_port, wait_until
 
 
 @pytest.fixture(scope="module")
