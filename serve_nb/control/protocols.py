@@ -7,7 +7,7 @@ here imports Ray.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from serve_nb.common.messages import ClusterInfo, DeploymentSpec, InitResult, ReplicaConfig, ReplicaMetadata
 from serve_nb.config import HTTPOptions

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from check_notebook import APP, DEPLOYMENT, SERVE_CELL
-from notebook_page import DeployedApp, app_widget, cell, output_text, run_cell, save_screenshot
+from notebook_page import DeployedApp, app_widget, cell, run_cell, save_screenshot
 
 WIDGET_TIMEOUT_MS = 30_000
 RERUN_TIMEOUT_MS = 120_000

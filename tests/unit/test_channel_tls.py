@@ -12,7 +12,7 @@ import socket
 import ssl
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

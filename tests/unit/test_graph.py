@@ -4,7 +4,6 @@ are pickled (tests of serialization)."""
 
 from __future__ import annotations
 
-from collections import namedtuple
 
 import pytest
 

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 import serve_nb as serve
-from serve_nb.exceptions import RayServeException
 
 
 @pytest.mark.parametrize("num_replicas", [0, -1, 1.5, "2", None, True])

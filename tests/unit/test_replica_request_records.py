@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
