@@ -59,3 +59,21 @@ async def proof_frame(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     client_nonce, server_nonce, server_proof = await challenge(reader, writer)
     assert auth.verify(key, auth.Role.SERVER, client_nonce, server_nonce, server_proof)
     return frame(Kind.PROOF, 0, auth.proof(key, auth.Role.CLIENT, client_nonce, server_nonce))
+
+
+class CountingSlots:
+    """The slot bookkeeping of a channel server's RequestHandler, for handlers written in tests: every request
+    gets a slot (``ongoing`` counts them) and nothing is large enough to stash. Subclasses write ``handle``."""
+
+    def __init__(self) -> None:
+        self.ongoing = 0
+
+    def try_acquire(self) -> bool:
+        self.ongoing += 1
+        return True
+
+    def release(self) -> None:
+        self.ongoing -= 1
+
+    def stash(self, value: object) -> str:  # pragma: no cover - nothing in these tests is large
+        raise AssertionError("a test handler was asked to stash a large value")

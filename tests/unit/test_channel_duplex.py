@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 import pytest
 
-from channel_peer import KEY, frame, proof_frame, read_frame
+from channel_peer import KEY, CountingSlots, frame, proof_frame, read_frame
 from loop_turns import until
 from serve_nb.data.channel import ChannelClient, ChannelServer, Kind
 from serve_nb.data.channel.duplex import (
@@ -125,27 +125,17 @@ def test_an_item_over_the_frame_limit_ends_the_items_instead_of_stalling_the_con
 # -- over the channel ---------------------------------------------------------------------------------
 
 
-class DuplexReplica:
+class DuplexReplica(CountingSlots):
     """A RequestHandler whose duplex requests echo each item back (upper-cased when a string) until the
     caller's items end; it can also stop reading (``reading`` cleared) to let the window fill."""
 
     def __init__(self) -> None:
-        self.ongoing = 0
+        super().__init__()
         self.links: list[Any] = []
         self.reading = asyncio.Event()
         self.reading.set()
         self.taken = 0
         self.ended = asyncio.Event()
-
-    def try_acquire(self) -> bool:
-        self.ongoing += 1
-        return True
-
-    def release(self) -> None:
-        self.ongoing -= 1
-
-    def stash(self, value: Any) -> str:  # pragma: no cover - nothing here is large
-        raise AssertionError
 
     def handle(self, request: Request) -> AsyncIterator[Any]:
         return self._echo(request)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-from channel_peer import KEY
+from channel_peer import KEY, CountingSlots
 from loop_turns import until
 from serve_nb.data.channel import ChannelClient, ChannelServer
 from serve_nb.data.channel.duplex import WINDOW_BYTES, WINDOW_ITEMS
@@ -16,24 +16,14 @@ from serve_nb.data.request import Request, RequestKind
 WAIT_S = 10.0
 
 
-class Counting:
+class Counting(CountingSlots):
     """A RequestHandler whose streamed reply is endless numbered items of ``item_bytes`` each."""
 
     def __init__(self, item_bytes: int = 10) -> None:
+        super().__init__()
         self.produced = 0
-        self.ongoing = 0
         self.item_bytes = item_bytes
         self.closed = asyncio.Event()
-
-    def try_acquire(self) -> bool:
-        self.ongoing += 1
-        return True
-
-    def release(self) -> None:
-        self.ongoing -= 1
-
-    def stash(self, value: Any) -> str:  # pragma: no cover - nothing here is large
-        raise AssertionError
 
     def handle(self, request: Request) -> AsyncIterator[Any]:
         return self._items()
