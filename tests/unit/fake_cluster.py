@@ -310,6 +310,14 @@ class Harness:
         await self.core.ready()
         return self.core
 
+    async def running(self, **options: Any) -> tuple[ControllerCore, list[FakeReplica]]:
+        """A started controller with one app "app" of one deployment "Model" (``spec(**options)``) RUNNING; the
+        controller and the app's live replicas."""
+        core = await self.start()
+        await core.deploy_app("app", "/app", "Model", [spec(**options)])
+        await self.wait_status("RUNNING")
+        return core, self.cluster.live()
+
     async def crash(self) -> None:
         """The controller's process dies: every task on the loop but the test's own ends."""
         for task in asyncio.all_tasks():

@@ -36,10 +36,7 @@ def test_a_constructor_that_keeps_failing_fails_the_deploy_until_it_is_redeploye
 def test_a_replica_failing_health_checks_is_replaced_unhealthy_then_healthy():
     async def scenario():
         h = Harness()
-        core = await h.start()
-        await core.deploy_app("app", "/app", "Model", [spec(health_check_period_s=PERIOD_S)])
-        await h.wait_status("RUNNING")
-        [sick] = h.cluster.live()
+        core, [sick] = await h.running(health_check_period_s=PERIOD_S)
         sick.healthy = False
         for _ in range(HEALTH_FAILURES_BEFORE_REPLACE - 1):
             await h.tick(PERIOD_S)
@@ -63,10 +60,7 @@ def test_a_replica_failing_health_checks_is_replaced_unhealthy_then_healthy():
 def test_a_passing_check_resets_the_count_of_failures():
     async def scenario():
         h = Harness()
-        core = await h.start()
-        await core.deploy_app("app", "/app", "Model", [spec(health_check_period_s=PERIOD_S)])
-        await h.wait_status("RUNNING")
-        [replica] = h.cluster.live()
+        core, [replica] = await h.running(health_check_period_s=PERIOD_S)
         for healthy in [False, False, True, False, False, True]:
             replica.healthy = healthy
             await h.tick(PERIOD_S)
@@ -78,10 +72,7 @@ def test_a_passing_check_resets_the_count_of_failures():
 def test_a_replica_that_dies_is_noticed_and_replaced():
     async def scenario():
         h = Harness()
-        core = await h.start()
-        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=2)])
-        await h.wait_status("RUNNING")
-        victim, survivor = h.cluster.live()
+        core, (victim, survivor) = await h.running(num_replicas=2)
         h.cluster.hold_starts = True
         victim.die()
         await until(lambda: victim.replica_id not in {i.replica_id for i in h.published("replicas:app#Model").replicas},
@@ -99,10 +90,7 @@ def test_a_replica_that_dies_is_noticed_and_replaced():
 def test_an_unreachable_report_checks_the_replica_at_once():
     async def scenario():
         h = Harness()
-        core = await h.start()
-        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=1)])
-        await h.wait_status("RUNNING")
-        [replica] = h.cluster.live()
+        core, [replica] = await h.running(num_replicas=1)
         await core.report_unreachable("app", "Model", replica.replica_id)
         await quiesce()
         assert not replica.killed, "a replica that answers stays"
@@ -117,10 +105,7 @@ def test_an_unreachable_report_checks_the_replica_at_once():
 def test_an_unreachable_report_spares_a_replica_whose_process_answers_though_its_loop_is_busy():
     async def scenario():
         h = Harness()
-        core = await h.start()
-        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=1)])
-        await h.wait_status("RUNNING")
-        [replica] = h.cluster.live()
+        core, [replica] = await h.running(num_replicas=1)
         replica.healthy = False  # its health check fails (a loop blocked by user code), its process answers
         await core.report_unreachable("app", "Model", replica.replica_id)
         await quiesce()
@@ -132,10 +117,7 @@ def test_an_unreachable_report_spares_a_replica_whose_process_answers_though_its
 def test_a_lost_replica_is_reported_as_replaced_until_its_replacement_runs():
     async def scenario():
         h = Harness()
-        core = await h.start()
-        await core.deploy_app("app", "/app", "Model", [spec(num_replicas=2, health_check_period_s=PERIOD_S)])
-        await h.wait_status("RUNNING")
-        lost, survivor = h.cluster.live()
+        core, (lost, survivor) = await h.running(num_replicas=2, health_check_period_s=PERIOD_S)
         h.cluster.hold_starts = True
         lost.die()
         await h.wait_status("UNHEALTHY")
