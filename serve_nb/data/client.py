@@ -7,6 +7,7 @@ one (``serve_nb.bootstrap`` does that for ``serve.start``/``serve.run``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -16,11 +17,12 @@ import ray
 
 from serve_nb import ray_private
 from serve_nb.common.messages import ClusterInfo
-from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE
+from serve_nb.common.names import CONTROLLER_NAME, NAMESPACE, replica_actor_name
 from serve_nb.core import metrics as m
 from serve_nb.core.snapshots import replicas_key
 from serve_nb.data import metrics
 from serve_nb.data.channel import shm, tls
+from serve_nb.data.channel.liveness import Vouch
 from serve_nb.data.controller_watch import ControllerWatch
 from serve_nb.data.loop import BackgroundLoop, get_loop
 from serve_nb.data.longpoll import LongPollClient
@@ -37,6 +39,27 @@ LOOKUP_TIMEOUT_S = 60.0
 QUEUE_REPORT_PERIOD_S = 0.25
 _lock = threading.RLock()
 _client: "ServeClient | None" = None
+
+
+def _vouch(actor_name: str) -> Vouch:
+    """How a router asks whether a silent replica's process lives (``channel.liveness``)."""
+    return lambda: replica_process_answers(actor_name)
+
+
+async def replica_process_answers(actor_name: str) -> bool:
+    """Whether the replica actor called ``actor_name`` answers Ray on its liveness thread, which user code
+    blocking its event loop cannot hold up. The actor lookup asks the GCS, so it runs on a thread: a slow head
+    must not stall this process's loop. The call is shielded: a caller that stops waiting (Ray Client errors
+    on a cancelled await) leaves it to finish unheeded."""
+    loop = asyncio.get_running_loop()
+    actor = await loop.run_in_executor(None, lambda: ray.get_actor(actor_name, namespace=NAMESPACE))
+    answer = asyncio.ensure_future(_await_ref(actor.alive.remote()))
+    answer.add_done_callback(lambda fut: fut.cancelled() or fut.exception())
+    return bool(await asyncio.shield(answer))
+
+
+async def _await_ref(ref: Any) -> Any:
+    return await ref
 
 
 class ServeClient:
@@ -66,7 +89,8 @@ class ServeClient:
         router = self._routers.get(dep)
         if router is None:
             router = Router(
-                dep, channel_connector(self.node_id, self._tls, self._ray_token, shm.process_arena()),
+                dep, channel_connector(self.node_id, self._tls, self._ray_token, shm.process_arena(),
+                                       lambda replica_id, dep=dep: _vouch(replica_actor_name(dep, replica_id))),
                 local_node_id=self.node_id,
                 on_replica_unreachable=lambda rid, dep=dep: self._report_unreachable(dep, rid),
                 on_queue_change=lambda n, dep=dep: self._queue_changed(dep, n),

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 from serve_nb.config import DEFAULT_MAX_ONGOING_REQUESTS
 from serve_nb.core.choice import Locality, choose_for_model, choose_replica, locality_from_env
 from serve_nb.data.channel import Address, ChannelClient, ConnectionLost, ForObjectStore, NotSent, Rejected, auth
+from serve_nb.data.channel.liveness import Vouch
 from serve_nb.data.channel.shm import ShmArena
 from serve_nb.data.objects import LargeCalls
 from serve_nb.data.request import BodySource, Request, StashedResult
@@ -69,11 +70,12 @@ Connect = Callable[[ReplicaInfo], ReplicaClient]
 
 def channel_connector(
     local_node_id: str, tls: ssl.SSLContext | None = None, ray_token: Callable[[], bytes | None] = lambda: None,
-    shm_arena: ShmArena | None = None,
+    shm_arena: ShmArena | None = None, vouch_for: Callable[[str], Vouch] | None = None,
 ) -> Connect:
     """Connections over the channel, keyed by each replica's own secret (and Ray's auth token, from
     ``ray_token``, when the replica says its key uses it); a Unix socket when the replica is on this
-    node, TLS (``tls``) over TCP."""
+    node, TLS (``tls``) over TCP. ``vouch_for(replica_id)``: how to ask whether a silent replica's process
+    lives (``liveness``)."""
 
     def connect(info: ReplicaInfo) -> ReplicaClient:
         address = Address(info.host, info.port, info.uds_path, info.node_id)
@@ -85,7 +87,8 @@ def channel_connector(
                 info.replica_id,
             )
         key = auth.channel_key(info.secret, token)
-        return ChannelClient(address, key, tls=tls, local_node_id=local_node_id, shm_arena=shm_arena)
+        return ChannelClient(address, key, tls=tls, local_node_id=local_node_id, shm_arena=shm_arena,
+                             vouch=vouch_for(info.replica_id) if vouch_for is not None else None)
 
     return connect
 

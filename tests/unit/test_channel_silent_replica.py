@@ -21,12 +21,12 @@ BOUND_S = HEARTBEAT_S * (1 + 1 / liveness.BEATS_PER_TIMEOUT) + 1.0
 WAIT_S = 10.0
 
 
-def with_replica(test: Callable[..., Awaitable[Any]]) -> Any:
+def with_replica(test: Callable[..., Awaitable[Any]], vouch: liveness.Vouch | None = None) -> Any:
     async def main() -> Any:
         replica = FakeReplica()
         server = ChannelServer(replica, KEY)
         address = await server.start("127.0.0.1", use_uds=False)
-        client = ChannelClient(address, KEY, heartbeat_timeout_s=HEARTBEAT_S)
+        client = ChannelClient(address, KEY, heartbeat_timeout_s=HEARTBEAT_S, vouch=vouch)
         try:
             return await asyncio.wait_for(test(replica, server, client), WAIT_S)
         finally:
@@ -72,6 +72,60 @@ def test_a_replica_busy_longer_than_the_timeout_keeps_its_request():
         assert await pending == "unblocked"
 
     with_replica(test)
+
+
+def thaw(server: ChannelServer) -> None:
+    for conn in server._connections:
+        assert conn.transport is not None
+        conn.transport.resume_reading()
+
+
+def test_a_silent_replica_whose_process_is_vouched_for_keeps_its_request_until_its_loop_answers_again():
+    """User code blocking the replica's loop silences the connection as a freeze does; Ray says its process
+    lives, so the request waits instead of failing."""
+    asked: list[float] = []
+
+    async def alive() -> bool:
+        asked.append(asyncio.get_running_loop().time())
+        return True
+
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        pending = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        freeze(server)
+        while len(asked) < 2:  # asked again each time the silence reaches the timeout
+            await asyncio.sleep(HEARTBEAT_S / 8)
+        assert not pending.done() and client.usable
+        thaw(server)
+        replica.gate.set()
+        assert await pending == "unblocked"
+        assert client.usable
+
+    with_replica(test, vouch=alive)
+
+
+@pytest.mark.parametrize("answer", ["no", "error", "never"])
+def test_a_silent_replica_not_vouched_for_fails_its_requests_at_most_a_vouch_timeout_later(answer: str):
+    async def vouch() -> bool:
+        if answer == "error":
+            raise RuntimeError("the replica's actor is dead")
+        if answer == "never":
+            await asyncio.Event().wait()  # a frozen node: Ray's call gets no answer either
+        return False
+
+    async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
+        pending = asyncio.ensure_future(client.call(call("block")))
+        await replica.blocked.wait()
+        freeze(server)
+        loop = asyncio.get_running_loop()
+        frozen_at = loop.time()
+        with pytest.raises(ConnectionLost, match="stopped answering"):
+            await pending
+        waited = loop.time() - frozen_at
+        assert HEARTBEAT_S * 0.9 <= waited <= BOUND_S + liveness.VOUCH_TIMEOUT_S, waited
+        assert client.lost
+
+    with_replica(test, vouch=vouch)
 
 
 def test_an_idle_connection_to_a_silent_replica_is_given_up_and_reported():

@@ -85,7 +85,8 @@ class _ClientConnection(FrameProtocol):
                 self.send(Kind.PROOF, 0, auth.proof(key, auth.Role.CLIENT, self._nonce, server_nonce))
                 self.trusted = True
                 self.max_frame = self._owner.max_frame
-                self.heartbeat = liveness.Heartbeat(self._owner.heartbeat_timeout_s, self._ping, self._silent)
+                self.heartbeat = liveness.Heartbeat(self._owner.heartbeat_timeout_s, self._ping, self._silent,
+                                                    self._owner.vouch)
                 if not self.handshake.done():
                     self.handshake.set_result(None)
                 return
@@ -145,8 +146,11 @@ class ChannelClient:
         shm_arena: ShmArena | None = None,
         heartbeat_timeout_s: float | None = None,
         connect_timeout_s: float | None = None,
+        vouch: liveness.Vouch | None = None,
     ) -> None:
         self.address = address
+        #: Asked before a silent replica is given up: is its process alive (its loop only busy)? See ``liveness``.
+        self.vouch = vouch
         #: Silence after which the replica is given up (``liveness``); None: from the environment.
         self.heartbeat_timeout_s = heartbeat_timeout_s if heartbeat_timeout_s is not None else liveness.heartbeat_timeout_s()
         self.connect_timeout_s = connect_timeout_s if connect_timeout_s is not None else liveness.connect_timeout_s()

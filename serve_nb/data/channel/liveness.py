@@ -7,6 +7,11 @@ caller also sends PING frames on a connection it has heard nothing on for a beat
 answers with PONG from its event loop. A connection silent for ``timeout_s`` is given up: its
 requests fail (or are retried elsewhere, under the router's rules) and the router stops using it.
 
+User code that blocks a replica's event loop (a long synchronous call in an ``async def``) silences it too,
+though its process is well. So a caller that can ask by another path (``vouch``: Ray's call to the replica's
+liveness thread) does so before giving up, and keeps the connection while the answer is yes; a frozen node
+cannot answer, and is given up ``VOUCH_TIMEOUT_S`` later than without the question.
+
 Nothing here runs per request: a frame received sets one flag, and one timer per connection ticks
 ``BEATS_PER_TIMEOUT`` times per timeout.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 #: Environment variable: seconds a caller waits without hearing from a replica before giving it up.
 HEARTBEAT_TIMEOUT_ENV = "SERVE_NB_CHANNEL_HEARTBEAT_TIMEOUT_S"
@@ -34,6 +39,11 @@ BEATS_PER_TIMEOUT = 4
 KEEPALIVE_IDLE_S = 5
 KEEPALIVE_INTERVAL_S = 2
 KEEPALIVE_COUNT = 3
+#: How long a vouch (is the silent replica's process alive?) may take: a live one answers in milliseconds.
+VOUCH_TIMEOUT_S = 1.0
+
+#: Asks, by a path other than the silent connection, whether the replica's process is alive.
+Vouch = Callable[[], Awaitable[bool]]
 
 
 def seconds_from_env(name: str, default: float, environ: Mapping[str, str] = os.environ) -> float:
@@ -74,17 +84,22 @@ def enable_keepalive(sock: socket.socket) -> None:
 
 class Heartbeat:
     """Ticks on the loop while a connection is open: sends ``ping`` after a silent beat, and calls
-    ``silent`` once nothing was heard for ``timeout_s``. The connection sets ``heard`` on each frame."""
+    ``silent`` once nothing was heard for ``timeout_s`` (and ``vouch``, if given, did not say the process
+    lives). The connection sets ``heard`` on each frame."""
 
-    __slots__ = ("heard", "_silence", "_beat", "_timeout", "_ping", "_silent", "_timer", "_loop")
+    __slots__ = ("heard", "_silence", "_beat", "_timeout", "_ping", "_silent", "_vouch", "_vouching", "_timer",
+                 "_loop")
 
-    def __init__(self, timeout_s: float, ping: Callable[[], None], silent: Callable[[float], None]) -> None:
+    def __init__(self, timeout_s: float, ping: Callable[[], None], silent: Callable[[float], None],
+                 vouch: Vouch | None = None) -> None:
         self.heard = True
         self._silence = 0.0
         self._timeout = timeout_s
         self._beat = timeout_s / BEATS_PER_TIMEOUT
         self._ping = ping
         self._silent = silent
+        self._vouch = vouch
+        self._vouching: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._beat, self._tick)
 
@@ -95,13 +110,35 @@ class Heartbeat:
         else:
             self._silence += self._beat
             if self._silence >= self._timeout - 1e-9:
-                self._timer = None
-                self._silent(self._silence)
-                return
+                if self._vouch is None:
+                    self._give_up()
+                    return
+                if self._vouching is None:
+                    self._vouching = self._loop.create_task(self._ask())
             self._ping()
         self._timer = self._loop.call_later(self._beat, self._tick)
+
+    async def _ask(self) -> None:
+        try:
+            alive = await asyncio.wait_for(self._vouch(), VOUCH_TIMEOUT_S)  # type: ignore[misc]  # set when asked
+        except Exception:  # no answer in time, or the replica's actor is gone
+            alive = False
+        self._vouching = None
+        if self._timer is None:
+            return  # stopped meanwhile
+        if alive:
+            self.heard = True  # its process lives (its loop is busy): keep waiting, and ask again if it stays silent
+        else:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        self.stop()
+        self._silent(self._silence)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._vouching is not None:
+            self._vouching.cancel()
+            self._vouching = None
