@@ -182,3 +182,19 @@ def test_the_manual_adaptive_switch_sends_the_settings_and_explains_bad_ones(wid
     widget.handle_command({"cmd": "set_mode", "deployment": "Nope", "adaptive": False, "replicas": 1})
     assert "'Nope' cannot be changed here" in widget.notice
     assert len(calls) == 2
+
+
+def test_an_unreachable_controller_is_said_over_the_last_state_until_it_answers_or_the_app_is_gone(widget):
+    from serve_nb.exceptions import ControllerUnreachableError
+
+    widget._on_detail(detail())
+    shown = widget.data
+    widget._on_controller(ControllerUnreachableError.STATE)  # what the controller watch calls it with
+    assert widget.connection == "controller unreachable, retrying"
+    assert widget.data == shown  # the last state stays, for reading
+    widget._on_controller("")
+    assert widget.connection == ""
+    widget._on_controller(ControllerUnreachableError.STATE)
+    widget._on_detail(None)  # deleted: nothing more to be reachable for
+    assert widget.connection == ""
+    assert "serve-nb-unreachable" in widget._esm
