@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Awaitable, Callable, TypeVar
 
 from serve_nb.data.channel import Kind, auth
 from serve_nb.data.channel.frames import HEADER, FrameProtocol
+
+T = TypeVar("T")
 
 #: A channel key for tests (what ``auth.channel_key`` returns for a replica).
 KEY = bytes(range(32))
@@ -77,3 +80,22 @@ class CountingSlots:
 
     def stash(self, value: object) -> str:  # pragma: no cover - nothing in these tests is large
         raise AssertionError("a test handler was asked to stash a large value")
+
+
+def over_channel(handler: Any, test: Callable[[Any, Any], Awaitable[T]], wait_s: float = 10.0,
+                 **client_options: Any) -> T:
+    """Run ``test(server, client)`` against ``handler`` served by a real ChannelServer on 127.0.0.1 (TCP), with a
+    ChannelClient made with ``client_options``; both are closed after, and the test is bounded by ``wait_s``."""
+    from serve_nb.data.channel import ChannelClient, ChannelServer
+
+    async def main() -> T:
+        server = ChannelServer(handler, KEY)
+        address = await server.start("127.0.0.1", use_uds=False)
+        client = ChannelClient(address, KEY, **client_options)
+        try:
+            return await asyncio.wait_for(test(server, client), wait_s)
+        finally:
+            client.close()
+            server.abort()
+
+    return asyncio.run(main())

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 import pytest
 
-from channel_peer import KEY, CountingSlots, frame, proof_frame, read_frame
+from channel_peer import KEY, CountingSlots, frame, over_channel, proof_frame, read_frame
 from loop_turns import until
 from serve_nb.data.channel import ChannelClient, ChannelServer, Kind
 from serve_nb.data.channel.duplex import (
@@ -181,18 +181,8 @@ class Items:
 
 
 def channel(test: Any) -> Any:
-    async def main() -> Any:
-        replica = DuplexReplica()
-        server = ChannelServer(replica, KEY)
-        address = await server.start("127.0.0.1", use_uds=False)
-        client = ChannelClient(address, KEY)
-        try:
-            return await asyncio.wait_for(test(replica, server, client), WAIT_S)
-        finally:
-            client.close()
-            server.abort()
-
-    return asyncio.run(main())
+    replica = DuplexReplica()
+    return over_channel(replica, lambda server, client: test(replica, server, client), WAIT_S)
 
 
 def test_items_flow_both_ways_on_one_request_in_order_until_the_caller_ends():

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from channel_peer import KEY
+from channel_peer import KEY, over_channel
 from serve_nb.data.channel import Address, ChannelClient, ChannelServer, ConnectionLost, NotSent
 from serve_nb.data.channel import liveness
 from test_channel_round_trip import FakeReplica, call
@@ -22,18 +22,9 @@ WAIT_S = 10.0
 
 
 def with_replica(test: Callable[..., Awaitable[Any]], vouch: liveness.Vouch | None = None) -> Any:
-    async def main() -> Any:
-        replica = FakeReplica()
-        server = ChannelServer(replica, KEY)
-        address = await server.start("127.0.0.1", use_uds=False)
-        client = ChannelClient(address, KEY, heartbeat_timeout_s=HEARTBEAT_S, vouch=vouch)
-        try:
-            return await asyncio.wait_for(test(replica, server, client), WAIT_S)
-        finally:
-            client.close()
-            server.abort()
-
-    return asyncio.run(main())
+    replica = FakeReplica()
+    return over_channel(replica, lambda server, client: test(replica, server, client), WAIT_S,
+                        heartbeat_timeout_s=HEARTBEAT_S, vouch=vouch)
 
 
 def freeze(server: ChannelServer) -> None:
@@ -43,19 +34,24 @@ def freeze(server: ChannelServer) -> None:
         conn.transport.pause_reading()
 
 
+async def failed_after_freezing(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> float:
+    """Freeze the replica while a request runs on it; the seconds until that request failed as unanswered."""
+    pending = asyncio.ensure_future(client.call(call("block")))
+    await replica.blocked.wait()
+    freeze(server)
+    loop = asyncio.get_running_loop()
+    frozen_at = loop.time()
+    with pytest.raises(ConnectionLost, match="stopped answering"):
+        await pending
+    return loop.time() - frozen_at
+
+
 def test_requests_on_a_replica_that_stops_answering_fail_within_the_heartbeat_timeout():
     async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
         unusable: list[ChannelClient] = []
         client.on_unusable = unusable.append
         assert await client.call(call("echo", 1)) == ((1,), {})
-        pending = asyncio.ensure_future(client.call(call("block")))
-        await replica.blocked.wait()
-        freeze(server)
-        loop = asyncio.get_running_loop()
-        frozen_at = loop.time()
-        with pytest.raises(ConnectionLost, match="stopped answering"):
-            await pending
-        waited = loop.time() - frozen_at
+        waited = await failed_after_freezing(replica, server, client)
         assert HEARTBEAT_S * 0.9 <= waited <= BOUND_S, waited
         assert unusable == [client] and client.lost and not client.usable
 
@@ -114,14 +110,7 @@ def test_a_silent_replica_not_vouched_for_fails_its_requests_at_most_a_vouch_tim
         return False
 
     async def test(replica: FakeReplica, server: ChannelServer, client: ChannelClient) -> None:
-        pending = asyncio.ensure_future(client.call(call("block")))
-        await replica.blocked.wait()
-        freeze(server)
-        loop = asyncio.get_running_loop()
-        frozen_at = loop.time()
-        with pytest.raises(ConnectionLost, match="stopped answering"):
-            await pending
-        waited = loop.time() - frozen_at
+        waited = await failed_after_freezing(replica, server, client)
         assert HEARTBEAT_S * 0.9 <= waited <= BOUND_S + liveness.VOUCH_TIMEOUT_S, waited
         assert client.lost
 

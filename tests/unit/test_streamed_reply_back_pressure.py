@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-from channel_peer import KEY, CountingSlots
+from channel_peer import CountingSlots, over_channel
 from loop_turns import until
-from serve_nb.data.channel import ChannelClient, ChannelServer
+from serve_nb.data.channel import ChannelClient
 from serve_nb.data.channel.duplex import WINDOW_BYTES, WINDOW_ITEMS
 from serve_nb.data.request import Request, RequestKind
 
@@ -41,18 +41,8 @@ def streamed_call() -> Request:
     return Request(RequestKind.STREAM, "__call__", (), {})
 
 
-def over_channel(test: Any, handler: Counting) -> Any:
-    async def main() -> Any:
-        server = ChannelServer(handler, KEY)
-        address = await server.start("127.0.0.1", use_uds=False)
-        client = ChannelClient(address, KEY)
-        try:
-            return await asyncio.wait_for(test(client), WAIT_S)
-        finally:
-            client.close()
-            server.abort()
-
-    return asyncio.run(main())
+def serve(test: Any, handler: Counting) -> Any:
+    return over_channel(handler, lambda server, client: test(client), WAIT_S)
 
 
 async def settle(handler: Counting) -> int:
@@ -77,7 +67,7 @@ def test_a_caller_that_stops_taking_a_streamed_reply_holds_the_replica_to_one_wi
         await until(handler.closed.is_set, "the producer closed when the caller left")
         await until(lambda: handler.ongoing == 0, "the slot freed")
 
-    over_channel(test, handler)
+    serve(test, handler)
 
 
 def test_a_streamed_reply_of_large_items_is_held_to_the_windows_bytes():
@@ -90,4 +80,4 @@ def test_a_streamed_reply_of_large_items_is_held_to_the_windows_bytes():
         assert 4 <= stalled <= 7, stalled  # about one window of bytes, however many items that is
         await replies.aclose()
 
-    over_channel(test, handler)
+    serve(test, handler)
