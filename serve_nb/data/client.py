@@ -24,7 +24,7 @@ from serve_nb.data import metrics
 from serve_nb.data.channel import shm, tls
 from serve_nb.data.channel.liveness import Vouch
 from serve_nb.data.controller_watch import ControllerWatch
-from serve_nb.data.loop import BackgroundLoop, get_loop
+from serve_nb.data.loop import BackgroundLoop, abandonable, get_loop
 from serve_nb.data.longpoll import LongPollClient
 from serve_nb.data.objects import ObjectStoreCalls
 from serve_nb.data.request import Request
@@ -53,13 +53,7 @@ async def replica_process_answers(actor_name: str) -> bool:
     on a cancelled await) leaves it to finish unheeded."""
     loop = asyncio.get_running_loop()
     actor = await loop.run_in_executor(None, lambda: ray.get_actor(actor_name, namespace=NAMESPACE))
-    answer = asyncio.ensure_future(_await_ref(actor.alive.remote()))
-    answer.add_done_callback(lambda fut: fut.cancelled() or fut.exception())
-    return bool(await asyncio.shield(answer))
-
-
-async def _await_ref(ref: Any) -> Any:
-    return await ref
+    return bool(await asyncio.shield(abandonable(actor.alive.remote())))
 
 
 class ServeClient:

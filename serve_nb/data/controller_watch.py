@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
+from serve_nb.data.loop import consume
 from serve_nb.ray_private import ray_client_connected
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class ControllerWatch:
             probe = asyncio.ensure_future(self._probe())
         except Exception as exc:  # no controller handle (Serve shut down), Ray gone
             return self._failed(exc)
-        probe.add_done_callback(_consume)  # an abandoned probe must not log "exception never retrieved"
+        probe.add_done_callback(consume)  # an abandoned probe must not log "exception never retrieved"
         done, _ = await asyncio.wait({probe}, timeout=self._timeout_s)
         if not done:
             if not ray_client_connected():  # Ray Client errors on a cancelled await: there it is left to finish
@@ -126,8 +127,3 @@ class ControllerWatch:
         if self._reachable is not False:
             logger.debug("serve_nb: the controller did not answer (%s)", type(exc).__name__)
         return False
-
-
-def _consume(fut: "asyncio.Future[Any]") -> None:
-    if not fut.cancelled():
-        fut.exception()

@@ -13,6 +13,7 @@ import threading
 from typing import Any, Awaitable, Callable, Mapping
 
 from serve_nb.core.snapshots import Update
+from serve_nb.data.loop import abandonable
 from serve_nb.ray_private import ray_client_connected
 
 logger = logging.getLogger(__name__)
@@ -122,8 +123,7 @@ class LongPollClient:
                 self._lost(exc, failures)
                 await self._sleep(min(RETRY_BASE_S * 2**failures, RETRY_MAX_S))
                 continue
-            poll = asyncio.ensure_future(_await_ref(ref))
-            poll.add_done_callback(_consume)  # an abandoned poll must not log "never retrieved"
+            poll = abandonable(ref)
             changed = asyncio.ensure_future(self._keys_changed.wait())
             done, _ = await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
             if poll not in done:
@@ -160,15 +160,6 @@ class LongPollClient:
 
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(_close)
-
-
-def _consume(fut: "asyncio.Future[Any]") -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _await_ref(ref: Any) -> Any:
-    return await ref
 
 
 def abandon_ray_call(poll: "asyncio.Future[Any]", ref: Any) -> None:

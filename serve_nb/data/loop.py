@@ -85,3 +85,21 @@ def get_loop() -> BackgroundLoop:
 def _stop_at_exit() -> None:
     if _instance is not None:
         _instance.stop()
+
+
+def consume(fut: "asyncio.Future[Any]") -> None:
+    """A done-callback for a future its waiter may abandon: its exception is retrieved, so asyncio does not log
+    "exception was never retrieved" for a call nobody waits for any more."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def abandonable(ref: Any) -> "asyncio.Future[Any]":
+    """A future for the Ray call ``ref`` (an ObjectRef, awaitable on this loop) that may be abandoned quietly."""
+    fut = asyncio.ensure_future(_await(ref))
+    fut.add_done_callback(consume)
+    return fut
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
