@@ -109,8 +109,7 @@ class ProxyManager:
 
     def _node_died(self, node_id: str) -> None:
         logger.warning("serve_nb: node %s died; replacing what ran there", node_id)
-        self._node_lost()
-        self._node_unresponsive(node_id)
+        self._node_unresponsive(node_id)  # the cluster already dropped it from its node list
         self._wake()
 
     def unresponsive_nodes(self) -> set[str]:

@@ -42,18 +42,20 @@ _client: "ServeClient | None" = None
 
 
 def _vouch(actor_name: str) -> Vouch:
-    """How a router asks whether a silent replica's process lives (``channel.liveness``)."""
-    return lambda: replica_process_answers(actor_name)
+    """How a router asks whether a silent replica's process lives (``channel.liveness``): whether the replica
+    actor answers Ray on its liveness thread, which user code blocking its event loop cannot hold up. The actor
+    is looked up once, on a thread (a GCS call: a slow head must not stall this process's loop), and kept for
+    the next question. The call is shielded: a caller that stops waiting (Ray Client errors on a cancelled
+    await) leaves it to finish unheeded."""
+    actors: list[Any] = []
 
+    async def answers() -> bool:
+        if not actors:
+            loop = asyncio.get_running_loop()
+            actors.append(await loop.run_in_executor(None, lambda: ray.get_actor(actor_name, namespace=NAMESPACE)))
+        return bool(await asyncio.shield(abandonable(actors[0].alive.remote())))
 
-async def replica_process_answers(actor_name: str) -> bool:
-    """Whether the replica actor called ``actor_name`` answers Ray on its liveness thread, which user code
-    blocking its event loop cannot hold up. The actor lookup asks the GCS, so it runs on a thread: a slow head
-    must not stall this process's loop. The call is shielded: a caller that stops waiting (Ray Client errors
-    on a cancelled await) leaves it to finish unheeded."""
-    loop = asyncio.get_running_loop()
-    actor = await loop.run_in_executor(None, lambda: ray.get_actor(actor_name, namespace=NAMESPACE))
-    return bool(await asyncio.shield(abandonable(actor.alive.remote())))
+    return answers
 
 
 class ServeClient:

@@ -283,8 +283,8 @@ class ChannelClient:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pending = self._pending[rid] = _Pending(None, queue)
         # The replica sends a window of the reply ahead, no more: credit goes back as the consumer takes it.
-        pending.grants = Grants(functools.partial(conn.send, Kind.CREDIT, rid))
-        pending.sizes = collections.deque()
+        grants = pending.grants = Grants(functools.partial(conn.send, Kind.CREDIT, rid))
+        sizes = pending.sizes = collections.deque()
         if request.duplex:
             pending.window = Window()  # and the caller's own items, the other way
         self._send_call(conn, rid, pickled, out_of_band)
@@ -308,8 +308,7 @@ class ChannelClient:
                 if kind == Kind.CHUNK:
                     first = False
                     yield value
-                    if pending.grants is not None:  # the consumer asks for the next: it has taken this one
-                        pending.grants.took(pending.sizes.popleft())  # type: ignore[union-attr]
+                    grants.took(sizes.popleft())  # the consumer asks for the next: it has taken this one
                 elif kind == Kind.END:
                     finished = True
                     return
